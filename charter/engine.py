@@ -1,0 +1,500 @@
+"""The engine: the one writer of run state.
+
+It hosts runs, asks the pure rules (:mod:`charter.rules`) what happens next,
+starts ready steps within the concurrency limits, and writes every transition
+to the store in one transaction per batch: when many steps finish together,
+their events share a commit. Tools run as asyncio tasks; their results come
+back to the loop, which is the only place that appends events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import rules
+from .clock import Clock, SystemClock
+from .errors import (
+    ConfigError,
+    ErrorInfo,
+    PermanentError,
+    RunNotFoundError,
+    RunStateError,
+    StepTimeoutError,
+    ToolArgumentError,
+)
+from .events import (
+    Event,
+    PlanApproved,
+    RunCancelled,
+    RunCreated,
+    RunPaused,
+    RunResumed,
+    StepInterrupted,
+    StepsReset,
+    StepStarted,
+    StepSucceeded,
+)
+from .plan import Plan
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .rules import RUNNING, RunState, Unit
+from .store.sql import SQLStore
+from .tools import Registry, ToolContext, load_tools
+
+Observer = Callable[[RunState, Sequence[Event]], None]
+UnitKey = tuple[str, str, int | None]  # run, step, item
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class _Hosted:
+    state: RunState
+    registry: Registry
+    tasks: dict[tuple[str, int | None], asyncio.Task[None]] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    hosted: _Hosted
+    unit: Unit
+    attempt: int
+    output: Any = None
+    error: BaseException | None = None
+    interrupted: bool = False
+
+
+class Engine:
+    """Runs plans durably against one store.
+
+    Args:
+        store: where the log and state live.
+        clock: the time source (``charter.testing.FakeClock`` in tests).
+        max_concurrency: attempts running at once across all hosted runs.
+        lease_seconds: how long a claim on a run lasts without renewal; a run
+            whose owner died on this machine is taken over at once, one whose
+            owner is elsewhere once the lease has expired.
+        poll_interval: how often control requests from other processes
+            (``charter pause``, ``charter cancel``) are looked for.
+    """
+
+    def __init__(
+        self,
+        store: SQLStore,
+        *,
+        clock: Clock | None = None,
+        max_concurrency: int = 100,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigError("max_concurrency must be at least 1")
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.max_concurrency = max_concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.observers: list[Observer] = []
+        self._hosted: dict[str, _Hosted] = {}
+        self._outcomes: list[_Outcome] = []
+        self._wake: asyncio.Event | None = None
+        self._running = 0
+        self._per_tool: Counter[str] = Counter()
+        self._per_step: Counter[tuple[str, str]] = Counter()
+        self._stop_reason: str | None = None
+        self._requests: dict[str, list[tuple[str, str]]] = {}
+
+    # --- creating and adopting runs -------------------------------------------------
+
+    def create(
+        self,
+        plan: Plan,
+        registry: Registry,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        approved_by: str = "plan file",
+        parent_run: str | None = None,
+        from_step: str | None = None,
+        reuse: Mapping[str, Any] | None = None,
+    ) -> RunState:
+        """Record a new, approved run and host it. ``reuse`` maps step ids to outputs taken as done."""
+        unknown = sorted(set(inputs or {}) - set(plan.inputs))
+        if unknown:
+            declared = ", ".join(sorted(plan.inputs)) or "none"
+            raise ConfigError(f"unknown input(s) {', '.join(unknown)} (the plan declares: {declared})")
+        now = self.clock.now()
+        created = RunCreated(
+            at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
+            tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
+        )
+        state = RunState.from_created(new_run_id(), created)
+        state.policies = _policies(state.plan, registry)
+        self.store.create_run(state, created, self.owner, now + self.lease_seconds)
+        events: list[Event] = [PlanApproved(at=now, by=approved_by)]
+        for sid, output in (reuse or {}).items():
+            events.append(StepSucceeded(at=now, step=sid, output=output, reused_from=parent_run))
+        self._commit_now(state, events)
+        self._hosted[state.run_id] = _Hosted(state, registry)
+        return state
+
+    def adopt(self, run_id: str, registry: Registry | None = None) -> RunState:
+        """Take charge of an existing run: claim it, rebuild its state from the log, host it.
+
+        Attempts that were running when their process stopped are recorded as
+        interrupted; they run again with the same idempotency key.
+        """
+        if run_id in self._hosted:
+            return self._hosted[run_id].state
+        self._claim(run_id)
+        try:
+            state = rules.replay(run_id, self.store.events(run_id))
+            if registry is None:
+                registry = load_tools(state.tool_sources) if state.tool_sources else Registry()
+            state.policies = _policies(state.plan, registry)
+            now = self.clock.now()
+            self._commit_now(state, [
+                StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt,
+                                reason="the process running it stopped")
+                for u in state.running_units()
+            ])
+        except BaseException:
+            self.store.release([run_id], self.owner)
+            raise
+        self._hosted[run_id] = _Hosted(state, registry)
+        return state
+
+    def adopt_orphans(self) -> list[RunState]:
+        """Adopt every unfinished run whose owner is gone (dead here, or its lease expired)."""
+        adopted = []
+        now = self.clock.now()
+        for run_id, owner, lease in self.store.unfinished_runs():
+            if run_id in self._hosted or not _claimable(owner, lease, now):
+                continue
+            try:
+                adopted.append(self.adopt(run_id))
+            except RunStateError:
+                continue  # another process took it first
+        return adopted
+
+    def _claim(self, run_id: str) -> None:
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        now = self.clock.now()
+        if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
+            raise RunStateError(
+                f"run {run_id} is being run by another process ({row.owner}); "
+                "use `charter pause` or `charter cancel` to ask it to stop"
+            )
+        if not self.store.claim(run_id, self.owner, now + self.lease_seconds, row.owner):
+            raise RunStateError(f"run {run_id} was claimed by another process just now")
+
+    def _commit_now(self, state: RunState, events: list[Event]) -> None:
+        if not events:
+            return
+        for ev in events:
+            rules.apply(state, ev)
+        self.store.append([(state, events)], self.owner)
+        self._notify(state, events)
+
+    # --- control ----------------------------------------------------------------------
+
+    def resume(self, run_id: str, by: str = "user") -> RunState:
+        """Adopt a run and, if it was paused, resume it."""
+        state = self.adopt(run_id)
+        if state.status == rules.PAUSED:
+            self._commit_now(state, [RunResumed(at=self.clock.now(), by=by)])
+        return state
+
+    def retry(self, run_id: str, step_id: str) -> RunState:
+        """Make a failed step and the steps it blocked pending again, with a fresh retry budget."""
+        state = self.adopt(run_id)
+        if step_id not in state.steps:
+            raise RunStateError(f"run {run_id} has no step {step_id!r}")
+        status = state.steps[step_id].status
+        if status != rules.FAILED:
+            raise RunStateError(f"step {step_id} is {status}; only a failed step can be retried")
+        targets = rules.reset_targets(state, step_id)
+        self._commit_now(state, [StepsReset(at=self.clock.now(), steps=targets,
+                                            reason=f"retry of {step_id} requested")])
+        return state
+
+    def request_stop(self, run_id: str, action: str, reason: str = "") -> str:
+        """Pause or cancel a run. Returns ``"done"`` if applied here, ``"requested"`` if its owner was asked."""
+        if action not in ("pause", "cancel"):
+            raise ValueError(action)
+        if run_id in self._hosted:
+            self._requests.setdefault(run_id, []).append((action, reason))
+            if self._wake is not None:
+                self._wake.set()
+            return "requested"
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        if row.status in rules.RUN_DONE:
+            raise RunStateError(f"run {run_id} has already {row.status}")
+        if action == "pause" and row.status == rules.PAUSED:
+            raise RunStateError(f"run {run_id} is already paused")
+        now = self.clock.now()
+        if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
+            self.store.add_request(run_id, action, reason, now)
+            return "requested"
+        state = self.adopt(run_id)
+        event = _stop_event(action, reason or f"{action} requested", now)
+        self._commit_now(state, [event])
+        self._release(run_id)
+        return "done"
+
+    def stop_all(self, reason: str) -> None:
+        """Pause every hosted run (for Ctrl-C). Safe to call from a signal handler."""
+        self._stop_reason = reason
+        if self._wake is not None:
+            self._wake.set()
+
+    def hosted(self) -> list[RunState]:
+        return [h.state for h in self._hosted.values()]
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run_until_settled(self) -> None:
+        """Drive every hosted run until each has finished, paused or been cancelled."""
+        self._wake = asyncio.Event()
+        clock = self.clock
+        next_poll = next_renew = clock.now()
+        try:
+            while self._hosted:
+                now = clock.now()
+                batch: dict[str, list[Event]] = {}
+                self._take_outcomes(now, batch)
+                if now >= next_poll:
+                    next_poll = now + self.poll_interval
+                    self._poll_requests()
+                self._handle_stops(now, batch)
+                again, wake_at = self._advance_all(now, batch)
+                self._commit(batch)
+                self._settle()
+                if now >= next_renew and self._hosted:
+                    next_renew = now + self.lease_seconds / 3
+                    self.store.renew(list(self._hosted), self.owner, now + self.lease_seconds)
+                if not self._hosted:
+                    break
+                if again or self._outcomes or self._requests or self._stop_reason:
+                    continue
+                deadline = min(next_poll, next_renew, wake_at if wake_at is not None else next_poll)
+                self._wake.clear()
+                try:
+                    await clock.wait_for(self._wake.wait(), max(0.0, deadline - clock.now()))
+                except TimeoutError:
+                    pass
+        finally:
+            await self._abandon()
+
+    def _take_outcomes(self, now: float, batch: dict[str, list[Event]]) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        for o in outcomes:
+            h, u = o.hosted, o.unit
+            h.tasks.pop((u.step, u.item), None)
+            tool = h.registry.get(h.state.plan.by_id[u.step].tool)
+            self._running -= 1
+            if tool is not None:
+                self._per_tool[tool.name] -= 1
+            self._per_step[(h.state.run_id, u.step)] -= 1
+            if u.status != RUNNING or u.attempt != o.attempt:
+                continue  # the attempt was already accounted for
+            ev: Event
+            if o.interrupted:
+                ev = StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt,
+                                     reason=h.state.reason or "interrupted")
+            elif o.error is None:
+                ev = rules.success(u, o.output, now)
+            else:
+                info, delay = rules.classify(o.error, h.state.policy(u.step))
+                ev = rules.failure(h.state, u, info, now, delay)
+            rules.apply(h.state, ev)
+            batch.setdefault(h.state.run_id, []).append(ev)
+
+    def _poll_requests(self) -> None:
+        if not self._hosted or not self.store.has_requests():
+            return
+        for run_id in self._hosted:
+            for req in self.store.take_requests(run_id):
+                self._requests.setdefault(run_id, []).append(req)
+
+    def _handle_stops(self, now: float, batch: dict[str, list[Event]]) -> None:
+        if self._stop_reason is not None:
+            for run_id, h in self._hosted.items():
+                if h.state.status == RUNNING:
+                    self._requests.setdefault(run_id, []).append(("pause", self._stop_reason))
+            self._stop_reason = None
+        requests, self._requests = self._requests, {}
+        for run_id, reqs in requests.items():
+            h = self._hosted.get(run_id)
+            if h is None:
+                continue
+            for action, reason in reqs:
+                if h.state.status in rules.RUN_DONE or (action == "pause" and h.state.status == rules.PAUSED):
+                    continue
+                ev = _stop_event(action, reason or f"{action} requested", now)
+                rules.apply(h.state, ev)
+                batch.setdefault(run_id, []).append(ev)
+                for task in h.tasks.values():
+                    task.cancel()
+
+    def _advance_all(self, now: float, batch: dict[str, list[Event]]) -> tuple[bool, float | None]:
+        again = False
+        wake_at: float | None = None
+        for run_id, h in self._hosted.items():
+            state = h.state
+            if state.status != RUNNING:
+                continue
+            decision = rules.advance(state, now)
+            if decision.events:
+                batch.setdefault(run_id, []).extend(decision.events)
+                again = True
+            if decision.wake_at is not None and (wake_at is None or decision.wake_at < wake_at):
+                wake_at = decision.wake_at
+            for unit in decision.ready:
+                if self._running >= self.max_concurrency:
+                    break
+                if not self._has_slot(h, unit):
+                    continue
+                ev = rules.start(state, unit, now)
+                rules.apply(state, ev)
+                batch.setdefault(run_id, []).append(ev)
+                if isinstance(ev, StepStarted):
+                    self._launch(h, unit, ev)
+                else:
+                    again = True
+        return again, wake_at
+
+    def _has_slot(self, h: _Hosted, unit: Unit) -> bool:
+        step = h.state.plan.by_id[unit.step]
+        if step.concurrency is not None and self._per_step[(h.state.run_id, unit.step)] >= step.concurrency:
+            return False
+        tool = h.registry.get(step.tool)
+        return not (tool is not None and tool.concurrency is not None
+                    and self._per_tool[tool.name] >= tool.concurrency)
+
+    def _launch(self, h: _Hosted, unit: Unit, started: StepStarted) -> None:
+        state = h.state
+        step = state.plan.by_id[unit.step]
+        tool = h.registry.get(step.tool)
+        self._running += 1
+        self._per_step[(state.run_id, unit.step)] += 1
+        if tool is not None:
+            self._per_tool[tool.name] += 1
+        ctx = ToolContext(state.run_id, unit.step, unit.item, started.attempt, started.key)
+        timeout = step.timeout if step.timeout is not None else (tool.timeout if tool else None)
+        coro = self._attempt(h, unit, started.attempt, tool, step.tool, started.args, ctx, timeout)
+        h.tasks[(unit.step, unit.item)] = asyncio.ensure_future(coro)
+
+    async def _attempt(
+        self, h: _Hosted, unit: Unit, attempt: int, tool: Any, tool_name: str,
+        args: dict[str, Any], ctx: ToolContext, timeout: float | None,
+    ) -> None:
+        outcome = _Outcome(h, unit, attempt)
+        try:
+            if tool is None:
+                raise PermanentError(f"tool {tool_name!r} is not among the loaded tools")
+            try:
+                outcome.output = await self.clock.wait_for(tool.invoke(args, ctx), timeout)
+            except TimeoutError as exc:
+                if timeout is None:
+                    raise
+                raise StepTimeoutError(f"attempt took longer than the step's timeout of {timeout:g}s") from exc
+        except asyncio.CancelledError:
+            outcome.interrupted = True
+        except ToolArgumentError as exc:
+            outcome.error = PermanentError(str(exc))
+        except Exception as exc:
+            outcome.error = exc
+        self._outcomes.append(outcome)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _commit(self, batch: dict[str, list[Event]]) -> None:
+        if not batch:
+            return
+        pairs = [(self._hosted[r].state, evs) for r, evs in batch.items()]
+        self.store.append(pairs, self.owner)
+        for state, evs in pairs:
+            self._notify(state, evs)
+
+    def _notify(self, state: RunState, events: Sequence[Event]) -> None:
+        for observer in self.observers:
+            observer(state, events)
+
+    def _settle(self) -> None:
+        for run_id in [r for r, h in self._hosted.items() if h.state.status != RUNNING and not h.tasks]:
+            self._release(run_id)
+
+    def _release(self, run_id: str) -> None:
+        self._hosted.pop(run_id, None)
+        self.store.release([run_id], self.owner)
+
+    async def _abandon(self) -> None:
+        """On the way out (an error, or the loop's task cancelled): stop attempts, let go of runs.
+
+        Attempts still running are left as they are in the log; whoever adopts
+        the run next records them as interrupted and runs them again.
+        """
+        tasks = [t for h in self._hosted.values() for t in h.tasks.values()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._outcomes.clear()
+        if self._hosted:
+            try:
+                self.store.release(list(self._hosted), self.owner)
+            finally:
+                self._hosted.clear()
+        self._running = 0
+        self._per_tool.clear()
+        self._per_step.clear()
+
+
+def _stop_event(action: str, reason: str, now: float) -> Event:
+    return RunPaused(at=now, reason=reason) if action == "pause" else RunCancelled(at=now, reason=reason)
+
+
+def _policies(plan: Plan, registry: Registry) -> dict[str, RetryPolicy]:
+    out = {}
+    for step in plan.steps:
+        tool = registry.get(step.tool)
+        base = tool.retry if tool is not None and tool.retry is not None else DEFAULT_RETRY
+        out[step.id] = step.retry_policy(base)
+    return out
+
+
+def _claimable(owner: str | None, lease_expires: float | None, now: float) -> bool:
+    """Whether a run's claim can be taken: no owner, an expired lease, or a dead process here."""
+    if owner is None:
+        return True
+    if lease_expires is not None and lease_expires < now:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return False  # another engine in this very process: alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+__all__ = ["Engine", "ErrorInfo"]

@@ -1,0 +1,155 @@
+"""Events: immutable facts appended to a run's log, named in the past tense.
+
+The log is the truth: run and step state are derived from it by
+:mod:`charter.rules`. Each event serialises to a type name and a JSON object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of all events. ``at`` is the clock's time when the event was decided."""
+
+    at: float
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_data(self) -> dict[str, Any]:
+        """The event's fields but ``at``, as stored in the log."""
+        return {n: getattr(self, n) for n in _data_fields(type(self))}
+
+    @staticmethod
+    def from_data(type_name: str, at: float, data: dict[str, Any]) -> Event:
+        cls = EVENT_TYPES.get(type_name)
+        if cls is None:
+            return UnknownEvent(at=at, name=type_name, data=data)
+        known = _data_fields(cls)
+        return cls(at=at, **{k: v for k, v in data.items() if k in known})
+
+
+_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _data_fields(cls: type[Event]) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls) if f.name != "at")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent(Event):
+    """An event written by a newer Charter: kept and shown, never interpreted."""
+
+    name: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCreated(Event):
+    plan: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    tool_sources: list[str] = field(default_factory=list)
+    parent_run: str | None = None
+    from_step: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanApproved(Event):
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted(Event):
+    step: str = ""
+    item: int | None = None
+    attempt: int = 1
+    key: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepSucceeded(Event):
+    """A step (or one item of a ``for_each`` step, when ``item`` is set) finished."""
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 0
+    output: Any = None
+    reused_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed(Event):
+    """An attempt failed. With ``retry_at`` set a retry is due then; without, it is final."""
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 0
+    error: dict[str, Any] = field(default_factory=dict)
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepInterrupted(Event):
+    """An attempt was cut short (pause, Ctrl-C, a dead process). It runs again, same key."""
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepSkipped(Event):
+    step: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepsReset(Event):
+    """Failed and skipped steps made pending again (``charter retry``), with a fresh retry budget."""
+
+    steps: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunPaused(Event):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResumed(Event):
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunCancelled(Event):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSucceeded(Event):
+    output: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed(Event):
+    reason: str = ""
+    failed_steps: list[str] = field(default_factory=list)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        RunCreated, PlanApproved, StepStarted, StepSucceeded, StepFailed, StepInterrupted,
+        StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, RunSucceeded, RunFailed,
+    )
+}

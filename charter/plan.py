@@ -1,0 +1,407 @@
+"""Plans: a goal, its assumptions, and steps forming a DAG.
+
+A plan comes from a YAML or JSON file, a dict, or code. :func:`load_plan`
+checks it whole and raises one :class:`~charter.PlanError` that lists every
+problem with where it is, rather than stopping at the first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from .errors import Problem, PlanError
+from .refs import Ref, RefSyntaxError, compile_template, has_refs, refs_in
+from .retry import RetryPolicy
+from .tools import Registry
+
+RESERVED_ROOTS = frozenset({"item", "inputs"})
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+# --- the file format, checked by Pydantic --------------------------------------
+
+
+class _RetrySpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    max_attempts: int | None = pydantic.Field(default=None, ge=1)
+    initial_interval: float | None = pydantic.Field(default=None, ge=0)
+    backoff: float | None = pydantic.Field(default=None, ge=1)
+    max_interval: float | None = pydantic.Field(default=None, ge=0)
+    jitter: float | None = pydantic.Field(default=None, ge=0, le=1)
+    retry_unknown_errors: bool | None = None
+
+
+class _StepSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    id: str
+    title: str = ""
+    why: str = ""
+    tool: str
+    args: dict[str, Any] = pydantic.Field(default_factory=dict)
+    needs: list[str] = pydantic.Field(default_factory=list)
+    for_each: str | None = None
+    retry: _RetrySpec | None = None
+    timeout: float | None = pydantic.Field(default=None, gt=0)
+    concurrency: int | None = pydantic.Field(default=None, ge=1)
+
+
+class _PlanSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    goal: str
+    assumptions: list[str] = pydantic.Field(default_factory=list)
+    inputs: dict[str, Any] = pydantic.Field(default_factory=dict)
+    steps: list[Any]
+    output: Any = None
+
+
+# --- the compiled plan ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a plan: a tool call with arguments that may reference earlier outputs."""
+
+    id: str
+    tool: str
+    title: str = ""
+    why: str = ""
+    args: Mapping[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    for_each: str | None = None
+    retry: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    concurrency: int | None = None
+    # derived
+    deps: tuple[str, ...] = ()
+    args_template: Any = None
+    for_each_ref: Ref | None = None
+    constant_args: bool = True
+
+    def retry_policy(self, base: RetryPolicy) -> RetryPolicy:
+        return base.merged(dict(self.retry)) if self.retry else base
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "title": self.title, "why": self.why, "tool": self.tool}
+        out["args"] = dict(self.args)
+        if self.needs:
+            out["needs"] = list(self.needs)
+        if self.for_each is not None:
+            out["for_each"] = self.for_each
+        if self.retry:
+            out["retry"] = dict(self.retry)
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan. Build one with :func:`load_plan` or :meth:`Plan.from_dict`."""
+
+    goal: str
+    steps: tuple[Step, ...]
+    assumptions: tuple[str, ...] = ()
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    output: Any = None
+    # derived
+    by_id: Mapping[str, Step] = field(default_factory=dict, compare=False)
+    dependents: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    output_template: Any = None
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, registry: Registry | None = None, *, source: str | None = None
+    ) -> Plan:
+        """Check and compile a plan. With a registry, tools and arguments are checked too."""
+        return _compile(data, registry, source)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"goal": self.goal, "assumptions": list(self.assumptions)}
+        if self.inputs:
+            out["inputs"] = dict(self.inputs)
+        out["steps"] = [s.to_json() for s in self.steps]
+        if self.output is not None:
+            out["output"] = self.output
+        return out
+
+    def downstream(self, step_id: str) -> list[str]:
+        """``step_id`` and every step that depends on it, directly or not, in plan order."""
+        seen = {step_id}
+        stack = [step_id]
+        while stack:
+            for d in self.dependents.get(stack.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        return [s.id for s in self.steps if s.id in seen]
+
+    def upstream(self, step_id: str) -> list[str]:
+        """Every step that ``step_id`` depends on, directly or not, in plan order."""
+        seen: set[str] = set()
+        stack = list(self.by_id[step_id].deps)
+        while stack:
+            s = stack.pop()
+            if s not in seen:
+                seen.add(s)
+                stack.extend(self.by_id[s].deps)
+        return [s.id for s in self.steps if s.id in seen]
+
+    def sinks(self) -> list[str]:
+        """Steps nothing depends on: by default, the run's output."""
+        return [s.id for s in self.steps if not self.dependents.get(s.id)]
+
+
+def load_plan(source: str | Path, registry: Registry | None = None) -> Plan:
+    """Read a plan from a YAML or JSON file and check it (against ``registry`` if given)."""
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError([Problem("", f"file not found: {path}")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError([Problem("", f"cannot read {path}: {exc}")], str(path)) from None
+    return Plan.from_dict(parse_plan_text(text, str(path)), registry, source=str(path))
+
+
+def parse_plan_text(text: str, source: str = "<plan>") -> Any:
+    """YAML (a superset of JSON) to data, with the line of a syntax error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlanError([Problem(where, f"not valid YAML/JSON: {problem}")], source) from None
+
+
+def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_problems(exc: pydantic.ValidationError, prefix: str) -> list[Problem]:
+    return [Problem(_loc(prefix, tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+
+
+def _compile(data: Any, registry: Registry | None, source: str | None) -> Plan:
+    if isinstance(data, Plan):
+        data = data.to_json()
+    if not isinstance(data, dict):
+        raise PlanError([Problem("", "a plan must be a mapping with 'goal' and 'steps'")], source)
+    problems: list[Problem] = []
+    try:
+        spec = _PlanSpec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise PlanError(_pydantic_problems(exc, ""), source) from None
+
+    steps: list[_StepSpec] = []
+    ids: dict[str, int] = {}
+    known_ids: set[str] = set()  # ids of steps that failed other checks, to avoid cascades
+    for i, raw in enumerate(spec.steps):
+        where = f"steps[{i}]"
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            known_ids.add(raw["id"])
+        try:
+            st = _StepSpec.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, where))
+            continue
+        if not _ID.match(st.id):
+            problems.append(Problem(f"{where}.id", f"{st.id!r} is not a valid id (letters, digits, _ and -)"))
+        elif st.id in RESERVED_ROOTS:
+            problems.append(Problem(f"{where}.id", f"{st.id!r} is reserved"))
+        elif st.id in ids:
+            problems.append(Problem(f"{where}.id", f"duplicate id {st.id!r} (first at steps[{ids[st.id]}])"))
+            continue
+        ids[st.id] = i
+        steps.append(st)
+    if not spec.steps:
+        problems.append(Problem("steps", "a plan needs at least one step"))
+
+    compiled: list[Step] = []
+    for st in steps:
+        where = f"steps[{ids[st.id]}]"
+        step, step_problems = _compile_step(st, where, ids, known_ids, set(spec.inputs), registry)
+        problems.extend(step_problems)
+        if step is not None:
+            compiled.append(step)
+
+    by_id = {s.id: s for s in compiled}
+    cycle = _find_cycle(compiled, by_id)
+    if cycle:
+        problems.append(Problem(f"steps[{ids[cycle[0]]}]", "cycle: " + " -> ".join(cycle)))
+
+    output_template: Any = None
+    if spec.output is not None:
+        try:
+            output_template = compile_template(spec.output)
+        except RefSyntaxError as exc:
+            problems.append(Problem("output", str(exc)))
+        else:
+            for ref in refs_in(output_template):
+                if ref.root not in ids and ref.root != "inputs":
+                    problems.append(Problem("output", f"{ref.text}: unknown step {ref.root!r}"))
+
+    if problems:
+        raise PlanError(problems, source)
+    dependents: dict[str, list[str]] = {s.id: [] for s in compiled}
+    for s in compiled:
+        for d in s.deps:
+            dependents[d].append(s.id)
+    return Plan(
+        goal=spec.goal,
+        steps=tuple(compiled),
+        assumptions=tuple(spec.assumptions),
+        inputs=dict(spec.inputs),
+        output=spec.output,
+        by_id=by_id,
+        dependents={k: tuple(v) for k, v in dependents.items()},
+        output_template=output_template,
+    )
+
+
+def _compile_step(
+    st: _StepSpec,
+    where: str,
+    ids: Mapping[str, int],
+    known_ids: set[str],
+    inputs: set[str],
+    registry: Registry | None,
+) -> tuple[Step | None, list[Problem]]:
+    problems: list[Problem] = []
+    deps: list[str] = []
+
+    def check_ref(ref: Ref, at: str) -> None:
+        if ref.root == "item":
+            if st.for_each is None:
+                problems.append(Problem(at, f"{ref.text}: 'item' is only defined in a for_each step"))
+        elif ref.root == "inputs":
+            if not ref.path or not isinstance(ref.path[0], str) or ref.path[0] not in inputs:
+                name = ref.path[0] if ref.path else ""
+                problems.append(Problem(at, f"{ref.text}: unknown input {name!r} (declare it under 'inputs')"))
+        elif ref.root == st.id:
+            problems.append(Problem(at, f"{ref.text}: a step cannot reference itself"))
+        elif ref.root not in ids:
+            if ref.root not in known_ids:
+                problems.append(Problem(at, f"{ref.text}: unknown step {ref.root!r}"))
+        elif ref.root not in deps:
+            deps.append(ref.root)
+
+    for need in st.needs:
+        if need == st.id:
+            problems.append(Problem(f"{where}.needs", "a step cannot need itself"))
+        elif need not in ids:
+            if need not in known_ids:
+                problems.append(Problem(f"{where}.needs", f"unknown step {need!r}"))
+        elif need not in deps:
+            deps.append(need)
+
+    for_each_ref: Ref | None = None
+    if st.for_each is not None:
+        try:
+            template = compile_template(st.for_each)
+        except RefSyntaxError as exc:
+            problems.append(Problem(f"{where}.for_each", str(exc)))
+        else:
+            if not isinstance(template, Ref):
+                problems.append(Problem(f"{where}.for_each", "must be one reference, like ${list_files}"))
+            elif template.root == "item":
+                problems.append(Problem(f"{where}.for_each", "cannot iterate over 'item'"))
+            else:
+                for_each_ref = template
+                check_ref(template, f"{where}.for_each")
+
+    args_template: dict[str, Any] = {}
+    for name, value in st.args.items():
+        at = f"{where}.args.{name}"
+        try:
+            args_template[name] = compile_template(value)
+        except RefSyntaxError as exc:
+            problems.append(Problem(at, str(exc)))
+            continue
+        for ref in refs_in(args_template[name]):
+            check_ref(ref, at)
+
+    if registry is not None:
+        tool = registry.get(st.tool)
+        if tool is None:
+            known = ", ".join(registry.names()) or "none loaded"
+            problems.append(Problem(f"{where}.tool", f"unknown tool {st.tool!r} (known: {known})"))
+        else:
+            for name in tool.required_args():
+                if name not in st.args:
+                    problems.append(Problem(f"{where}.args.{name}", f"missing required argument of tool {tool.name!r}"))
+            for name, template in args_template.items():
+                if name not in tool.args_model.model_fields:
+                    problems.append(Problem(f"{where}.args.{name}", f"tool {tool.name!r} has no argument {name!r}"))
+                elif not has_refs(template):
+                    for p in tool.check_arg(name, template):
+                        problems.append(Problem(f"{where}.args.{p.where}", p.message))
+
+    if problems:
+        return None, problems
+    retry = st.retry.model_dump(exclude_none=True) if st.retry else {}
+    return (
+        Step(
+            id=st.id,
+            tool=st.tool,
+            title=st.title,
+            why=st.why,
+            args=st.args,
+            needs=tuple(st.needs),
+            for_each=st.for_each,
+            retry=retry,
+            timeout=st.timeout,
+            concurrency=st.concurrency,
+            deps=tuple(deps),
+            args_template=args_template,
+            for_each_ref=for_each_ref,
+            constant_args=not has_refs(args_template),
+        ),
+        [],
+    )
+
+
+def _find_cycle(steps: list[Step], by_id: Mapping[str, Step]) -> list[str] | None:
+    """A dependency cycle as a path (``a -> b -> a``), or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    for start in steps:
+        if state.get(start.id):
+            continue
+        stack: list[tuple[str, int]] = [(start.id, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            deps = [d for d in by_id[node].deps if d in by_id]
+            if i < len(deps):
+                stack.append((node, i + 1))
+                nxt = deps[i]
+                if state.get(nxt) == 1:
+                    cycle = [*path[path.index(nxt) :], nxt]
+                    return list(reversed(cycle))
+                if not state.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return None
+
+
+def plan_to_text(plan: Plan) -> str:
+    """The plan as pretty JSON (for diffs and saving)."""
+    return json.dumps(plan.to_json(), indent=2)

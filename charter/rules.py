@@ -1,0 +1,442 @@
+"""The rules of a run: a pure state machine over its plan and events.
+
+Given a run's state (built by applying its events in order) and the time, the
+rules decide what happens next: which steps are ready, when a retry is due,
+which dependents are skipped, when the run is done. There is no I/O and no
+clock here; the engine supplies ``now``, does the work, and writes the events
+these functions return. Every event goes through :func:`apply` exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ErrorInfo, PermanentError, RetryableError
+from .events import (
+    Event,
+    PlanApproved,
+    RunCancelled,
+    RunCreated,
+    RunFailed,
+    RunPaused,
+    RunResumed,
+    RunSucceeded,
+    StepFailed,
+    StepInterrupted,
+    StepSkipped,
+    StepsReset,
+    StepStarted,
+    StepSucceeded,
+)
+from .plan import Plan, Step
+from .refs import ResolveError, render
+from .retry import DEFAULT_RETRY, RetryPolicy
+
+# unit and step statuses
+PENDING = "pending"
+RUNNING = "running"
+WAITING = "waiting"  # a retry is scheduled
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED})
+
+# run statuses
+CREATED = "created"
+PAUSED = "paused"
+CANCELLED = "cancelled"
+RUN_DONE = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+@dataclass(slots=True)
+class Unit:
+    """One executable piece: a step, or one item of a ``for_each`` step."""
+
+    step: str
+    item: int | None
+    status: str = PENDING
+    attempt: int = 0  # number of the latest attempt started
+    failures: int = 0  # failed attempts since the last reset: the retry budget
+    retry_at: float | None = None
+    args: dict[str, Any] | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(slots=True)
+class StepState:
+    id: str
+    status: str = PENDING
+    units: dict[int | None, Unit] = field(default_factory=dict)
+    items: list[Any] | None = None  # for_each values, once known
+    output: Any = None
+    error: dict[str, Any] | None = None
+    reason: str = ""  # why it was skipped
+    reused_from: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything the rules know about one run, derived from its events."""
+
+    run_id: str
+    plan: Plan
+    inputs: dict[str, Any]
+    tool_sources: list[str]
+    created_at: float
+    status: str = CREATED
+    steps: dict[str, StepState] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    policies: Mapping[str, RetryPolicy] = field(default_factory=dict)
+    parent_run: str | None = None
+    from_step: str | None = None
+    output: Any = None
+    reason: str = ""
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    last_seq: int = 0
+    done_steps: int = 0
+    dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
+    active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
+
+    @classmethod
+    def from_created(cls, run_id: str, ev: RunCreated) -> RunState:
+        plan = Plan.from_dict(ev.plan)
+        state = cls(
+            run_id=run_id,
+            plan=plan,
+            inputs=dict(ev.inputs),
+            tool_sources=list(ev.tool_sources),
+            created_at=ev.at,
+            parent_run=ev.parent_run,
+            from_step=ev.from_step,
+            updated_at=ev.at,
+        )
+        for s in plan.steps:
+            state.steps[s.id] = StepState(s.id)
+            state.dirty[s.id] = None
+        return state
+
+    def policy(self, step_id: str) -> RetryPolicy:
+        return self.policies.get(step_id, DEFAULT_RETRY)
+
+    def key(self, unit: Unit) -> str:
+        """The idempotency key: the same for every attempt of this unit in this run."""
+        base = f"{self.run_id}/{unit.step}"
+        return base if unit.item is None else f"{base}/{unit.item}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in RUN_DONE
+
+    def running_units(self) -> list[Unit]:
+        return [u for s in self.steps.values() for u in s.units.values() if u.status == RUNNING]
+
+
+# --- applying events ------------------------------------------------------------
+
+
+def replay(run_id: str, events: list[Event]) -> RunState:
+    """A run's state from its whole log (the first event must be ``RunCreated``)."""
+    first = events[0]
+    if not isinstance(first, RunCreated):
+        raise ValueError(f"run {run_id}: log does not start with RunCreated")
+    state = RunState.from_created(run_id, first)
+    for ev in events[1:]:
+        apply(state, ev)
+    state.last_seq = len(events)
+    return state
+
+
+def _unit(state: RunState, step: str, item: int | None) -> Unit:
+    units = state.steps[step].units
+    u = units.get(item)
+    if u is None:
+        u = units[item] = Unit(step, item)
+    return u
+
+
+def _finish_step(state: RunState, st: StepState, status: str, at: float) -> None:
+    if st.status not in STEP_DONE:
+        state.done_steps += 1
+    st.status = status
+    st.finished_at = at
+    state.active.pop(st.id, None)
+    for d in state.plan.dependents.get(st.id, ()):
+        state.dirty[d] = None
+
+
+def apply(state: RunState, ev: Event) -> None:
+    """Fold one event into the state."""
+    state.updated_at = ev.at
+    if isinstance(ev, StepStarted):
+        u = _unit(state, ev.step, ev.item)
+        u.status = RUNNING
+        u.attempt = ev.attempt
+        u.args = ev.args
+        u.retry_at = None
+        u.started_at = ev.at
+        st = state.steps[ev.step]
+        if st.status == PENDING:
+            st.status = RUNNING
+            st.started_at = ev.at
+    elif isinstance(ev, StepSucceeded):
+        st = state.steps[ev.step]
+        if ev.item is not None:
+            u = _unit(state, ev.step, ev.item)
+            u.status, u.output, u.finished_at, u.error = SUCCEEDED, ev.output, ev.at, None
+            return
+        u0 = st.units.get(None)
+        if u0 is not None:
+            u0.status, u0.output, u0.finished_at, u0.error = SUCCEEDED, ev.output, ev.at, None
+        st.output = ev.output
+        st.error = None
+        st.reused_from = ev.reused_from
+        state.outputs[ev.step] = ev.output
+        _finish_step(state, st, SUCCEEDED, ev.at)
+    elif isinstance(ev, StepFailed):
+        st = state.steps[ev.step]
+        is_aggregate = ev.item is None and state.plan.by_id[ev.step].for_each is not None
+        if not is_aggregate:
+            u = _unit(state, ev.step, ev.item)
+            if ev.attempt > 0:
+                u.failures += 1
+            u.error = ev.error
+            u.finished_at = ev.at
+            if ev.retry_at is not None:
+                u.status, u.retry_at = WAITING, ev.retry_at
+                return
+            u.status = FAILED
+            if ev.item is not None:
+                return
+        st.error = ev.error
+        _finish_step(state, st, FAILED, ev.at)
+    elif isinstance(ev, StepInterrupted):
+        u = _unit(state, ev.step, ev.item)
+        u.status = PENDING
+    elif isinstance(ev, StepSkipped):
+        st = state.steps[ev.step]
+        st.reason = ev.reason
+        _finish_step(state, st, SKIPPED, ev.at)
+    elif isinstance(ev, StepsReset):
+        for sid in ev.steps:
+            st = state.steps[sid]
+            if st.status in STEP_DONE:
+                state.done_steps -= 1
+            st.status = PENDING
+            st.error = None
+            st.reason = ""
+            st.finished_at = None
+            for u in st.units.values():
+                if u.status != SUCCEEDED:
+                    u.status, u.failures, u.retry_at = PENDING, 0, None
+            state.dirty[sid] = None
+        state.status = RUNNING
+        state.finished_at = None
+        state.reason = ""
+    elif isinstance(ev, PlanApproved | RunResumed):
+        state.status = RUNNING
+        state.reason = ""
+    elif isinstance(ev, RunPaused):
+        state.status = PAUSED
+        state.reason = ev.reason
+    elif isinstance(ev, RunCancelled):
+        state.status = CANCELLED
+        state.reason = ev.reason
+        state.finished_at = ev.at
+    elif isinstance(ev, RunSucceeded):
+        state.status = SUCCEEDED
+        state.output = ev.output
+        state.finished_at = ev.at
+    elif isinstance(ev, RunFailed):
+        state.status = FAILED
+        state.reason = ev.reason
+        state.finished_at = ev.at
+
+
+# --- deciding what happens next --------------------------------------------------
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the rules decided. ``events`` are already applied; the engine writes them."""
+
+    events: list[Event]
+    ready: list[Unit]
+    wake_at: float | None
+
+
+def advance(state: RunState, now: float) -> Decision:
+    """Skip what cannot run, gather finished fan-outs, end the run, and list ready units."""
+    events: list[Event] = []
+
+    def emit(ev: Event) -> None:
+        apply(state, ev)
+        events.append(ev)
+
+    if state.status != RUNNING:
+        return Decision(events, [], None)
+    while state.dirty:
+        sid = next(iter(state.dirty))
+        del state.dirty[sid]
+        st = state.steps[sid]
+        if st.status in STEP_DONE or sid in state.active:
+            continue
+        step = state.plan.by_id[sid]
+        blocked = [d for d in step.deps if state.steps[d].status in (FAILED, SKIPPED)]
+        if blocked:
+            d = blocked[0]
+            emit(StepSkipped(at=now, step=sid, reason=f"{d} {state.steps[d].status}"))
+        elif all(state.steps[d].status == SUCCEEDED for d in step.deps):
+            _activate(state, step, now, emit)
+
+    ready: list[Unit] = []
+    wake_at: float | None = None
+    for sid in list(state.active):
+        st = state.steps[sid]
+        settled = True
+        for u in st.units.values():
+            if u.status == PENDING:
+                ready.append(u)
+                settled = False
+            elif u.status == WAITING:
+                settled = False
+                assert u.retry_at is not None
+                if u.retry_at <= now:
+                    ready.append(u)
+                elif wake_at is None or u.retry_at < wake_at:
+                    wake_at = u.retry_at
+            elif u.status == RUNNING:
+                settled = False
+        if settled and st.items is not None:
+            _gather(state, st, now, emit)
+
+    if state.done_steps == len(state.steps):
+        failed = [s.id for s in state.steps.values() if s.status == FAILED]
+        if failed:
+            skipped = sum(1 for s in state.steps.values() if s.status == SKIPPED)
+            reason = f"{len(failed)} step(s) failed ({', '.join(failed)})"
+            if skipped:
+                reason += f", {skipped} skipped"
+            emit(RunFailed(at=now, reason=reason, failed_steps=failed))
+        else:
+            emit(RunSucceeded(at=now, output=run_output(state)))
+    return Decision(events, ready, wake_at)
+
+
+def _activate(state: RunState, step: Step, now: float, emit: Any) -> None:
+    st = state.steps[step.id]
+    state.active[step.id] = None
+    if step.for_each_ref is None:
+        _unit(state, step.id, None)
+        return
+    if st.items is None:
+        try:
+            items = step.for_each_ref.resolve(lambda root: lookup(state, root, None))
+        except ResolveError as exc:
+            emit(StepFailed(at=now, step=step.id, error=_permanent(f"for_each: {exc}")))
+            return
+        if not isinstance(items, list):
+            kind = type(items).__name__
+            emit(StepFailed(at=now, step=step.id, error=_permanent(f"for_each: {step.for_each} is a {kind}, not a list")))
+            return
+        st.items = items
+        for i in range(len(items)):
+            _unit(state, step.id, i)
+
+
+def _gather(state: RunState, st: StepState, now: float, emit: Any) -> None:
+    units = [st.units[i] for i in range(len(st.items or ()))]
+    failed = [u for u in units if u.status == FAILED]
+    if not failed:
+        emit(StepSucceeded(at=now, step=st.id, output=[u.output for u in units]))
+        return
+    first = failed[0].error or {}
+    message = f"{len(failed)} of {len(units)} items failed; item {failed[0].item}: {first.get('message', '')}"
+    emit(StepFailed(at=now, step=st.id, error={**first, "message": message, "retryable": False}))
+
+
+def _permanent(message: str) -> dict[str, Any]:
+    return ErrorInfo("PermanentError", message, retryable=False).to_json()
+
+
+def lookup(state: RunState, root: str, unit: Unit | None) -> Any:
+    if root == "inputs":
+        return state.inputs
+    if root == "item":
+        assert unit is not None and unit.item is not None
+        items = state.steps[unit.step].items
+        assert items is not None
+        return items[unit.item]
+    return state.outputs[root]
+
+
+def run_output(state: RunState) -> Any:
+    tmpl = state.plan.output_template
+    if tmpl is not None:
+        try:
+            return render(tmpl, lambda root: lookup(state, root, None))
+        except ResolveError as exc:
+            return {"error": f"output: {exc}"}
+    sinks = state.plan.sinks()
+    if len(sinks) == 1:
+        return state.outputs.get(sinks[0])
+    return {s: state.outputs.get(s) for s in sinks}
+
+
+def start(state: RunState, unit: Unit, now: float) -> Event:
+    """The event that starts ``unit``: ``StepStarted``, or ``StepFailed`` if its arguments cannot be resolved."""
+    step = state.plan.by_id[unit.step]
+    if step.constant_args and unit.item is None:
+        args = dict(step.args)
+    else:
+        try:
+            args = render(step.args_template, lambda root: lookup(state, root, unit))
+        except ResolveError as exc:
+            return StepFailed(
+                at=now, step=unit.step, item=unit.item, attempt=unit.attempt,
+                error=_permanent(f"arguments: {exc}"),
+            )
+    return StepStarted(
+        at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, key=state.key(unit), args=args
+    )
+
+
+def classify(exc: BaseException, policy: RetryPolicy) -> tuple[ErrorInfo, float | None]:
+    """An exception as a logged error, whether it is retryable, and any delay it asks for."""
+    message = str(exc)
+    if isinstance(exc, RetryableError):
+        return ErrorInfo(type(exc).__name__, message, True), exc.next_retry_delay
+    if isinstance(exc, PermanentError):
+        return ErrorInfo(type(exc).__name__, message, False), None
+    return ErrorInfo(type(exc).__name__, message, policy.retry_unknown_errors), None
+
+
+def failure(
+    state: RunState, unit: Unit, error: ErrorInfo, now: float, delay: float | None = None
+) -> StepFailed:
+    """The event for a failed attempt: a retry at a computed time, or a final failure."""
+    policy = state.policy(unit.step)
+    failures = unit.failures + 1
+    retry_at = None
+    if error.retryable and failures < policy.max_attempts:
+        wait = delay if delay is not None else policy.delay(failures, state.key(unit))
+        retry_at = now + max(0.0, wait)
+    return StepFailed(
+        at=now, step=unit.step, item=unit.item, attempt=unit.attempt, error=error.to_json(), retry_at=retry_at
+    )
+
+
+def success(unit: Unit, output: Any, now: float) -> StepSucceeded:
+    return StepSucceeded(at=now, step=unit.step, item=unit.item, attempt=unit.attempt, output=output)
+
+
+def reset_targets(state: RunState, step_id: str) -> list[str]:
+    """What ``charter retry RUN STEP`` makes pending again: the step and what it blocked."""
+    return [s for s in state.plan.downstream(step_id) if state.steps[s].status in (FAILED, SKIPPED)]

@@ -1,0 +1,307 @@
+"""Tools: plain Python functions with type hints and a declared effect.
+
+``@tool`` turns a function into a :class:`Tool`. Its argument schema comes from
+the type hints through Pydantic, so a call with wrong arguments fails before the
+function runs. A tool that takes a parameter annotated :class:`ToolContext`
+receives the step's context there, including the idempotency key that a
+``write`` tool must use so that a repeated attempt changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import pydantic
+from pydantic_core import to_jsonable_python
+
+from .errors import ConfigError, Problem, ToolArgumentError
+from .retry import RetryPolicy
+
+Effect = Literal["read", "write"]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool knows about the attempt it runs in.
+
+    ``idempotency_key`` is the same for every attempt of one step (or of one
+    item of a ``for_each`` step) of one run. A ``write`` tool uses it to make a
+    repeat harmless: as an email's Message-ID, a commit trailer, a request
+    header, or a marker checked before acting.
+    """
+
+    run_id: str
+    step_id: str
+    item: int | None
+    attempt: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A typed callable with a declared effect. Made by :func:`tool`."""
+
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    effect: Effect
+    timeout: float | None
+    retry: RetryPolicy | None
+    concurrency: int | None
+    args_model: type[pydantic.BaseModel]
+    context_param: str | None
+    is_async: bool
+    source: str | None = field(default=None, compare=False)
+
+    def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Arguments checked and converted by the schema, or :class:`ToolArgumentError`."""
+        try:
+            model = self.args_model.model_validate(args)
+        except pydantic.ValidationError as exc:
+            raise ToolArgumentError(self.name, _problems(exc)) from None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def check_arg(self, name: str, value: Any) -> list[Problem]:
+        """Problems with one argument's value, checked alone (for plan validation)."""
+        info = self.args_model.model_fields.get(name)
+        if info is None:
+            return [Problem(name, f"tool {self.name!r} has no argument {name!r}")]
+        try:
+            _adapter(self.args_model, name).validate_python(value)
+        except pydantic.ValidationError as exc:
+            return [Problem(f"{name}{p.where and '.' + p.where}", p.message) for p in _problems(exc)]
+        return []
+
+    def required_args(self) -> list[str]:
+        return [n for n, f in self.args_model.model_fields.items() if f.is_required()]
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema of the arguments."""
+        return self.args_model.model_json_schema()
+
+    async def invoke(self, args: dict[str, Any], ctx: ToolContext) -> Any:
+        """Validate ``args``, call the function, and return its output as JSON-able data."""
+        kwargs = self.validate_args(args)
+        if self.context_param is not None:
+            kwargs[self.context_param] = ctx
+        if self.is_async:
+            result = await self.fn(**kwargs)
+        else:
+            # A sync tool runs in a thread so that it cannot stall other steps.
+            result = await asyncio.to_thread(functools.partial(self.fn, **kwargs))
+        return to_jsonable_python(result)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly, as plain Python."""
+        return self.fn(*args, **kwargs)
+
+
+@functools.cache
+def _adapter(model: type[pydantic.BaseModel], name: str) -> pydantic.TypeAdapter[Any]:
+    info = model.model_fields[name]
+    return pydantic.TypeAdapter(typing.Annotated[info.annotation, info])
+
+
+def _problems(exc: pydantic.ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unexpected argument"
+        elif err["type"] == "missing":
+            message = "missing required argument"
+        problems.append(Problem(where, message))
+    return problems
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    effect: Effect = "read",
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    concurrency: int | None = None,
+    description: str | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    effect: Effect = "read",
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    concurrency: int | None = None,
+    description: str | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Declare a tool. ``@tool`` makes a ``read`` tool (safe to repeat).
+
+    ``@tool(effect="write", timeout=10, retry=RetryPolicy(max_attempts=5), concurrency=1)``
+    makes a tool that changes the world: it should take a :class:`ToolContext`
+    parameter and use its ``idempotency_key``. ``concurrency`` bounds how many
+    calls of this tool run at once across all runs of one engine.
+    """
+
+    def make(f: Callable[..., Any]) -> Tool:
+        return _make_tool(f, name, effect, timeout, retry, concurrency, description)
+
+    return make(fn) if fn is not None else make
+
+
+def _make_tool(
+    fn: Callable[..., Any],
+    name: str | None,
+    effect: Effect,
+    timeout: float | None,
+    retry: RetryPolicy | None,
+    concurrency: int | None,
+    description: str | None,
+) -> Tool:
+    if effect not in ("read", "write"):
+        raise ConfigError(f"tool {fn.__name__!r}: effect must be 'read' or 'write', not {effect!r}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"tool {fn.__name__!r}: timeout must be positive")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"tool {fn.__name__!r}: concurrency must be at least 1")
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ConfigError(f"tool {fn.__name__!r}: cannot read its type hints: {exc}") from exc
+    fields: dict[str, Any] = {}
+    context_param = None
+    for pname, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"tool {fn.__name__!r}: *args and **kwargs are not supported")
+        annotation = hints.get(pname, Any)
+        if annotation is ToolContext:
+            context_param = pname
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[pname] = (annotation, default)
+    model = pydantic.create_model(  # type: ignore[call-overload]
+        f"{fn.__name__}_args",
+        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+    doc = inspect.getdoc(fn) or ""
+    return Tool(
+        name=name or fn.__name__,
+        fn=fn,
+        description=description if description is not None else doc,
+        effect=effect,
+        timeout=timeout,
+        retry=retry,
+        concurrency=concurrency,
+        args_model=model,
+        context_param=context_param,
+        is_async=inspect.iscoroutinefunction(fn),
+    )
+
+
+class Registry:
+    """The tools a run may use, by name."""
+
+    def __init__(self, tools: Iterable[Tool] = (), sources: Iterable[str] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self.sources: list[str] = list(sources)
+        for t in tools:
+            self.add(t)
+
+    def add(self, t: Tool) -> None:
+        existing = self._tools.get(t.name)
+        if existing is not None and existing.fn is not t.fn:
+            raise ConfigError(
+                f"two tools are named {t.name!r} (from {existing.source or 'code'} "
+                f"and {t.source or 'code'})"
+            )
+        self._tools[t.name] = t
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> typing.Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+
+def load_tools(sources: Iterable[str]) -> Registry:
+    """Import tool files (``path/to/tools.py``) or modules (``package.tools``).
+
+    Every :class:`Tool` defined at a module's top level joins the registry.
+    File paths are made absolute, so a run can load them again later from
+    anywhere.
+    """
+    registry = Registry()
+    for source in sources:
+        canonical, module = _import_source(source)
+        registry.sources.append(canonical)
+        found = [v for v in vars(module).values() if isinstance(v, Tool)]
+        if not found:
+            raise ConfigError(f"no tools found in {source!r}: decorate functions with @tool")
+        for t in found:
+            registry.add(_with_source(t, canonical))
+    return registry
+
+
+def _with_source(t: Tool, source: str) -> Tool:
+    return t if t.source == source else _replace(t, source=source)
+
+
+def _replace(t: Tool, **changes: Any) -> Tool:
+    import dataclasses
+
+    return dataclasses.replace(t, **changes)
+
+
+def _import_source(source: str) -> tuple[str, Any]:
+    looks_like_file = source.endswith(".py") or "/" in source or Path(source).exists()
+    if looks_like_file:
+        path = Path(source).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"tool file not found: {source}")
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        mod_name = f"_charter_tools_{path.stem}_{digest}"
+        if mod_name in sys.modules:
+            return str(path), sys.modules[mod_name]
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"cannot import tool file {source}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[mod_name]
+            raise ConfigError(f"importing tool file {source} failed: {type(exc).__name__}: {exc}") from exc
+        return str(path), module
+    try:
+        return source, importlib.import_module(source)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import tool module {source!r}: {exc}") from exc
