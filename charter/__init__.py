@@ -1,0 +1,59 @@
+"""Charter: explicit plans, run as durable, observable work across real tools."""
+
+from .app import Charter
+from .clock import Clock, SystemClock
+from .engine import Engine
+from .errors import (
+    CharterError,
+    ConfigError,
+    ErrorInfo,
+    PermanentError,
+    PlanError,
+    Problem,
+    RetryableError,
+    RunNotFoundError,
+    RunStateError,
+    StepTimeoutError,
+    StoreError,
+    ToolArgumentError,
+)
+from .plan import Plan, Step, load_plan
+from .report import Attempt, RunReport, StepReport
+from .retry import RetryPolicy
+from .store import SQLiteStore, open_store
+from .tools import Registry, Tool, ToolContext, load_tools, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "Charter",
+    "CharterError",
+    "Clock",
+    "ConfigError",
+    "Engine",
+    "ErrorInfo",
+    "PermanentError",
+    "Plan",
+    "PlanError",
+    "Problem",
+    "Registry",
+    "RetryPolicy",
+    "RetryableError",
+    "RunNotFoundError",
+    "RunReport",
+    "RunStateError",
+    "SQLiteStore",
+    "Step",
+    "StepReport",
+    "StepTimeoutError",
+    "StoreError",
+    "SystemClock",
+    "Tool",
+    "ToolArgumentError",
+    "ToolContext",
+    "load_plan",
+    "load_tools",
+    "open_store",
+    "tool",
+]

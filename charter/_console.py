@@ -1,0 +1,308 @@
+"""How runs look in a terminal: live progress, the result, tables and timelines.
+
+The engine knows nothing of this module: :class:`Progress` is an observer the
+CLI attaches to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from .events import (
+    Event,
+    RunCancelled,
+    RunFailed,
+    RunPaused,
+    RunSucceeded,
+    StepFailed,
+    StepInterrupted,
+    StepSkipped,
+    StepsReset,
+    StepStarted,
+    StepSucceeded,
+)
+from .report import RunReport, StepReport
+from .rules import RunState
+from .store.sql import RunRow
+
+ICONS = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "cyan"),
+    "waiting": ("↻", "yellow"),
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "skipped": ("⊘", "dim"),
+    "paused": ("⏸", "yellow"),
+    "cancelled": ("■", "red"),
+    "created": ("·", "dim"),
+}
+
+
+def icon(status: str) -> Text:
+    char, style = ICONS.get(status, ("?", ""))
+    return Text(char, style=style)
+
+
+def styled_status(status: str) -> Text:
+    return Text(status, style=ICONS.get(status, ("", ""))[1])
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def fmt_age(ts: float, now: float | None = None) -> str:
+    delta = (now or time.time()) - ts
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    if delta < 86400:
+        return f"{delta / 3600:.0f}h ago"
+    return f"{delta / 86400:.0f}d ago"
+
+
+def short_json(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+class Progress:
+    """Shows a run's progress: a live table on a terminal, one line per transition elsewhere."""
+
+    def __init__(self, console: Console, *, live: bool | None = None) -> None:
+        self.console = console
+        self.live_mode = console.is_terminal if live is None else live
+        self.states: dict[str, RunState] = {}
+        self._live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.live_mode:
+            self._live = Live(get_renderable=self._render, console=self.console,
+                              refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def __call__(self, state: RunState, events: Sequence[Event]) -> None:
+        if state.run_id not in self.states:
+            self.states[state.run_id] = state
+            if not self.live_mode:
+                total = len(state.steps)
+                self.console.print(f"run [bold]{state.run_id}[/]: {escape(state.plan.goal)} ({total} steps)")
+        if not self.live_mode:
+            for ev in events:
+                line = _event_line(state, ev)
+                if line:
+                    self.console.print(line, highlight=False)
+
+    def _render(self) -> Group:
+        tables = []
+        now = time.time()
+        for state in self.states.values():
+            t = Table(title=f"{state.run_id} · {state.plan.goal}", title_justify="left",
+                      show_edge=False, pad_edge=False, box=None)
+            t.add_column("", width=1)
+            t.add_column("step")
+            t.add_column("tool", style="dim")
+            t.add_column("try", justify="right")
+            t.add_column("time", justify="right")
+            t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=60)
+            for step in state.plan.steps:
+                st = state.steps[step.id]
+                unit = st.units.get(None)
+                status = unit.status if unit is not None and st.status not in ("succeeded", "failed", "skipped") else st.status
+                attempts = unit.attempt if unit else ""
+                note = ""
+                if st.items is not None:
+                    done = sum(1 for u in st.units.values() if u.status == "succeeded")
+                    note = f"{done}/{len(st.items)} items"
+                if status == "waiting" and unit is not None and unit.retry_at:
+                    note = f"retry in {max(0.0, unit.retry_at - now):.1f}s · {_error_text(unit.error)}"
+                elif status == "failed":
+                    note = _error_text(st.error)
+                elif status == "skipped":
+                    note = st.reason
+                end = st.finished_at or (now if st.started_at else None)
+                elapsed = end - st.started_at if end and st.started_at else None
+                t.add_row(icon(status), step.id, step.tool, str(attempts or ""),
+                          fmt_duration(elapsed), escape(note))
+            tables.append(t)
+        return Group(*tables)
+
+
+def _event_line(state: RunState, ev: Event) -> str | None:
+    def name(step: str, item: int | None) -> str:
+        return f"{step}[{item}]" if item is not None else step
+
+    if isinstance(ev, StepStarted):
+        return f"  [cyan]▶[/] {name(ev.step, ev.item)} [dim](attempt {ev.attempt})[/]"
+    if isinstance(ev, StepSucceeded):
+        if ev.reused_from:
+            return f"  [green]✓[/] {ev.step} [dim](reused from {ev.reused_from})[/]"
+        if ev.item is not None or state.plan.by_id[ev.step].for_each is not None:
+            return f"  [green]✓[/] {name(ev.step, ev.item)}" if ev.item is None else None
+        unit = state.steps[ev.step].units.get(None)
+        took = fmt_duration(ev.at - unit.started_at) if unit and unit.started_at else ""
+        return f"  [green]✓[/] {ev.step} [dim]{took}[/]"
+    if isinstance(ev, StepFailed):
+        err = escape(_error_text(ev.error))
+        if ev.retry_at is not None:
+            return (f"  [yellow]↻[/] {name(ev.step, ev.item)} attempt {ev.attempt} failed: {err} "
+                    f"[dim](retry in {fmt_duration(ev.retry_at - ev.at)})[/]")
+        return f"  [red]✗[/] {name(ev.step, ev.item)} failed: {err}"
+    if isinstance(ev, StepSkipped):
+        return f"  [dim]⊘ {ev.step} skipped ({escape(ev.reason)})[/]"
+    if isinstance(ev, StepInterrupted):
+        return f"  [yellow]⏸[/] {name(ev.step, ev.item)} attempt {ev.attempt} interrupted ({escape(ev.reason)})"
+    if isinstance(ev, StepsReset):
+        return f"  [cyan]↺[/] reset: {', '.join(ev.steps)}"
+    if isinstance(ev, RunPaused):
+        return f"[yellow]run {state.run_id} paused[/]: {escape(ev.reason)}"
+    if isinstance(ev, RunCancelled):
+        return f"[red]run {state.run_id} cancelled[/]: {escape(ev.reason)}"
+    if isinstance(ev, RunFailed | RunSucceeded):
+        return None  # the final summary says it
+    return None
+
+
+def print_outcome(console: Console, report: RunReport) -> None:
+    """The end of `charter run`: the result, or what failed and how to go on."""
+    took = fmt_duration((report.finished_at or report.updated_at) - report.created_at)
+    rid = report.id
+    if report.status == "succeeded":
+        console.print(f"[green]✓[/] run [bold]{rid}[/] succeeded in {took}")
+        console.print("[bold]result:[/]")
+        console.print_json(json.dumps(report.output, default=str)) if not isinstance(report.output, str) \
+            else console.print(escape(report.output))
+        return
+    if report.status == "failed":
+        console.print(f"[red]✗[/] run [bold]{rid}[/] failed after {took}: {escape(report.reason)}")
+        t = Table(show_edge=False, box=None, pad_edge=False)
+        t.add_column("step")
+        t.add_column("status")
+        t.add_column("tries", justify="right")
+        t.add_column("why it failed / was skipped", overflow="fold")
+        for s in report.steps:
+            if s.status == "failed":
+                t.add_row(s.id, styled_status("failed"), str(_tries(s)), escape(_error_text(s.error)))
+            elif s.status == "skipped":
+                t.add_row(s.id, styled_status("skipped"), "0", escape(s.reason))
+        console.print(t)
+        done = sum(1 for s in report.steps if s.status == "succeeded")
+        console.print(f"{done} of {len(report.steps)} steps succeeded.")
+        failed = report.failed_steps()
+        if failed:
+            console.print(f"Fix the cause, then: [bold]charter retry {rid} {failed[0].id}[/]")
+        return
+    if report.status == "paused":
+        console.print(f"[yellow]⏸[/] run [bold]{rid}[/] paused: {escape(report.reason)}")
+        console.print(f"Resume it with: [bold]charter resume {rid}[/]")
+        return
+    console.print(f"run [bold]{rid}[/] {styled_status(report.status)}: {escape(report.reason)}")
+
+
+def _tries(s: StepReport) -> int:
+    if s.items:
+        return sum(len(i.attempts) for i in s.items)
+    return len([a for a in s.attempts if a.outcome != "interrupted"])
+
+
+def runs_table(rows: Sequence[RunRow]) -> Table:
+    t = Table(show_edge=False, box=None, pad_edge=False)
+    for col in ("run", "status", "progress", "age", "goal"):
+        t.add_column(col, overflow="ellipsis", no_wrap=col != "goal")
+    now = time.time()
+    for r in rows:
+        t.add_row(r.id, styled_status(r.status), f"{r.steps_done}/{r.steps_total}",
+                  fmt_age(r.created_at, now), escape(r.goal))
+    return t
+
+
+def print_report(console: Console, report: RunReport) -> None:
+    """`charter show`: the run, then each step's status, attempts, arguments, output, error and why."""
+    took = fmt_duration((report.finished_at or report.updated_at) - report.created_at)
+    console.print(f"[bold]run {report.id}[/] · {styled_status(report.status)} · {took}"
+                  + (f" · {escape(report.reason)}" if report.reason else ""))
+    console.print(f"[bold]goal:[/] {escape(report.goal)}")
+    if report.parent_run:
+        console.print(f"[bold]rerun of:[/] {report.parent_run}")
+    if report.assumptions:
+        console.print("[bold]assumptions:[/]")
+        for a in report.assumptions:
+            console.print(f"  - {escape(a)}")
+    if report.inputs:
+        console.print(f"[bold]inputs:[/] {escape(short_json(report.inputs))}")
+    console.print()
+    for s in report.steps:
+        head = Text.assemble(icon(s.status), " ", (s.id, "bold"), f"  {s.tool}  ", styled_status(s.status))
+        if s.duration is not None:
+            head.append(f"  {fmt_duration(s.duration)}", style="dim")
+        tries = _tries(s)
+        if tries:
+            head.append(f"  {tries} attempt{'s' if tries != 1 else ''}", style="dim")
+        console.print(head)
+        if s.title:
+            console.print(f"    {escape(s.title)}")
+        if s.why:
+            console.print(f"    [dim]why:[/] {escape(s.why)}")
+        if s.reused_from:
+            console.print(f"    [dim]output reused from run {s.reused_from}[/]")
+        if s.args is not None:
+            console.print(f"    [dim]args:[/] {escape(short_json(s.args))}")
+        for a in s.attempts:
+            _print_attempt(console, a, "    ")
+        for item in s.items:
+            console.print(Text.assemble("    ", icon(item.status), f" item {item.item}  ",
+                                        styled_status(item.status),
+                                        (f"  {fmt_duration(item.duration)}", "dim")))
+            if item.args is not None:
+                console.print(f"        [dim]args:[/] {escape(short_json(item.args))}")
+            for a in item.attempts:
+                _print_attempt(console, a, "        ")
+        if s.status == "succeeded":
+            console.print(f"    [dim]output:[/] {escape(short_json(s.output, 400))}")
+        elif s.status == "failed" and s.error:
+            console.print(f"    [red]error:[/] {escape(_error_text(s.error))}")
+        elif s.status == "skipped":
+            console.print(f"    [dim]skipped: {escape(s.reason)}[/]")
+    if report.status == "succeeded":
+        console.print()
+        console.print(f"[bold]result:[/] {escape(short_json(report.output, 2000))}")
+
+
+def _print_attempt(console: Console, a: Any, indent: str) -> None:
+    line = f"{indent}[dim]attempt {a.number}: {a.outcome}"
+    if a.duration is not None:
+        line += f" after {fmt_duration(a.duration)}"
+    line += "[/]"
+    if a.error:
+        line += f" {escape(_error_text(a.error) if 'type' in a.error else a.error.get('message', ''))}"
+    if a.retry_at:
+        line += f" [dim](retry scheduled {fmt_duration(a.retry_at - (a.ended_at or a.started_at))} later)[/]"
+    console.print(line)

@@ -1,0 +1,211 @@
+"""The facade: run plans, resume, retry, rerun and inspect runs from code.
+
+Everything is async; ``run_sync`` and ``resume_sync`` wrap the two calls a
+script most often needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import rules
+from .clock import Clock
+from .engine import Engine, Observer
+from .errors import ConfigError, RunNotFoundError, RunStateError
+from .plan import Plan, load_plan
+from .report import RunReport, build_report
+from .store import SQLStore, open_store
+from .store.sql import RunRow
+from .tools import Registry, Tool, load_tools
+
+ToolsLike = Registry | Iterable[Tool | str] | str | None
+PlanLike = Plan | str | Path | Mapping[str, Any]
+
+
+def make_registry(tools: ToolsLike) -> Registry:
+    """A registry from tool objects, tool files/modules, or both.
+
+    Tool objects defined in an importable module record that module as their
+    source, so a later process can load them again to resume a run.
+    """
+    if tools is None:
+        return Registry()
+    if isinstance(tools, Registry):
+        return tools
+    if isinstance(tools, str):
+        tools = [tools]
+    objects: list[Tool] = []
+    sources: list[str] = []
+    for t in tools:
+        if isinstance(t, Tool):
+            objects.append(t)
+        elif isinstance(t, str | Path):
+            sources.append(str(t))
+        else:
+            raise ConfigError(f"not a tool or tool source: {t!r}")
+    registry = load_tools(sources) if sources else Registry()
+    for t in objects:
+        registry.add(t)
+        module = getattr(t.fn, "__module__", None)
+        if module and module != "__main__" and not module.startswith("_charter_tools_"):
+            if module not in registry.sources:
+                registry.sources.append(module)
+    return registry
+
+
+class Charter:
+    """Charter from Python.
+
+    >>> app = Charter("charter.db", tools=[my_tool])          # doctest: +SKIP
+    >>> report = app.run_sync("plan.yaml")                     # doctest: +SKIP
+    >>> report.status, report.output                           # doctest: +SKIP
+
+    Args:
+        db: a SQLite path, ``:memory:``, or a store object.
+        tools: tool objects, tool files or module names, or a :class:`Registry`.
+        clock: the time source; ``charter.testing.FakeClock`` in tests.
+        max_concurrency: attempts running at once.
+    """
+
+    def __init__(
+        self,
+        db: str | Path | SQLStore = "charter.db",
+        *,
+        tools: ToolsLike = None,
+        clock: Clock | None = None,
+        max_concurrency: int = 100,
+    ) -> None:
+        self.store = db if isinstance(db, SQLStore) else open_store(db)
+        self.registry = make_registry(tools)
+        self.clock = clock
+        self.max_concurrency = max_concurrency
+        self.observers: list[Observer] = []
+        self._engine: Engine | None = None
+
+    # --- plans ---------------------------------------------------------------------
+
+    def load_plan(self, plan: PlanLike) -> Plan:
+        """Check a plan (file, dict or Plan) against this app's tools."""
+        if isinstance(plan, Plan):
+            return Plan.from_dict(plan.to_json(), self.registry)
+        if isinstance(plan, str | Path):
+            return load_plan(plan, self.registry)
+        return Plan.from_dict(dict(plan), self.registry)
+
+    # --- running -------------------------------------------------------------------
+
+    def engine(self) -> Engine:
+        """The engine this app drives (one per app, reused across calls)."""
+        if self._engine is None:
+            self._engine = Engine(self.store, clock=self.clock, max_concurrency=self.max_concurrency)
+            self._engine.observers.extend(self.observers)
+        return self._engine
+
+    async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> str:
+        """Record a new approved run without running it; returns its id."""
+        return self.engine().create(self.load_plan(plan), self.registry, inputs).run_id
+
+    async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
+        """Run a plan to the end (or until it is paused or cancelled)."""
+        run_id = await self.start(plan, inputs=inputs)
+        await self.engine().run_until_settled()
+        return self.report(run_id)
+
+    async def resume(self, run_id: str) -> RunReport:
+        """Continue a paused or interrupted run; finished steps are not run again."""
+        run_id = self.resolve(run_id)
+        self.engine().resume(run_id)
+        await self.engine().run_until_settled()
+        return self.report(run_id)
+
+    async def retry(self, run_id: str, step_id: str) -> RunReport:
+        """Run a failed step, and what depends on it, again."""
+        run_id = self.resolve(run_id)
+        self.engine().retry(run_id, step_id)
+        await self.engine().run_until_settled()
+        return self.report(run_id)
+
+    async def rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> RunReport:
+        """A new run of the same plan (or ``plan``) that reuses the outputs of every
+        succeeded step that is not ``from_step`` or downstream of it."""
+        new_id = self.start_rerun(run_id, from_step, plan=plan)
+        await self.engine().run_until_settled()
+        return self.report(new_id)
+
+    def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
+        run_id = self.resolve(run_id)
+        old = self.state(run_id)
+        new_plan = self.load_plan(plan) if plan is not None else None
+        if new_plan is None:
+            registry = self.registry if len(self.registry) else load_tools(old.tool_sources)
+            new_plan = Plan.from_dict(old.plan.to_json(), registry)
+        else:
+            registry = self.registry
+        if from_step not in new_plan.by_id:
+            raise RunStateError(f"the plan has no step {from_step!r}")
+        redo = set(new_plan.downstream(from_step))
+        reuse = {
+            sid: st.output for sid, st in old.steps.items()
+            if st.status == rules.SUCCEEDED and sid not in redo and sid in new_plan.by_id
+        }
+        state = self.engine().create(new_plan, registry, old.inputs, approved_by="rerun",
+                                     parent_run=run_id, from_step=from_step, reuse=reuse)
+        return state.run_id
+
+    def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
+        """:meth:`run`, for code that is not async."""
+        return asyncio.run(self.run(plan, inputs=inputs))
+
+    def resume_sync(self, run_id: str) -> RunReport:
+        """:meth:`resume`, for code that is not async."""
+        return asyncio.run(self.resume(run_id))
+
+    def pause(self, run_id: str, reason: str = "") -> str:
+        """Pause a run: here if no live process runs it, else by asking that process."""
+        return self.engine().request_stop(self.resolve(run_id), "pause", reason)
+
+    def cancel(self, run_id: str, reason: str = "") -> str:
+        """Cancel a run for good (its log is kept)."""
+        return self.engine().request_stop(self.resolve(run_id), "cancel", reason)
+
+    # --- inspecting -----------------------------------------------------------------
+
+    def resolve(self, run_id: str) -> str:
+        """A full run id from an id or a unique prefix of one."""
+        if self.store.get_run(run_id) is not None:
+            return run_id
+        matches = self.store.find_run_ids(run_id) if run_id else []
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        raise RunNotFoundError(f"{run_id!r} matches several runs: {', '.join(matches)}")
+
+    def runs(self, limit: int = 50) -> list[RunRow]:
+        """The latest runs, newest first."""
+        return self.store.list_runs(limit)
+
+    def state(self, run_id: str) -> rules.RunState:
+        events = self.store.events(self.resolve(run_id))
+        return rules.replay(run_id, events)
+
+    def report(self, run_id: str) -> RunReport:
+        """A run's status, output and timeline, from its log."""
+        run_id = self.resolve(run_id)
+        events = self.store.events(run_id)
+        return build_report(rules.replay(run_id, events), events)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Charter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__: Sequence[str] = ["Charter", "make_registry"]

@@ -1,0 +1,398 @@
+"""The `charter` command: run plans, and inspect and steer runs.
+
+Exit codes: 0 the run succeeded (or the command worked), 1 the run failed,
+2 bad input (an invalid plan, an unknown run, bad options), 3 the run was
+paused or cancelled, 130 interrupted with Ctrl-C (the run is paused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+
+from .app import Charter
+from .errors import CharterError, PlanError
+from .report import RunReport
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="charter",
+    help="Run explicit plans as durable, observable work. See `charter COMMAND --help`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DbOpt = Annotated[
+    str, typer.Option("--db", envvar="CHARTER_DB", help="The SQLite store (created if missing).")
+]
+ToolsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tools", "-t", help="A tools file (path/to/tools.py) or module (pkg.tools); repeatable."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Attempts running at once.")]
+
+EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3}
+
+
+def main() -> None:
+    """The console script."""
+    try:
+        app()
+    except CharterError as exc:  # pragma: no cover - commands handle their own errors
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    if isinstance(exc, PlanError):
+        err.print(f"[red]error:[/] {exc.args[0]}", highlight=False)
+    else:
+        err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+def _open(db: str, tools: list[str] | None = None, concurrency: int = 100) -> Charter:
+    try:
+        return Charter(db, tools=tools or None, max_concurrency=concurrency)
+    except CharterError as exc:
+        raise _fail(exc) from None
+
+
+def _parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(ValueError(f"--input wants NAME=VALUE, got {pair!r}"))
+        try:
+            inputs[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            inputs[key] = value
+    return inputs
+
+
+def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` with live progress and Ctrl-C turned into a clean pause."""
+    from ._console import Progress
+
+    engine = charter.engine()
+    progress = Progress(err if json_out else out, live=False if json_out else None)
+    engine.observers.append(progress)
+    interrupted = False
+
+    async def guarded() -> T:
+        nonlocal interrupted
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            if interrupted:  # a second Ctrl-C: stop now; the run resumes from its log
+                raise KeyboardInterrupt
+            interrupted = True
+            engine.stop_all("interrupted (Ctrl-C)")
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, lambda: engine.stop_all("stopped (SIGTERM)"))
+        try:
+            return await work()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        with progress:
+            result = asyncio.run(guarded())
+    except CharterError as exc:
+        raise _fail(exc) from None
+    if interrupted:
+        ids = [r.id for r in charter.runs(20) if r.status == "paused"]
+        hint = ids[0] if ids else "RUN"
+        err.print(f"[yellow]Interrupted.[/] Paused; resume with: [bold]charter resume {hint}[/]")
+    return result
+
+
+def _finish(charter: Charter, report: RunReport, json_out: bool, interrupted_exit: bool = True) -> None:
+    from ._console import print_outcome
+
+    if json_out:
+        out.print_json(json.dumps(report.to_json(), default=str))
+    else:
+        print_outcome(out, report)
+    if report.status == "paused" and "Ctrl-C" in report.reason:
+        raise typer.Exit(130)
+    raise typer.Exit(EXIT.get(report.status, 1))
+
+
+@app.command()
+def run(
+    plan: Annotated[Path, typer.Argument(help="A plan file (YAML or JSON).")],
+    tools: ToolsOpt = None,
+    db: DbOpt = "charter.db",
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="A plan input, NAME=VALUE; repeatable.")
+    ] = None,
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a plan file with the given tools, and also continue unfinished runs on the store."""
+    charter = _open(db, tools, concurrency)
+    values = _parse_inputs(inputs)
+    try:
+        loaded = charter.load_plan(plan)
+        engine = charter.engine()
+        state = engine.create(loaded, charter.registry, values)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    for orphan in _adopt_orphans(charter):
+        err.print(f"continuing unfinished run [bold]{orphan}[/]")
+
+    async def work() -> RunReport:
+        await engine.run_until_settled()
+        return charter.report(state.run_id)
+
+    report = _drive(charter, json_out, work)
+    _finish(charter, report, json_out)
+
+
+def _adopt_orphans(charter: Charter) -> list[str]:
+    adopted = []
+    engine = charter.engine()
+    for run_id, owner, lease in charter.store.unfinished_runs():
+        from .engine import _claimable
+
+        if any(s.run_id == run_id for s in engine.hosted()):
+            continue
+        if not _claimable(owner, lease, engine.clock.now()):
+            continue
+        try:
+            engine.adopt(run_id)
+        except CharterError as exc:
+            err.print(f"[yellow]cannot continue run {run_id}:[/] {exc}")
+            continue
+        adopted.append(run_id)
+    return adopted
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    db: DbOpt = "charter.db",
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Continue a paused or interrupted run. Finished steps never run again."""
+    charter = _open(db, None, concurrency)
+    try:
+        rid = charter.resolve(run_id)
+        state = charter.engine().resume(rid)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    if state.finished:
+        report = charter.report(rid)
+        err.print(f"run {rid} has already {report.status}")
+        _finish(charter, report, json_out)
+
+    async def work() -> RunReport:
+        await charter.engine().run_until_settled()
+        return charter.report(rid)
+
+    _finish(charter, _drive(charter, json_out, work), json_out)
+
+
+@app.command()
+def retry(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    step: Annotated[str, typer.Argument(help="The failed step to run again.")],
+    db: DbOpt = "charter.db",
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a failed step again, with a fresh retry budget, and then what depends on it."""
+    charter = _open(db, None, concurrency)
+    try:
+        rid = charter.resolve(run_id)
+        charter.engine().retry(rid, step)
+    except CharterError as exc:
+        raise _fail(exc) from None
+
+    async def work() -> RunReport:
+        await charter.engine().run_until_settled()
+        return charter.report(rid)
+
+    _finish(charter, _drive(charter, json_out, work), json_out)
+
+
+@app.command()
+def rerun(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    from_step: Annotated[str, typer.Option("--from", help="The first step to run again.")],
+    plan: Annotated[
+        Path | None, typer.Option("--plan", help="Use this (edited) plan file instead of the run's.")
+    ] = None,
+    tools: ToolsOpt = None,
+    db: DbOpt = "charter.db",
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """A new run that reuses the outputs of everything not downstream of a step."""
+    charter = _open(db, tools, concurrency)
+    try:
+        if plan is not None and not tools:
+            rid = charter.resolve(run_id)
+            from .tools import load_tools
+
+            charter.registry = load_tools(charter.state(rid).tool_sources)
+        new_id = charter.start_rerun(run_id, from_step, plan=plan)
+    except CharterError as exc:
+        raise _fail(exc) from None
+
+    async def work() -> RunReport:
+        await charter.engine().run_until_settled()
+        return charter.report(new_id)
+
+    _finish(charter, _drive(charter, json_out, work), json_out)
+
+
+@app.command()
+def pause(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    db: DbOpt = "charter.db",
+    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "",
+) -> None:
+    """Pause a run. Running attempts are interrupted and run again on resume."""
+    _stop(db, run_id, "pause", reason)
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    db: DbOpt = "charter.db",
+    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "",
+) -> None:
+    """Cancel a run for good. Its log is kept."""
+    _stop(db, run_id, "cancel", reason)
+
+
+def _stop(db: str, run_id: str, action: str, reason: str) -> None:
+    charter = _open(db)
+    try:
+        rid = charter.resolve(run_id)
+        how = charter.pause(rid, reason) if action == "pause" else charter.cancel(rid, reason)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    past = "paused" if action == "pause" else "cancelled"
+    if how == "done":
+        out.print(f"run [bold]{rid}[/] {past}")
+        return
+    # Another live process runs it: it picks the request up within a moment.
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = charter.store.get_run(rid)
+        if row is not None and row.status == past:
+            out.print(f"run [bold]{rid}[/] {past}")
+            return
+        time.sleep(0.05)
+    out.print(f"asked the process running {rid} to {action}; it has not confirmed yet")
+
+
+@app.command("runs")
+def runs_cmd(
+    db: DbOpt = "charter.db",
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs: status, progress, age."""
+    from ._console import runs_table
+
+    charter = _open(db)
+    rows = charter.runs(limit)
+    if json_out:
+        out.print_json(json.dumps([{
+            "id": r.id, "status": r.status, "goal": r.goal, "steps_done": r.steps_done,
+            "steps_total": r.steps_total, "created_at": r.created_at, "updated_at": r.updated_at,
+            "finished_at": r.finished_at, "reason": r.reason, "parent_run": r.parent_run,
+        } for r in rows]))
+        return
+    if not rows:
+        out.print(f"no runs in {charter.store.location}")
+        return
+    out.print(runs_table(rows))
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    db: DbOpt = "charter.db",
+    events: Annotated[bool, typer.Option("--events", help="Also print the raw event log.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """A run's timeline: each step's status, attempts, durations, arguments, output, error and why."""
+    from ._console import print_report
+
+    charter = _open(db)
+    try:
+        report = charter.report(run_id)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        out.print_json(json.dumps(report.to_json(events=events), default=str))
+        return
+    print_report(out, report)
+    if events:
+        out.print()
+        for i, ev in enumerate(report.events, 1):
+            out.print(f"[dim]{i:4d}[/] {ev.type:16s} {json.dumps(ev.to_data(), default=str)[:300]}")
+
+
+@app.command()
+def validate(
+    plan: Annotated[Path, typer.Argument(help="A plan file (YAML or JSON).")],
+    tools: ToolsOpt = None,
+) -> None:
+    """Check a plan without running it: every problem, with where it is."""
+    charter = _open(":memory:", tools)
+    try:
+        loaded = charter.load_plan(plan)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    writes = [s.id for s in loaded.steps if (t := charter.registry.get(s.tool)) and t.effect == "write"]
+    out.print(f"[green]✓[/] {plan}: {len(loaded.steps)} steps, valid"
+              + (f"; write steps: {', '.join(writes)}" if writes else ""))
+
+
+@app.command("tools")
+def tools_cmd(
+    tools: ToolsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the tools in files or modules: name, effect, arguments, description."""
+    charter = _open(":memory:", tools)
+    catalog = [{"name": t.name, "effect": t.effect, "description": t.description,
+                "args": t.schema().get("properties", {}), "required": t.required_args()}
+               for t in charter.registry]
+    if json_out:
+        out.print_json(json.dumps(catalog))
+        return
+    for t in catalog:
+        args = ", ".join(f"{k}{'' if k in t['required'] else '?'}" for k in t["args"])
+        out.print(f"[bold]{t['name']}[/]({args}) [dim]{t['effect']}[/]  {t['description'].splitlines()[0] if t['description'] else ''}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
