@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   runs Charter's offline example
+#   make test   runs the whole test suite (lint, types, then pytest)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/charter run examples/notes/plan.yaml --tools examples/notes/tools.py --db .charter-demo.db
+
+lint: $(STAMP)
+	$(BIN)/ruff check charter tests bench examples
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .charter-demo.db* action-items.md
