@@ -31,7 +31,7 @@ from .events import (
     StepSucceeded,
 )
 from .report import RunReport, StepReport
-from .rules import RunState
+from .rules import RunState, shown_status
 from .store.sql import RunRow
 
 ICONS = {
@@ -136,7 +136,7 @@ class Progress:
             for step in state.plan.steps:
                 st = state.steps[step.id]
                 unit = st.units.get(None)
-                status = unit.status if unit is not None and st.status not in ("succeeded", "failed", "skipped") else st.status
+                status = shown_status(st)
                 attempts = unit.attempt if unit else ""
                 note = ""
                 if st.items is not None:
@@ -179,7 +179,8 @@ def _event_line(state: RunState, ev: Event) -> str | None:
     if isinstance(ev, StepSkipped):
         return f"  [dim]⊘ {ev.step} skipped ({escape(ev.reason)})[/]"
     if isinstance(ev, StepInterrupted):
-        return f"  [yellow]⏸[/] {name(ev.step, ev.item)} attempt {ev.attempt} interrupted ({escape(ev.reason)})"
+        what = f"{name(ev.step, ev.item)} attempt {ev.attempt}"
+        return f"  [yellow]⏸[/] {what} interrupted ({escape(ev.reason)})"
     if isinstance(ev, StepsReset):
         return f"  [cyan]↺[/] reset: {', '.join(ev.steps)}"
     if isinstance(ev, RunPaused):
@@ -275,16 +276,16 @@ def print_report(console: Console, report: RunReport) -> None:
             console.print(f"    [dim]output reused from run {s.reused_from}[/]")
         if s.args is not None:
             console.print(f"    [dim]args:[/] {escape(short_json(s.args))}")
-        for a in s.attempts:
-            _print_attempt(console, a, "    ")
+        for attempt in s.attempts:
+            _print_attempt(console, attempt, "    ")
         for item in s.items:
             console.print(Text.assemble("    ", icon(item.status), f" item {item.item}  ",
                                         styled_status(item.status),
                                         (f"  {fmt_duration(item.duration)}", "dim")))
             if item.args is not None:
                 console.print(f"        [dim]args:[/] {escape(short_json(item.args))}")
-            for a in item.attempts:
-                _print_attempt(console, a, "        ")
+            for attempt in item.attempts:
+                _print_attempt(console, attempt, "        ")
         if s.status == "succeeded":
             console.print(f"    [dim]output:[/] {escape(short_json(s.output, 400))}")
         elif s.status == "failed" and s.error:

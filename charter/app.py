@@ -49,10 +49,10 @@ def make_registry(tools: ToolsLike) -> Registry:
     registry = load_tools(sources) if sources else Registry()
     for t in objects:
         registry.add(t)
-        module = getattr(t.fn, "__module__", None)
-        if module and module != "__main__" and not module.startswith("_charter_tools_"):
-            if module not in registry.sources:
-                registry.sources.append(module)
+        module: str = getattr(t.fn, "__module__", None) or "__main__"
+        importable = module != "__main__" and not module.startswith("_charter_tools_")
+        if importable and module not in registry.sources:
+            registry.sources.append(module)
     return registry
 
 

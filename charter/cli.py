@@ -391,7 +391,8 @@ def tools_cmd(
         return
     for t in catalog:
         args = ", ".join(f"{k}{'' if k in t['required'] else '?'}" for k in t["args"])
-        out.print(f"[bold]{t['name']}[/]({args}) [dim]{t['effect']}[/]  {t['description'].splitlines()[0] if t['description'] else ''}")
+        summary = t["description"].splitlines()[0] if t["description"] else ""
+        out.print(f"[bold]{t['name']}[/]({args}) [dim]{t['effect']}[/]  {summary}")
 
 
 if __name__ == "__main__":  # pragma: no cover

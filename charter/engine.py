@@ -229,7 +229,10 @@ class Engine:
         return state
 
     def request_stop(self, run_id: str, action: str, reason: str = "") -> str:
-        """Pause or cancel a run. Returns ``"done"`` if applied here, ``"requested"`` if its owner was asked."""
+        """Pause or cancel a run.
+
+        Returns ``"done"`` if applied here, ``"requested"`` if the process running it was asked.
+        """
         if action not in ("pause", "cancel"):
             raise ValueError(action)
         if run_id in self._hosted:
@@ -337,9 +340,10 @@ class Engine:
             self._stop_reason = None
         requests, self._requests = self._requests, {}
         for run_id, reqs in requests.items():
-            h = self._hosted.get(run_id)
-            if h is None:
+            hosted = self._hosted.get(run_id)
+            if hosted is None:
                 continue
+            h = hosted
             for action, reason in reqs:
                 if h.state.status in rules.RUN_DONE or (action == "pause" and h.state.status == rules.PAUSED):
                     continue
@@ -410,7 +414,8 @@ class Engine:
             except TimeoutError as exc:
                 if timeout is None:
                     raise
-                raise StepTimeoutError(f"attempt took longer than the step's timeout of {timeout:g}s") from exc
+                message = f"attempt took longer than the step's timeout of {timeout:g}s"
+                raise StepTimeoutError(message) from exc
         except asyncio.CancelledError:
             outcome.interrupted = True
         except ToolArgumentError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from .errors import Problem, PlanError
+from .errors import PlanError, Problem
 from .refs import Ref, RefSyntaxError, compile_template, has_refs, refs_in
 from .retry import RetryPolicy
 from .tools import Registry
@@ -290,7 +290,8 @@ def _compile_step(
         elif ref.root == "inputs":
             if not ref.path or not isinstance(ref.path[0], str) or ref.path[0] not in inputs:
                 name = ref.path[0] if ref.path else ""
-                problems.append(Problem(at, f"{ref.text}: unknown input {name!r} (declare it under 'inputs')"))
+                message = f"{ref.text}: unknown input {name!r} (declare it under 'inputs')"
+                problems.append(Problem(at, message))
         elif ref.root == st.id:
             problems.append(Problem(at, f"{ref.text}: a step cannot reference itself"))
         elif ref.root not in ids:
@@ -342,10 +343,12 @@ def _compile_step(
         else:
             for name in tool.required_args():
                 if name not in st.args:
-                    problems.append(Problem(f"{where}.args.{name}", f"missing required argument of tool {tool.name!r}"))
+                    message = f"missing required argument of tool {tool.name!r}"
+                    problems.append(Problem(f"{where}.args.{name}", message))
             for name, template in args_template.items():
                 if name not in tool.args_model.model_fields:
-                    problems.append(Problem(f"{where}.args.{name}", f"tool {tool.name!r} has no argument {name!r}"))
+                    message = f"tool {tool.name!r} has no argument {name!r}"
+                    problems.append(Problem(f"{where}.args.{name}", message))
                 elif not has_refs(template):
                     for p in tool.check_arg(name, template):
                         problems.append(Problem(f"{where}.args.{p.where}", p.message))

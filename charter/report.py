@@ -12,7 +12,7 @@ from .events import (
     StepStarted,
     StepSucceeded,
 )
-from .rules import RunState
+from .rules import RunState, shown_status
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
                 ))
         steps.append(StepReport(
             id=step.id, title=step.title, why=step.why, tool=step.tool,
-            status=_step_status(st.status, unit.status if unit else None),
+            status=shown_status(st),
             args=unit.args if unit else (dict(step.args) if step.for_each is None else None),
             output=st.output if st.status == "succeeded" else None,
             error=st.error or (unit.error if unit else None), reason=st.reason,
@@ -168,8 +168,3 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
         parent_run=state.parent_run, steps=steps, events=events,
     )
 
-
-def _step_status(step_status: str, unit_status: str | None) -> str:
-    if step_status in ("succeeded", "failed", "skipped") or unit_status is None:
-        return step_status
-    return unit_status  # pending / running / waiting (a retry is scheduled)

@@ -139,6 +139,14 @@ class RunState:
         return [u for s in self.steps.values() for u in s.units.values() if u.status == RUNNING]
 
 
+def shown_status(st: StepState) -> str:
+    """A step's status for people: a plain step in flight shows its unit's (``waiting``: a retry is due)."""
+    unit = st.units.get(None)
+    if st.status in STEP_DONE or unit is None:
+        return st.status
+    return unit.status
+
+
 # --- applying events ------------------------------------------------------------
 
 
@@ -344,7 +352,8 @@ def _activate(state: RunState, step: Step, now: float, emit: Any) -> None:
             return
         if not isinstance(items, list):
             kind = type(items).__name__
-            emit(StepFailed(at=now, step=step.id, error=_permanent(f"for_each: {step.for_each} is a {kind}, not a list")))
+            message = f"for_each: {step.for_each} is a {kind}, not a list"
+            emit(StepFailed(at=now, step=step.id, error=_permanent(message)))
             return
         st.items = items
         for i in range(len(items)):
@@ -391,7 +400,7 @@ def run_output(state: RunState) -> Any:
 
 
 def start(state: RunState, unit: Unit, now: float) -> Event:
-    """The event that starts ``unit``: ``StepStarted``, or ``StepFailed`` if its arguments cannot be resolved."""
+    """The event that starts ``unit``: ``StepStarted``, or ``StepFailed`` if its arguments do not resolve."""
     step = state.plan.by_id[unit.step]
     if step.constant_args and unit.item is None:
         args = dict(step.args)

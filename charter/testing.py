@@ -90,7 +90,8 @@ class FakeClock:
         timer = self._timer(deadline)
         jumper = asyncio.ensure_future(self._idle_then_jump(task, deadline)) if self.auto_advance else None
         try:
-            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [task, timer]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -113,7 +114,10 @@ def event_types(events: Iterable[Event]) -> list[str]:
     return [e.type for e in events]
 
 
-def assert_events_in_order(events: Sequence[Event], expected: Sequence[str | tuple[str, dict[str, Any]]]) -> None:
+Expected = str | tuple[str, dict[str, Any]]
+
+
+def assert_events_in_order(events: Sequence[Event], expected: Sequence[Expected]) -> None:
     """Assert that ``expected`` occurs in ``events`` as a subsequence.
 
     An entry is a type name, or a type name and fields that must match:

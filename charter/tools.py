@@ -110,7 +110,8 @@ class Tool:
 @functools.cache
 def _adapter(model: type[pydantic.BaseModel], name: str) -> pydantic.TypeAdapter[Any]:
     info = model.model_fields[name]
-    return pydantic.TypeAdapter(typing.Annotated[info.annotation, info])
+    annotated: Any = typing.Annotated[info.annotation, info]
+    return pydantic.TypeAdapter(annotated)
 
 
 def _problems(exc: pydantic.ValidationError) -> list[Problem]:
@@ -197,7 +198,7 @@ def _make_tool(
             continue
         default = ... if param.default is param.empty else param.default
         fields[pname] = (annotation, default)
-    model = pydantic.create_model(  # type: ignore[call-overload]
+    model = pydantic.create_model(
         f"{fn.__name__}_args",
         __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
         **fields,

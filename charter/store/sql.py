@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..events import Event, RunCreated
-from ..rules import RunState, StepState, Unit
+from ..rules import RunState, StepState, Unit, shown_status
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -292,7 +292,7 @@ def _step_row(state: RunState, sid: str, item: int | None) -> dict[str, Any]:
         src = st
         attempt = u.attempt if u else max((x.attempt for x in st.units.values()), default=0)
         retry_at = u.retry_at if u else None
-        status = u.status if u is not None and st.status not in ("succeeded", "failed", "skipped") else st.status
+        status = shown_status(st)
     else:
         src = st.units[item]
         attempt, retry_at, status = src.attempt, src.retry_at, src.status
