@@ -7,6 +7,7 @@ script most often needs.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,8 @@ def make_registry(tools: ToolsLike) -> Registry:
     for t in objects:
         registry.add(t)
         module: str = getattr(t.fn, "__module__", None) or "__main__"
-        importable = module != "__main__" and not module.startswith("_charter_tools_")
+        top_level = getattr(sys.modules.get(module), t.fn.__name__, None) is t
+        importable = top_level and module != "__main__" and not module.startswith("_charter_tools_")
         if importable and module not in registry.sources:
             registry.sources.append(module)
     return registry
@@ -117,14 +119,14 @@ class Charter:
     async def resume(self, run_id: str) -> RunReport:
         """Continue a paused or interrupted run; finished steps are not run again."""
         run_id = self.resolve(run_id)
-        self.engine().resume(run_id)
+        self.engine().resume(run_id, registry=self._own_tools())
         await self.engine().run_until_settled()
         return self.report(run_id)
 
     async def retry(self, run_id: str, step_id: str) -> RunReport:
         """Run a failed step, and what depends on it, again."""
         run_id = self.resolve(run_id)
-        self.engine().retry(run_id, step_id)
+        self.engine().retry(run_id, step_id, registry=self._own_tools())
         await self.engine().run_until_settled()
         return self.report(run_id)
 
@@ -135,12 +137,16 @@ class Charter:
         await self.engine().run_until_settled()
         return self.report(new_id)
 
+    def _own_tools(self) -> Registry | None:
+        """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
+        return self.registry if len(self.registry) else None
+
     def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
         run_id = self.resolve(run_id)
         old = self.state(run_id)
         new_plan = self.load_plan(plan) if plan is not None else None
         if new_plan is None:
-            registry = self.registry if len(self.registry) else load_tools(old.tool_sources)
+            registry = self._own_tools() or load_tools(old.tool_sources)
             new_plan = Plan.from_dict(old.plan.to_json(), registry)
         else:
             registry = self.registry

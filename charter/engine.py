@@ -208,16 +208,16 @@ class Engine:
 
     # --- control ----------------------------------------------------------------------
 
-    def resume(self, run_id: str, by: str = "user") -> RunState:
+    def resume(self, run_id: str, by: str = "user", registry: Registry | None = None) -> RunState:
         """Adopt a run and, if it was paused, resume it."""
-        state = self.adopt(run_id)
+        state = self.adopt(run_id, registry)
         if state.status == rules.PAUSED:
             self._commit_now(state, [RunResumed(at=self.clock.now(), by=by)])
         return state
 
-    def retry(self, run_id: str, step_id: str) -> RunState:
+    def retry(self, run_id: str, step_id: str, registry: Registry | None = None) -> RunState:
         """Make a failed step and the steps it blocked pending again, with a fresh retry budget."""
-        state = self.adopt(run_id)
+        state = self.adopt(run_id, registry)
         if step_id not in state.steps:
             raise RunStateError(f"run {run_id} has no step {step_id!r}")
         status = state.steps[step_id].status

@@ -290,6 +290,46 @@ def advance(state: RunState, now: float) -> Decision:
 
     if state.status != RUNNING:
         return Decision(events, [], None)
+    while True:
+        _check_dirty(state, now, emit)
+        ready: list[Unit] = []
+        wake_at: float | None = None
+        for sid in list(state.active):
+            st = state.steps[sid]
+            settled = True
+            for u in st.units.values():
+                if u.status == PENDING:
+                    ready.append(u)
+                    settled = False
+                elif u.status == WAITING:
+                    settled = False
+                    assert u.retry_at is not None
+                    if u.retry_at <= now:
+                        ready.append(u)
+                    elif wake_at is None or u.retry_at < wake_at:
+                        wake_at = u.retry_at
+                elif u.status == RUNNING:
+                    settled = False
+            if settled and st.items is not None:
+                _gather(state, st, now, emit)  # makes its dependents dirty
+        if not state.dirty:
+            break
+
+    if state.done_steps == len(state.steps):
+        failed = [s.id for s in state.steps.values() if s.status == FAILED]
+        if failed:
+            skipped = sum(1 for s in state.steps.values() if s.status == SKIPPED)
+            reason = f"{len(failed)} step(s) failed ({', '.join(failed)})"
+            if skipped:
+                reason += f", {skipped} skipped"
+            emit(RunFailed(at=now, reason=reason, failed_steps=failed))
+        else:
+            emit(RunSucceeded(at=now, output=run_output(state)))
+    return Decision(events, ready, wake_at)
+
+
+def _check_dirty(state: RunState, now: float, emit: Any) -> None:
+    """Skip the dirty steps that can no longer run; activate those whose needs are met."""
     while state.dirty:
         sid = next(iter(state.dirty))
         del state.dirty[sid]
@@ -303,39 +343,6 @@ def advance(state: RunState, now: float) -> Decision:
             emit(StepSkipped(at=now, step=sid, reason=f"{d} {state.steps[d].status}"))
         elif all(state.steps[d].status == SUCCEEDED for d in step.deps):
             _activate(state, step, now, emit)
-
-    ready: list[Unit] = []
-    wake_at: float | None = None
-    for sid in list(state.active):
-        st = state.steps[sid]
-        settled = True
-        for u in st.units.values():
-            if u.status == PENDING:
-                ready.append(u)
-                settled = False
-            elif u.status == WAITING:
-                settled = False
-                assert u.retry_at is not None
-                if u.retry_at <= now:
-                    ready.append(u)
-                elif wake_at is None or u.retry_at < wake_at:
-                    wake_at = u.retry_at
-            elif u.status == RUNNING:
-                settled = False
-        if settled and st.items is not None:
-            _gather(state, st, now, emit)
-
-    if state.done_steps == len(state.steps):
-        failed = [s.id for s in state.steps.values() if s.status == FAILED]
-        if failed:
-            skipped = sum(1 for s in state.steps.values() if s.status == SKIPPED)
-            reason = f"{len(failed)} step(s) failed ({', '.join(failed)})"
-            if skipped:
-                reason += f", {skipped} skipped"
-            emit(RunFailed(at=now, reason=reason, failed_steps=failed))
-        else:
-            emit(RunSucceeded(at=now, output=run_output(state)))
-    return Decision(events, ready, wake_at)
 
 
 def _activate(state: RunState, step: Step, now: float, emit: Any) -> None:

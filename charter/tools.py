@@ -183,10 +183,7 @@ def _make_tool(
         raise ConfigError(f"tool {fn.__name__!r}: timeout must be positive")
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"tool {fn.__name__!r}: concurrency must be at least 1")
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as exc:
-        raise ConfigError(f"tool {fn.__name__!r}: cannot read its type hints: {exc}") from exc
+    hints = _param_hints(fn)
     fields: dict[str, Any] = {}
     context_param = None
     for pname, param in inspect.signature(fn).parameters.items():
@@ -216,6 +213,18 @@ def _make_tool(
         context_param=context_param,
         is_async=inspect.iscoroutinefunction(fn),
     )
+
+
+def _param_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The parameters' type hints. The return annotation is not needed, so it may name anything."""
+    params = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "return"}
+    shim = type("_Hints", (), {})()
+    shim.__annotations__ = params
+    shim.__globals__ = getattr(fn, "__globals__", {})  # type: ignore[attr-defined]
+    try:
+        return typing.get_type_hints(shim, include_extras=True)
+    except Exception as exc:
+        raise ConfigError(f"tool {fn.__name__!r}: cannot read its type hints: {exc}") from exc
 
 
 class Registry:
