@@ -43,7 +43,7 @@ async def test_invoke_validates_and_converts() -> None:
     with pytest.raises(ToolArgumentError) as info:
         await add.invoke({"a": "three"}, CTX)
     assert "'add'" in str(info.value) and "a:" in str(info.value)
-    with pytest.raises(ToolArgumentError, match="b: unexpected argument|c: unexpected argument"):
+    with pytest.raises(ToolArgumentError, match=r"c: unexpected argument"):
         await add.invoke({"a": 1, "c": 2}, CTX)
     with pytest.raises(ToolArgumentError, match="a: missing required argument"):
         await add.invoke({}, CTX)
