@@ -136,13 +136,14 @@ class Engine:
             at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
         )
-        state = RunState.from_created(new_run_id(), created)
+        state = RunState.from_created(new_run_id(), created, plan)
         state.policies = _policies(state.plan, registry)
-        self.store.create_run(state, created, self.owner, now + self.lease_seconds)
         events: list[Event] = [PlanApproved(at=now, by=approved_by)]
         for sid, output in (reuse or {}).items():
             events.append(StepSucceeded(at=now, step=sid, output=output, reused_from=parent_run))
-        self._commit_now(state, events)
+        with self.store.transaction():  # the run exists approved, or not at all
+            self.store.create_run(state, created, self.owner, now + self.lease_seconds)
+            self._commit_now(state, events)
         self._hosted[state.run_id] = _Hosted(state, registry)
         return state
 

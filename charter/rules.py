@@ -106,8 +106,10 @@ class RunState:
     active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
 
     @classmethod
-    def from_created(cls, run_id: str, ev: RunCreated) -> RunState:
-        plan = Plan.from_dict(ev.plan)
+    def from_created(cls, run_id: str, ev: RunCreated, plan: Plan | None = None) -> RunState:
+        """The state right after ``ev``. ``plan`` is the compiled ``ev.plan``, if the caller has it."""
+        if plan is None:
+            plan = Plan.from_dict(ev.plan)
         state = cls(
             run_id=run_id,
             plan=plan,

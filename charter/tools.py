@@ -220,7 +220,7 @@ def _param_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     params = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "return"}
     shim = type("_Hints", (), {})()
     shim.__annotations__ = params
-    shim.__globals__ = getattr(fn, "__globals__", {})  # type: ignore[attr-defined]
+    shim.__globals__ = getattr(fn, "__globals__", {})
     try:
         return typing.get_type_hints(shim, include_extras=True)
     except Exception as exc:

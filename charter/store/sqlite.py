@@ -42,8 +42,8 @@ class SQLiteStore(SQLStore):
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {mode}")
             self._conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from None
         self._depth = 0
         self.migrate()
 
