@@ -18,9 +18,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from .app import Charter
-from .errors import CharterError, PlanError
+from .errors import CharterError
 from .report import RunReport
 
 T = TypeVar("T")
@@ -58,10 +59,7 @@ def main() -> None:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    if isinstance(exc, PlanError):
-        err.print(f"[red]error:[/] {exc.args[0]}", highlight=False)
-    else:
-        err.print(f"[red]error:[/] {exc}")
+    err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -235,8 +235,7 @@ def _compile(data: Any, registry: Registry | None, source: str | None) -> Plan:
         where = f"steps[{ids[st.id]}]"
         step, step_problems = _compile_step(st, where, ids, known_ids, set(spec.inputs), registry)
         problems.extend(step_problems)
-        if step is not None:
-            compiled.append(step)
+        compiled.append(step)
 
     by_id = {s.id: s for s in compiled}
     cycle = _find_cycle(compiled, by_id)
@@ -255,7 +254,7 @@ def _compile(data: Any, registry: Registry | None, source: str | None) -> Plan:
                     problems.append(Problem("output", f"{ref.text}: unknown step {ref.root!r}"))
 
     if problems:
-        raise PlanError(problems, source)
+        raise PlanError(sorted(problems, key=_problem_order), source)
     dependents: dict[str, list[str]] = {s.id: [] for s in compiled}
     for s in compiled:
         for d in s.deps:
@@ -279,7 +278,7 @@ def _compile_step(
     known_ids: set[str],
     inputs: set[str],
     registry: Registry | None,
-) -> tuple[Step | None, list[Problem]]:
+) -> tuple[Step, list[Problem]]:
     problems: list[Problem] = []
     deps: list[str] = []
 
@@ -353,8 +352,7 @@ def _compile_step(
                     for p in tool.check_arg(name, template):
                         problems.append(Problem(f"{where}.args.{p.where}", p.message))
 
-    if problems:
-        return None, problems
+    # A step with problems is still returned, so that cycles through it are found too.
     retry = st.retry.model_dump(exclude_none=True) if st.retry else {}
     return (
         Step(
@@ -373,8 +371,14 @@ def _compile_step(
             for_each_ref=for_each_ref,
             constant_args=not has_refs(args_template),
         ),
-        [],
+        problems,
     )
+
+
+def _problem_order(p: Problem) -> tuple[int, int]:
+    """Problems in plan order: the plan's own fields first, then step by step."""
+    m = re.match(r"steps\[(\d+)\]", p.where)
+    return (1, int(m.group(1))) if m else (0, 0)
 
 
 def _find_cycle(steps: list[Step], by_id: Mapping[str, Step]) -> list[str] | None:
