@@ -207,7 +207,7 @@ def print_outcome(console: Console, report: RunReport) -> None:
         t = Table(show_edge=False, box=None, pad_edge=False)
         t.add_column("step")
         t.add_column("status")
-        t.add_column("tries", justify="right")
+        t.add_column("attempts", justify="right")
         t.add_column("why it failed / was skipped", overflow="fold")
         for s in report.steps:
             if s.status == "failed":
@@ -229,8 +229,9 @@ def print_outcome(console: Console, report: RunReport) -> None:
 
 
 def _tries(s: StepReport) -> int:
+    """Attempts that ran to an outcome; for a fan-out, those of its most-tried element."""
     if s.items:
-        return sum(len(i.attempts) for i in s.items)
+        return max(_tries(i) for i in s.items)
     return len([a for a in s.attempts if a.outcome != "interrupted"])
 
 

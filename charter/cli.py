@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -20,8 +21,9 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from .app import Charter
+from .app import Charter, ToolsLike, make_registry
 from .errors import CharterError
+from .plan import load_plan
 from .report import RunReport
 
 T = TypeVar("T")
@@ -63,7 +65,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _open(db: str, tools: list[str] | None = None, concurrency: int = 100) -> Charter:
+def _open(db: str, tools: ToolsLike = None, concurrency: int = 100) -> Charter:
     try:
         return Charter(db, tools=tools or None, max_concurrency=concurrency)
     except CharterError as exc:
@@ -90,21 +92,30 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
     engine = charter.engine()
     progress = Progress(err if json_out else out, live=False if json_out else None)
     engine.observers.append(progress)
-    interrupted = False
+    stopped: list[str] = []  # the runs a signal paused
+
+    def resume_hint() -> str:
+        return " ; ".join(f"charter resume {r}" for r in stopped) or "charter resume RUN"
 
     async def guarded() -> T:
-        nonlocal interrupted
         loop = asyncio.get_running_loop()
 
-        def on_sigint() -> None:
-            nonlocal interrupted
-            if interrupted:  # a second Ctrl-C: stop now; the run resumes from its log
-                raise KeyboardInterrupt
-            interrupted = True
-            engine.stop_all("interrupted (Ctrl-C)")
+        def on_signal(reason: str) -> None:
+            if stopped:
+                # Asked twice: leave now. Everything committed is safe; attempts
+                # still running are recorded as interrupted when the run resumes.
+                progress.__exit__(None, None, None)
+                err.print(f"[yellow]Stopped at once.[/] Resume with: [bold]{resume_hint()}[/]")
+                os._exit(130)
+            stopped.extend(s.run_id for s in engine.hosted() if s.status == "running")
+            engine.stop_all(reason)
+            running = sum(len(s.running_units()) for s in engine.hosted())
+            if running:
+                err.print(f"[yellow]Pausing:[/] waiting for {running} running attempt(s) to stop "
+                          "(press Ctrl-C again to leave at once)")
 
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        loop.add_signal_handler(signal.SIGTERM, lambda: engine.stop_all("stopped (SIGTERM)"))
+        loop.add_signal_handler(signal.SIGINT, on_signal, "interrupted (Ctrl-C)")
+        loop.add_signal_handler(signal.SIGTERM, on_signal, "stopped (SIGTERM)")
         try:
             return await work()
         finally:
@@ -116,10 +127,8 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
             result = asyncio.run(guarded())
     except CharterError as exc:
         raise _fail(exc) from None
-    if interrupted:
-        ids = [r.id for r in charter.runs(20) if r.status == "paused"]
-        hint = ids[0] if ids else "RUN"
-        err.print(f"[yellow]Interrupted.[/] Paused; resume with: [bold]charter resume {hint}[/]")
+    if stopped:
+        err.print(f"[yellow]Interrupted.[/] Paused; resume with: [bold]{resume_hint()}[/]")
     return result
 
 
@@ -147,10 +156,14 @@ def run(
     json_out: JsonOpt = False,
 ) -> None:
     """Run a plan file with the given tools, and also continue unfinished runs on the store."""
-    charter = _open(db, tools, concurrency)
     values = _parse_inputs(inputs)
+    try:  # a plan that cannot run leaves the store untouched
+        registry = make_registry(tools or None)
+        loaded = load_plan(plan, registry)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    charter = _open(db, registry, concurrency)
     try:
-        loaded = charter.load_plan(plan)
         engine = charter.engine()
         state = engine.create(loaded, charter.registry, values)
     except CharterError as exc:

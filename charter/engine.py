@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from . import rules
 from .clock import Clock, SystemClock
 from .errors import (
@@ -45,7 +47,7 @@ from .plan import Plan
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .rules import RUNNING, RunState, Unit
 from .store.sql import SQLStore
-from .tools import Registry, ToolContext, load_tools
+from .tools import Registry, ToolContext, load_tools, running_threads
 
 Observer = Callable[[RunState, Sequence[Event]], None]
 UnitKey = tuple[str, str, int | None]  # run, step, item
@@ -214,6 +216,8 @@ class Engine:
         state = self.adopt(run_id, registry)
         if state.status == rules.PAUSED:
             self._commit_now(state, [RunResumed(at=self.clock.now(), by=by)])
+        elif state.finished:
+            self._release(run_id)  # nothing to do: let go of it
         return state
 
     def retry(self, run_id: str, step_id: str, registry: Registry | None = None) -> RunState:
@@ -407,6 +411,8 @@ class Engine:
         args: dict[str, Any], ctx: ToolContext, timeout: float | None,
     ) -> None:
         outcome = _Outcome(h, unit, attempt)
+        threads: list[asyncio.Future[Any]] = []
+        running_threads.set(threads)
         try:
             if tool is None:
                 raise PermanentError(f"tool {tool_name!r} is not among the loaded tools")
@@ -419,6 +425,7 @@ class Engine:
                 raise StepTimeoutError(message) from exc
         except asyncio.CancelledError:
             outcome.interrupted = True
+            await self._outlast_threads(threads, outcome)
         except ToolArgumentError as exc:
             outcome.error = PermanentError(str(exc))
         except Exception as exc:
@@ -426,6 +433,29 @@ class Engine:
         self._outcomes.append(outcome)
         if self._wake is not None:
             self._wake.set()
+
+    async def _outlast_threads(self, threads: list[asyncio.Future[Any]], outcome: _Outcome) -> None:
+        """After an interruption, wait for a sync tool's thread: the run stays ours until it ends.
+
+        Otherwise another process could start the next attempt while this one
+        still runs, and a check of the idempotency key would race. If the thread
+        finishes its work, that is the attempt's outcome.
+        """
+        pending = [t for t in threads if not t.done()]
+        if pending:
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError:
+                return  # leaving at once (a second Ctrl-C): the attempt stays 'running' in the log
+        for t in threads:
+            if t.cancelled():
+                return
+            if t.exception() is not None:
+                outcome.interrupted = False
+                outcome.error = t.exception()
+            else:
+                outcome.interrupted = False
+                outcome.output = to_jsonable_python(t.result())
 
     def _commit(self, batch: dict[str, list[Event]]) -> None:
         if not batch:

@@ -10,6 +10,7 @@ receives the step's context there, including the idempotency key that a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import importlib
@@ -29,6 +30,12 @@ from .errors import ConfigError, Problem, ToolArgumentError
 from .retry import RetryPolicy
 
 Effect = Literal["read", "write"]
+
+# Where a sync tool's thread is announced, so the engine can wait for a thread
+# that outlives the cancellation of its attempt (Python cannot stop a thread).
+running_threads: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contextvars.ContextVar(
+    "charter_running_threads", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,12 @@ class Tool:
             result = await self.fn(**kwargs)
         else:
             # A sync tool runs in a thread so that it cannot stall other steps.
-            result = await asyncio.to_thread(functools.partial(self.fn, **kwargs))
+            call = functools.partial(contextvars.copy_context().run, self.fn, **kwargs)
+            thread = asyncio.get_running_loop().run_in_executor(None, call)
+            holder = running_threads.get()
+            if holder is not None:
+                holder.append(thread)
+            result = await asyncio.shield(thread)  # cancelling the wait must not lose the result
         return to_jsonable_python(result)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

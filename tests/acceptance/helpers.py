@@ -91,6 +91,49 @@ async def hold(name: str, ctx: ToolContext) -> str:
     return name
 
 
+@tool
+def block(name: str, ctx: ToolContext) -> str:
+    """Like hold, but synchronous (so it runs in a worker thread); notes attempts that overlap."""
+    _log(name, ctx)
+    marker = HERE / f"inflight-{ctx.step_id}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        mine = True
+    except FileExistsError:
+        mine = False
+        with (HERE / "overlaps.log").open("a", encoding="utf-8") as f:
+            f.write(f"{ctx.idempotency_key} attempt {ctx.attempt}\\n")
+    try:
+        deadline = time.monotonic() + 20
+        while (HERE / "gate").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        if mine:
+            marker.unlink()
+    return name
+
+
+@tool
+def letters() -> list[str]:
+    """Three letters to fan out over."""
+    return ["x", "y", "z"]
+
+
+@tool
+def shout(letter: str, ctx: ToolContext) -> str:
+    """Upper-case a letter; 'y' fails for good unless fixed.flag exists."""
+    _log(letter, ctx)
+    if letter == "y" and not (HERE / "fixed.flag").exists():
+        raise PermanentError("y is broken")
+    return letter.upper()
+
+
+@tool
+def concat(parts: list[str]) -> str:
+    """Join strings."""
+    return "".join(parts)
+
+
 @tool(effect="write")
 def write_file(path: str, text: str, ctx: ToolContext) -> dict[str, Any]:
     """Write text to a file, once per idempotency key."""
@@ -191,9 +234,9 @@ class Workspace:
             argv += ["--db", self.db]
         return argv
 
-    def __call__(self, *args: Any, db: bool = True, timeout: float = 60) -> Result:
-        """Run `charter ARGS` (with this workspace's --db) and wait for it."""
-        done = subprocess.run(self._argv(args, db), cwd=self.root, env=self.env, capture_output=True,
+    def __call__(self, *args: Any, db: bool = True, timeout: float = 60, cwd: Path | None = None) -> Result:
+        """Run `charter ARGS` (with this workspace's --db) in the workspace (or ``cwd``) and wait for it."""
+        done = subprocess.run(self._argv(args, db), cwd=cwd or self.root, env=self.env, capture_output=True,
                               text=True, timeout=timeout, check=False)
         return Result(done.returncode, done.stdout, done.stderr)
 

@@ -68,6 +68,8 @@ steps:
     args: {name: last, value: "${wait}"}
 """
 
+HELD_SYNC = HELD.replace("tool: hold", "tool: block")
+
 SIMPLE = """\
 goal: Add two numbers
 inputs:
@@ -87,10 +89,10 @@ def copy_notes(ws: Workspace) -> None:
     shutil.copytree(NOTES, ws.root / "examples" / "notes")
 
 
-def start_held(ws: Workspace, *extra: str) -> tuple[Proc, str]:
+def start_held(ws: Workspace, *extra: str, plan_text: str = HELD) -> tuple[Proc, str]:
     """Start a run of HELD and wait until its `wait` step is executing; returns the process and run id."""
     ws.write("gate", "closed")
-    plan = ws.write("held.yaml", HELD)
+    plan = ws.write("held.yaml", plan_text)
     proc = ws.start("run", plan, "--tools", ws.tools, *extra)
 
     def executing() -> bool:
@@ -116,7 +118,8 @@ def test_run_notes_example_writes_the_report(ws: Workspace) -> None:
     res = ws("run", "examples/notes/plan.yaml", "--tools", "examples/notes/tools.py")
     assert res.rc == 0, res
     run_id = ws.only_run_id()
-    assert RUN_ID.search(res.out) and RUN_ID.search(res.out).group(1) == run_id, res
+    printed = RUN_ID.search(res.out)
+    assert printed is not None and printed.group(1) == run_id, res
     assert f"run {run_id} succeeded" in res.out
 
     report = (ws.root / "action-items.md").read_text(encoding="utf-8")
@@ -288,7 +291,7 @@ def test_failing_plan_exits_1_and_reports_what_failed(ws: Workspace) -> None:
     assert re.search(r"^bad\s+failed\s+1\s+PermanentError: bad: fixed\.flag is missing\s*$", out, re.M), out
     assert re.search(r"^after_bad\s+skipped\s+0\s+bad failed\s*$", out, re.M), out
     assert re.search(r"^after_after\s+skipped\s+0\s+after_bad skipped\s*$", out, re.M), out
-    assert "4 of 6 steps succeeded." in out
+    assert "3 of 6 steps succeeded." in out
     assert f"charter retry {run_id} bad" in out
 
     # the independent branch finished; the dependents of the failure never ran
@@ -374,6 +377,38 @@ def test_retry_a_failed_step_after_fixing_the_cause(ws: Workspace) -> None:
     assert ws.runs()[0]["status"] == "succeeded" and len(ws.runs()) == 1
 
 
+def test_retry_a_fan_out_runs_only_the_failed_items_again(ws: Workspace) -> None:
+    plan = ws.write("fan.yaml", """\
+goal: Shout each letter
+steps:
+  - id: list
+    tool: letters
+  - id: each
+    tool: shout
+    for_each: ${list}
+    args: {letter: "${item}"}
+  - id: joined
+    tool: concat
+    args: {parts: "${each}"}
+""")
+    res = ws("run", plan, "--tools", ws.tools)
+    assert res.rc == 1, res
+    assert re.search(r"^each\s+failed\s+\d+\s+PermanentError: 1 of 3 items failed; item 1: y is broken", res.out,
+                     re.M), res
+    run_id = ws.only_run_id()
+    items = step(ws.show(run_id), "each")["items"]
+    assert [i["status"] for i in items] == ["succeeded", "failed", "succeeded"]
+
+    ws.write("fixed.flag", "")
+    again = ws("retry", run_id, "each")
+    assert again.rc == 0, again
+    shown = ws.show(run_id)
+    assert shown["output"] == "XYZ"
+    assert [len(ws.calls(letter)) for letter in "xyz"] == [1, 2, 1]  # the items that succeeded did not run again
+    assert [outcomes(i) for i in step(shown, "each")["items"]] == [["succeeded"], ["failed", "succeeded"],
+                                                                   ["succeeded"]]
+
+
 def test_rerun_from_a_step_reuses_upstream_outputs(ws: Workspace) -> None:
     plan = ws.write("pipeline.yaml", """\
 goal: Fetch, parse, publish
@@ -421,6 +456,17 @@ steps:
     bad = ws("rerun", old, "--from", "nosuch")
     assert bad.rc == 2 and "no step 'nosuch'" in bad.err, bad
     assert len(ws.runs()) == 2
+
+    # with an edited plan: the edited step and what follows run; the rest is reused
+    edited = ws.write("edited.yaml", plan.read_text(encoding="utf-8").replace(
+        "args: {name: parse, value: \"${fetch}\"}", "args: {name: parse, value: \"${fetch}-v2\"}"))
+    res = ws("rerun", old, "--from", "parse", "--plan", edited)
+    assert res.rc == 0, res
+    third = ws.runs()[0]["id"]
+    assert third not in (old, new)
+    assert len(ws.calls("fetch")) == 1
+    assert step(ws.show(third), "parse")["output"] == {"name": "parse", "value": "fetch-v2"}
+    assert (ws.root / "out.txt").read_text(encoding="utf-8") == f"fetch-v2\nkey={third}/publish\n"
 
 
 # --- invalid input ---------------------------------------------------------------------------
@@ -563,7 +609,8 @@ def test_tools_lists_names_effects_and_arguments(ws: Workspace) -> None:
     assert re.search(r"^write_file\(path, text\) write\s+Write text to a file", res.out, re.M), res
 
     catalog = {t["name"]: t for t in json.loads(ws("tools", "--tools", ws.tools, "--json").out)}
-    assert set(catalog) == {"echo", "add", "gated", "flaky", "hold", "write_file"}
+    assert set(catalog) == {"echo", "add", "gated", "flaky", "hold", "block", "letters", "shout", "concat",
+                            "write_file"}
     assert catalog["write_file"]["effect"] == "write"
     assert catalog["add"]["required"] == ["a", "b"]
     assert catalog["add"]["args"]["a"]["type"] == "integer"
@@ -730,3 +777,54 @@ def test_resume_when_the_tools_no_longer_import(ws: Workspace) -> None:
     ok = ws("resume", run_id)
     assert ok.rc == 0, ok
     assert ws.status(run_id) == "succeeded"
+
+
+def test_resume_from_another_folder_after_the_process_died(ws: Workspace) -> None:
+    proc, run_id = start_held(ws)
+    proc.popen.kill()
+    proc.popen.wait()
+    (ws.root / "gate").unlink()
+    elsewhere = ws.root / "elsewhere"
+    elsewhere.mkdir()
+    res = ws("resume", run_id, cwd=elsewhere)  # the run remembers its tools file by its absolute path
+    assert res.rc == 0, res
+    assert ws.status(run_id) == "succeeded"
+    assert outcomes(step(ws.show(run_id), "wait")) == ["interrupted", "succeeded"]
+
+
+def test_second_ctrl_c_stops_at_once_even_if_a_tool_blocks(ws: Workspace) -> None:
+    """The first Ctrl-C pauses the run; the second stops the process now (cli.py: "a second Ctrl-C: stop now")."""
+    proc, run_id = start_held(ws, plan_text=HELD_SYNC)
+    proc.popen.send_signal(signal.SIGINT)
+    wait_until(lambda: ws.status(run_id) == "paused", timeout=10, what="the run to be paused")
+    if proc.alive():  # still waiting for the blocking tool: the second Ctrl-C must end it
+        proc.popen.send_signal(signal.SIGINT)
+        try:
+            wait_until(lambda: not proc.alive(), timeout=5, what="the process to stop after a second Ctrl-C")
+        finally:
+            (ws.root / "gate").unlink()  # let the tool go, whatever happened
+    res = proc.wait()
+    assert res.rc == 130, res
+    assert f"charter resume {run_id}" in res.err + res.out, res
+    assert ws.status(run_id) == "paused"
+
+
+def test_no_two_attempts_of_a_step_run_at_once_after_a_pause(ws: Workspace) -> None:
+    """A paused run's blocking tool may still be running in its old process; a resume must not run it twice at once."""
+    proc, run_id = start_held(ws, plan_text=HELD_SYNC)
+    assert ws("pause", run_id).rc == 0
+    resumer = ws.start("resume", run_id)
+    try:
+        # give the resume every chance to start the step again (or to refuse) before the gate opens
+        wait_until(lambda: not resumer.alive() or len(ws.calls("wait")) >= 2, timeout=10,
+                   what="`charter resume` to start the step again or to give up")
+    except AssertionError:
+        pass  # it neither started nor refused: fine, as long as it does not overlap
+    finally:
+        (ws.root / "gate").unlink()
+    first = proc.wait()
+    resumed = resumer.wait()
+    overlaps = ws.root / "overlaps.log"
+    assert not overlaps.exists(), (
+        f"attempts of one step ran at the same time: {overlaps.read_text(encoding='utf-8')}\n"
+        f"first process: {first}\nresume: {resumed}")
