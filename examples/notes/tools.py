@@ -27,7 +27,8 @@ def list_notes(folder: str, pattern: str = "*.md") -> list[str]:
 def extract_actions(path: str) -> dict[str, object]:
     """Read one note and return its title and its open action items (owner and task)."""
     text = Path(path).read_text(encoding="utf-8")
-    title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), Path(path).stem)
+    headings = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
+    title = headings[0] if headings else Path(path).stem
     actions = []
     for line in text.splitlines():
         m = ACTION.match(line)
