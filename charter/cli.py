@@ -168,8 +168,11 @@ def run(
         state = engine.create(loaded, charter.registry, values)
     except CharterError as exc:
         raise _fail(exc) from None
-    for orphan in _adopt_orphans(charter):
-        err.print(f"continuing unfinished run [bold]{orphan}[/]")
+    adopted, problems = engine.adopt_orphans()
+    for orphan in adopted:
+        err.print(f"continuing unfinished run [bold]{orphan.run_id}[/]")
+    for problem in problems:
+        err.print(f"[yellow]{escape(str(problem))}[/]")
 
     async def work() -> RunReport:
         await engine.run_until_settled()
@@ -177,25 +180,6 @@ def run(
 
     report = _drive(charter, json_out, work)
     _finish(charter, report, json_out)
-
-
-def _adopt_orphans(charter: Charter) -> list[str]:
-    adopted = []
-    engine = charter.engine()
-    for run_id, owner, lease in charter.store.unfinished_runs():
-        from .engine import _claimable
-
-        if any(s.run_id == run_id for s in engine.hosted()):
-            continue
-        if not _claimable(owner, lease, engine.clock.now()):
-            continue
-        try:
-            engine.adopt(run_id)
-        except CharterError as exc:
-            err.print(f"[yellow]cannot continue run {run_id}:[/] {exc}")
-            continue
-        adopted.append(run_id)
-    return adopted
 
 
 @app.command()

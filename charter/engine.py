@@ -23,6 +23,7 @@ from pydantic_core import to_jsonable_python
 from . import rules
 from .clock import Clock, SystemClock
 from .errors import (
+    CharterError,
     ConfigError,
     ErrorInfo,
     PermanentError,
@@ -175,9 +176,13 @@ class Engine:
         self._hosted[run_id] = _Hosted(state, registry)
         return state
 
-    def adopt_orphans(self) -> list[RunState]:
-        """Adopt every unfinished run whose owner is gone (dead here, or its lease expired)."""
-        adopted = []
+    def adopt_orphans(self) -> tuple[list[RunState], list[CharterError]]:
+        """Adopt every unfinished run whose owner is gone (dead here, or its lease expired).
+
+        Returns the runs adopted and, for the others, why not (say, their tools no longer import).
+        """
+        adopted: list[RunState] = []
+        problems: list[CharterError] = []
         now = self.clock.now()
         for run_id, owner, lease in self.store.unfinished_runs():
             if run_id in self._hosted or not _claimable(owner, lease, now):
@@ -186,7 +191,9 @@ class Engine:
                 adopted.append(self.adopt(run_id))
             except RunStateError:
                 continue  # another process took it first
-        return adopted
+            except CharterError as exc:
+                problems.append(CharterError(f"cannot continue run {run_id}: {exc}"))
+        return adopted, problems
 
     def _claim(self, run_id: str) -> None:
         row = self.store.get_run(run_id)
