@@ -85,6 +85,16 @@ def _parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
     return inputs
 
 
+def _run_to_end(charter: Charter, run_id: str, json_out: bool) -> None:
+    """Drive the engine's runs to the end, then print ``run_id``'s outcome and exit with its code."""
+
+    async def work() -> RunReport:
+        await charter.engine().run_until_settled()
+        return charter.report(run_id)
+
+    _finish(charter, _drive(charter, json_out, work), json_out)
+
+
 def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` with live progress and Ctrl-C turned into a clean pause."""
     from ._console import Progress
@@ -132,7 +142,7 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
     return result
 
 
-def _finish(charter: Charter, report: RunReport, json_out: bool, interrupted_exit: bool = True) -> None:
+def _finish(charter: Charter, report: RunReport, json_out: bool) -> None:
     from ._console import print_outcome
 
     if json_out:
@@ -174,12 +184,7 @@ def run(
     for problem in problems:
         err.print(f"[yellow]{escape(str(problem))}[/]")
 
-    async def work() -> RunReport:
-        await engine.run_until_settled()
-        return charter.report(state.run_id)
-
-    report = _drive(charter, json_out, work)
-    _finish(charter, report, json_out)
+    _run_to_end(charter, state.run_id, json_out)
 
 
 @app.command()
@@ -201,11 +206,7 @@ def resume(
         err.print(f"run {rid} has already {report.status}")
         _finish(charter, report, json_out)
 
-    async def work() -> RunReport:
-        await charter.engine().run_until_settled()
-        return charter.report(rid)
-
-    _finish(charter, _drive(charter, json_out, work), json_out)
+    _run_to_end(charter, rid, json_out)
 
 
 @app.command()
@@ -224,11 +225,7 @@ def retry(
     except CharterError as exc:
         raise _fail(exc) from None
 
-    async def work() -> RunReport:
-        await charter.engine().run_until_settled()
-        return charter.report(rid)
-
-    _finish(charter, _drive(charter, json_out, work), json_out)
+    _run_to_end(charter, rid, json_out)
 
 
 @app.command()
@@ -255,11 +252,7 @@ def rerun(
     except CharterError as exc:
         raise _fail(exc) from None
 
-    async def work() -> RunReport:
-        await charter.engine().run_until_settled()
-        return charter.report(new_id)
-
-    _finish(charter, _drive(charter, json_out, work), json_out)
+    _run_to_end(charter, new_id, json_out)
 
 
 @app.command()
