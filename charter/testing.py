@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .events import Event
+from .models.scripted import ScriptedModel
 
 T = TypeVar("T")
 
-__all__ = ["FakeClock", "assert_events_in_order", "event_types"]
+__all__ = ["FakeClock", "ScriptedModel", "assert_events_in_order", "event_types"]
 
 
 class FakeClock:
