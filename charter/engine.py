@@ -34,6 +34,7 @@ from .errors import (
 )
 from .events import (
     Event,
+    ModelCalled,
     PlanApproved,
     RunCancelled,
     RunCreated,
@@ -44,11 +45,14 @@ from .events import (
     StepStarted,
     StepSucceeded,
 )
-from .plan import Plan
+from .journal import Journal
+from .llm import run_llm
+from .models import Model, model_from_spec
+from .plan import Plan, Step
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .rules import RUNNING, RunState, Unit
 from .store.sql import SQLStore
-from .tools import Registry, ToolContext, load_tools, running_threads
+from .tools import Registry, Tool, ToolContext, load_tools, running_threads
 
 Observer = Callable[[RunState, Sequence[Event]], None]
 UnitKey = tuple[str, str, int | None]  # run, step, item
@@ -87,6 +91,7 @@ class Engine:
             owner is elsewhere once the lease has expired.
         poll_interval: how often control requests from other processes
             (``charter pause``, ``charter cancel``) are looked for.
+        model: the model of ``llm`` steps that name none (default: ``$CHARTER_MODEL``).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Engine:
         max_concurrency: int = 100,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.2,
+        model: Model | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
@@ -105,6 +111,9 @@ class Engine:
         self.max_concurrency = max_concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
+        self.model = model
+        self._models: dict[str, Model] = {}
+        self._records: list[tuple[_Hosted, Event, asyncio.Future[None]]] = []
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.observers: list[Observer] = []
         self._hosted: dict[str, _Hosted] = {}
@@ -289,20 +298,30 @@ class Engine:
             while self._hosted:
                 now = clock.now()
                 batch: dict[str, list[Event]] = {}
+                recorded = self._take_records(batch)
                 self._take_outcomes(now, batch)
                 if now >= next_poll:
                     next_poll = now + self.poll_interval
                     self._poll_requests()
                 self._handle_stops(now, batch)
                 again, wake_at = self._advance_all(now, batch)
-                self._commit(batch)
+                try:
+                    self._commit(batch)
+                except BaseException as exc:
+                    for fut in recorded:
+                        if not fut.done():
+                            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                    raise
+                for fut in recorded:
+                    if not fut.done():
+                        fut.set_result(None)
                 self._settle()
                 if now >= next_renew and self._hosted:
                     next_renew = now + self.lease_seconds / 3
                     self.store.renew(list(self._hosted), self.owner, now + self.lease_seconds)
                 if not self._hosted:
                     break
-                if again or self._outcomes or self._requests or self._stop_reason:
+                if again or self._outcomes or self._records or self._requests or self._stop_reason:
                     continue
                 deadline = min(next_poll, next_renew, wake_at if wake_at is not None else next_poll)
                 self._wake.clear()
@@ -312,6 +331,21 @@ class Engine:
                     pass
         finally:
             await self._abandon()
+
+    def _take_records(self, batch: dict[str, list[Event]]) -> list[asyncio.Future[None]]:
+        """Events that attempts asked to write (model calls), for this batch."""
+        records, self._records = self._records, []
+        futures = []
+        for h, ev, fut in records:
+            assert isinstance(ev, ModelCalled)
+            unit = h.state.steps[ev.step].units.get(ev.item)
+            if unit is None or unit.status != RUNNING or unit.attempt != ev.attempt:
+                fut.cancel()  # the attempt is over: nobody waits for this any more
+                continue
+            rules.apply(h.state, ev)
+            batch.setdefault(h.state.run_id, []).append(ev)
+            futures.append(fut)
+        return futures
 
     def _take_outcomes(self, now: float, batch: dict[str, list[Event]]) -> None:
         outcomes, self._outcomes = self._outcomes, []
@@ -410,21 +444,53 @@ class Engine:
             self._per_tool[tool.name] += 1
         ctx = ToolContext(state.run_id, unit.step, unit.item, started.attempt, started.key)
         timeout = step.timeout if step.timeout is not None else (tool.timeout if tool else None)
-        coro = self._attempt(h, unit, started.attempt, tool, step.tool, started.args, ctx, timeout)
+        coro = self._attempt(h, unit, step, tool, started.args, ctx, timeout)
         h.tasks[(unit.step, unit.item)] = asyncio.ensure_future(coro)
 
+    async def _call(self, h: _Hosted, unit: Unit, step: Step, tool: Tool | None,
+                    args: dict[str, Any], ctx: ToolContext) -> Any:
+        """What one attempt does: call the tool, or ask the model."""
+        if step.kind == "llm":
+            async def record(ev: Event) -> None:
+                await self._record(h, ev)
+
+            journal = Journal(unit, ctx.attempt, record, self.clock)
+            return await run_llm(args, self.model_for(args.get("model")), journal)
+        if tool is None:
+            raise PermanentError(f"tool {step.tool!r} is not among the loaded tools")
+        return await tool.invoke(args, ctx)
+
+    def model_for(self, spec: str | None) -> Model:
+        """The model a step names, else the engine's, else ``$CHARTER_MODEL``."""
+        key = spec or ""
+        if key not in self._models:
+            if not spec and self.model is not None:
+                self._models[key] = self.model
+            else:
+                try:
+                    self._models[key] = model_from_spec(spec)
+                except ConfigError as exc:
+                    raise PermanentError(str(exc)) from None
+        return self._models[key]
+
+    async def _record(self, h: _Hosted, ev: Event) -> None:
+        """Have the loop write ``ev`` (from inside an attempt); return once it is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._records.append((h, ev, fut))
+        if self._wake is not None:
+            self._wake.set()
+        await fut
+
     async def _attempt(
-        self, h: _Hosted, unit: Unit, attempt: int, tool: Any, tool_name: str,
+        self, h: _Hosted, unit: Unit, step: Step, tool: Tool | None,
         args: dict[str, Any], ctx: ToolContext, timeout: float | None,
     ) -> None:
-        outcome = _Outcome(h, unit, attempt)
+        outcome = _Outcome(h, unit, ctx.attempt)
         threads: list[asyncio.Future[Any]] = []
         running_threads.set(threads)
         try:
-            if tool is None:
-                raise PermanentError(f"tool {tool_name!r} is not among the loaded tools")
             try:
-                outcome.output = await self.clock.wait_for(tool.invoke(args, ctx), timeout)
+                outcome.output = await self.clock.wait_for(self._call(h, unit, step, tool, args, ctx), timeout)
             except TimeoutError as exc:
                 if timeout is None:
                     raise

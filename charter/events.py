@@ -97,6 +97,23 @@ class StepFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ModelCalled(Event):
+    """A model answered, inside an attempt. A resumed attempt reuses the answer instead of paying again."""
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 0
+    index: int = 0  # the n-th model call of the attempt
+    digest: str = ""  # of the model and the request: a changed request is not answered from the log
+    model: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StepInterrupted(Event):
     """An attempt was cut short (pause, Ctrl-C, a dead process). It runs again, same key."""
 
@@ -149,7 +166,7 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
-        RunCreated, PlanApproved, StepStarted, StepSucceeded, StepFailed, StepInterrupted,
+        RunCreated, PlanApproved, StepStarted, StepSucceeded, StepFailed, StepInterrupted, ModelCalled,
         StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, RunSucceeded, RunFailed,
     )
 }

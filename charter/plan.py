@@ -39,18 +39,37 @@ class _RetrySpec(pydantic.BaseModel):
     retry_unknown_errors: bool | None = None
 
 
+class _LLMSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    prompt: str
+    system: str = ""
+    schema_: dict[str, Any] | None = pydantic.Field(default=None, alias="schema")
+    model: str | None = None
+    max_tokens: int = pydantic.Field(default=4096, ge=1)
+
+
 class _StepSpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     id: str
     title: str = ""
     why: str = ""
-    tool: str
+    tool: str | None = None
+    llm: _LLMSpec | None = None
     args: dict[str, Any] = pydantic.Field(default_factory=dict)
     needs: list[str] = pydantic.Field(default_factory=list)
     for_each: str | None = None
     retry: _RetrySpec | None = None
     timeout: float | None = pydantic.Field(default=None, gt=0)
     concurrency: int | None = pydantic.Field(default=None, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> _StepSpec:
+        kinds = [k for k in ("tool", "llm") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a step needs exactly one of 'tool' or 'llm'")
+        if self.llm is not None and self.args:
+            raise ValueError("an llm step takes no 'args': its prompt references what it needs")
+        return self
 
 
 class _PlanSpec(pydantic.BaseModel):
@@ -67,10 +86,13 @@ class _PlanSpec(pydantic.BaseModel):
 
 @dataclass(frozen=True)
 class Step:
-    """One node of a plan: a tool call with arguments that may reference earlier outputs."""
+    """One node of a plan: a tool call, or a model call (``kind="llm"``), whose arguments may
+    reference earlier outputs. For an ``llm`` step, ``args`` holds its prompt, system prompt,
+    output schema and model."""
 
     id: str
     tool: str
+    kind: str = "tool"
     title: str = ""
     why: str = ""
     args: Mapping[str, Any] = field(default_factory=dict)
@@ -89,8 +111,12 @@ class Step:
         return base.merged(dict(self.retry)) if self.retry else base
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "title": self.title, "why": self.why, "tool": self.tool}
-        out["args"] = dict(self.args)
+        out: dict[str, Any] = {"id": self.id, "title": self.title, "why": self.why}
+        if self.kind == "llm":
+            out["llm"] = dict(self.args)
+        else:
+            out["tool"] = self.tool
+            out["args"] = dict(self.args)
         if self.needs:
             out["needs"] = list(self.needs)
         if self.for_each is not None:
@@ -192,7 +218,7 @@ def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
 
 
 def _pydantic_problems(exc: pydantic.ValidationError, prefix: str) -> list[Problem]:
-    return [Problem(_loc(prefix, tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+    return [Problem(_loc(prefix, tuple(e["loc"])), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
 
 
 def _compile(data: Any, registry: Registry | None, source: str | None) -> Plan:
@@ -323,9 +349,16 @@ def _compile_step(
                 for_each_ref = template
                 check_ref(template, f"{where}.for_each")
 
+    args = st.args
+    if st.llm is not None:
+        args = st.llm.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+        args["prompt"] = st.llm.prompt
     args_template: dict[str, Any] = {}
-    for name, value in st.args.items():
-        at = f"{where}.args.{name}"
+    for name, value in args.items():
+        at = f"{where}.args.{name}" if st.llm is None else f"{where}.llm.{name}"
+        if st.llm is not None and name == "schema":
+            args_template[name] = value  # a schema is data: "$ref" and friends are not references
+            continue
         try:
             args_template[name] = compile_template(value)
         except RefSyntaxError as exc:
@@ -334,7 +367,11 @@ def _compile_step(
         for ref in refs_in(args_template[name]):
             check_ref(ref, at)
 
-    if registry is not None:
+    if st.llm is not None:
+        if st.llm.schema_ is not None:
+            problems.extend(Problem(f"{where}.llm.schema", m) for m in _schema_problems(st.llm.schema_))
+    elif registry is not None:
+        assert st.tool is not None
         tool = registry.get(st.tool)
         if tool is None:
             known = ", ".join(registry.names()) or "none loaded"
@@ -357,10 +394,11 @@ def _compile_step(
     return (
         Step(
             id=st.id,
-            tool=st.tool,
+            tool=st.tool or "",
+            kind="llm" if st.llm is not None else "tool",
             title=st.title,
             why=st.why,
-            args=st.args,
+            args=args,
             needs=tuple(st.needs),
             for_each=st.for_each,
             retry=retry,
@@ -373,6 +411,17 @@ def _compile_step(
         ),
         problems,
     )
+
+
+def _schema_problems(schema: dict[str, Any]) -> list[str]:
+    """Why ``schema`` is not a usable JSON schema (empty if it is)."""
+    import jsonschema  # imported here: only plans with llm schemas need it
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return [f"not a valid JSON schema: {exc.message}"]
+    return []
 
 
 def _problem_order(p: Problem) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from typing import Any
 from .errors import ErrorInfo, PermanentError, RetryableError
 from .events import (
     Event,
+    ModelCalled,
     PlanApproved,
     RunCancelled,
     RunCreated,
@@ -65,6 +66,7 @@ class Unit:
     error: dict[str, Any] | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    calls: list[ModelCalled] = field(default_factory=list)  # model answers a new attempt may reuse
 
 
 @dataclass(slots=True)
@@ -102,6 +104,8 @@ class RunState:
     finished_at: float | None = None
     last_seq: int = 0
     done_steps: int = 0
+    tokens: int = 0  # model tokens used, input and output
+    cost: float = 0.0  # dollars, where the price is known
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
     active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
 
@@ -196,15 +200,21 @@ def apply(state: RunState, ev: Event) -> None:
         if st.status == PENDING:
             st.status = RUNNING
             st.started_at = ev.at
+    elif isinstance(ev, ModelCalled):
+        _unit(state, ev.step, ev.item).calls.append(ev)
+        state.tokens += ev.input_tokens + ev.output_tokens
+        state.cost += ev.cost or 0.0
     elif isinstance(ev, StepSucceeded):
         st = state.steps[ev.step]
         if ev.item is not None:
             u = _unit(state, ev.step, ev.item)
             u.status, u.output, u.finished_at, u.error = SUCCEEDED, ev.output, ev.at, None
+            u.calls.clear()
             return
         u0 = st.units.get(None)
         if u0 is not None:
             u0.status, u0.output, u0.finished_at, u0.error = SUCCEEDED, ev.output, ev.at, None
+            u0.calls.clear()
         st.output = ev.output
         st.error = None
         st.reused_from = ev.reused_from
@@ -217,6 +227,7 @@ def apply(state: RunState, ev: Event) -> None:
             u = _unit(state, ev.step, ev.item)
             if ev.attempt > 0:
                 u.failures += 1
+                u.calls.clear()  # a failed attempt's answers are spent: the next try asks afresh
             u.error = ev.error
             u.finished_at = ev.at
             if ev.retry_at is not None:

@@ -1,0 +1,130 @@
+"""``llm`` steps with the scripted model: prompts over outputs, JSON answers, retries, and answers never paid twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charter import Charter, PlanError, RetryableError, tool
+from charter.engine import Engine
+from charter.events import Event, ModelCalled
+from charter.plan import Plan
+from charter.rules import RunState
+from charter.testing import FakeClock, ScriptedModel, assert_events_in_order
+
+SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["ok", "bad"]}}, "required": ["verdict"]}
+
+
+@tool
+def notes() -> list[str]:
+    return ["ship it", "fix the bug"]
+
+
+def app_with(db: Path, model: ScriptedModel, clock: FakeClock | None = None) -> Charter:
+    app = Charter(db, tools=[notes], clock=clock or FakeClock(auto_advance=True))
+    app.engine().model = model
+    return app
+
+
+async def test_a_prompt_over_earlier_outputs_gives_text(db_path: Path) -> None:
+    model = ScriptedModel(["Two notes: ship, fix."])
+    app = app_with(db_path, model)
+    report = await app.run({"goal": "g", "steps": [
+        {"id": "n", "tool": "notes"},
+        {"id": "sum", "llm": {"prompt": "Summarize: ${n}", "system": "Be terse."}},
+    ]})
+    assert report.status == "succeeded" and report.output == "Two notes: ship, fix."
+    [req] = model.requests
+    assert [(m.role, m.content) for m in req.messages] == [
+        ("system", "Be terse."), ("user", 'Summarize: ["ship it", "fix the bug"]')]
+    [called] = [e for e in report.events if isinstance(e, ModelCalled)]
+    assert called.model == "scripted:demo" and called.step == "sum" and called.input_tokens > 0
+
+
+async def test_json_answers_are_checked_and_a_bad_one_is_retried(db_path: Path) -> None:
+    model = ScriptedModel(["not json at all", {"verdict": "maybe"}, "```json\n{\"verdict\": \"ok\"}\n```"])
+    app = app_with(db_path, model)
+    plan = {"goal": "g", "steps": [
+        {"id": "judge", "llm": {"prompt": "Judge it.", "schema": SCHEMA}, "retry": {"max_attempts": 3, "initial_interval": 0}},
+    ]}
+    report = await app.run(plan)
+    assert report.status == "succeeded" and report.output == {"verdict": "ok"}
+    errors = [a.error["message"] for a in report.step("judge").attempts if a.error]  # type: ignore[index]
+    assert errors[0].startswith("the model's answer is not JSON")
+    assert errors[1] == "the model's answer does not fit the schema at verdict: 'maybe' is not one of ['ok', 'bad']"
+    assert len(model.requests) == 3  # a failed attempt's answer is not reused
+    assert model.requests[0].schema == SCHEMA and "JSON schema" in model.requests[0].messages[0].content
+
+
+async def test_llm_steps_fan_out_over_items(db_path: Path) -> None:
+    model = ScriptedModel(lambda req: req.messages[-1].content.upper() for _ in range(2))
+    app = app_with(db_path, model)
+    report = await app.run({"goal": "g", "steps": [
+        {"id": "n", "tool": "notes"},
+        {"id": "loud", "for_each": "${n}", "llm": {"prompt": "${item}"}},
+    ]})
+    assert report.output == ["SHIP IT", "FIX THE BUG"]
+
+
+async def test_model_failures_follow_the_retry_policy(db_path: Path) -> None:
+    model = ScriptedModel([RetryableError("429", next_retry_delay=30), "fine"])
+    clock = FakeClock(start=0, auto_advance=True)
+    report = await app_with(db_path, model, clock).run({"goal": "g", "steps": [{"id": "x", "llm": {"prompt": "hi"}}]})
+    assert report.output == "fine" and clock.now() >= 30
+
+
+async def test_without_a_model_the_step_fails_clearly(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHARTER_MODEL", raising=False)
+    app = Charter(db_path, clock=FakeClock(auto_advance=True))
+    report = await app.run({"goal": "g", "steps": [{"id": "x", "llm": {"prompt": "hi"}}]})
+    assert report.status == "failed"
+    assert "no model chosen" in report.step("x").error["message"]  # type: ignore[index]
+    assert len(report.step("x").attempts) == 1
+
+
+async def test_a_resumed_llm_step_does_not_pay_twice(db_path: Path) -> None:
+    model = ScriptedModel([{"verdict": "ok"}])
+    engine = Engine(Charter(db_path).store, clock=FakeClock(auto_advance=True), model=model)
+    plan = Plan.from_dict({"goal": "g", "steps": [{"id": "judge", "llm": {"prompt": "Judge.", "schema": SCHEMA}}]})
+    from charter.tools import Registry
+
+    state = engine.create(plan, Registry())
+    task = asyncio.create_task(engine.run_until_settled())
+
+    def crash_after_the_answer(run: RunState, events: Any) -> None:
+        if any(isinstance(e, ModelCalled) for e in events):
+            task.cancel()  # the answer is committed; the step's result is not
+
+    engine.observers.append(crash_after_the_answer)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine.store.steps(state.run_id)[0].status == "running"
+
+    again = Charter(db_path, clock=FakeClock(auto_advance=True))
+    again.engine().model = ScriptedModel([])  # no answers left: a second call would fail
+    report = await again.resume(state.run_id)
+    assert report.status == "succeeded" and report.output == {"verdict": "ok"}
+    assert len(model.requests) == 1
+    events: list[Event] = report.events
+    assert_events_in_order(events, ["ModelCalled", "StepInterrupted", "StepStarted", ("StepSucceeded", {"step": "judge"})])
+    assert sum(isinstance(e, ModelCalled) for e in events) == 1
+
+
+def test_llm_steps_are_checked_when_the_plan_loads() -> None:
+    with pytest.raises(PlanError) as info:
+        Plan.from_dict({"goal": "g", "steps": [
+            {"id": "a", "llm": {"prompt": "x"}, "args": {"y": 1}},
+            {"id": "b", "llm": {"prompt": "x", "schema": {"type": "nope"}}},
+            {"id": "c", "llm": {"prompt": "${ghost}"}},
+            {"id": "d", "llm": {"system": "no prompt"}},
+            {"id": "e"},
+        ]})
+    found = [str(p) for p in info.value.problems]
+    assert "steps[0]: an llm step takes no 'args': its prompt references what it needs" in found
+    assert any(p.startswith("steps[1].llm.schema: not a valid JSON schema") for p in found)
+    assert "steps[2].llm.prompt: ${ghost}: unknown step 'ghost'" in found
+    assert "steps[3].llm.prompt: Field required" in found
+    assert "steps[4]: a step needs exactly one of 'tool' or 'llm'" in found
