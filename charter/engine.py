@@ -36,6 +36,8 @@ from .events import (
     Event,
     ModelCalled,
     PlanApproved,
+    PlanRejected,
+    PlanRevised,
     RunCancelled,
     RunCreated,
     RunPaused,
@@ -133,12 +135,19 @@ class Engine:
         registry: Registry,
         inputs: Mapping[str, Any] | None = None,
         *,
-        approved_by: str = "plan file",
+        approved_by: str | None = "plan file",
         parent_run: str | None = None,
         from_step: str | None = None,
         reuse: Mapping[str, Any] | None = None,
+        request: str | None = None,
+        planning: Sequence[ModelCalled] = (),
     ) -> RunState:
-        """Record a new, approved run and host it. ``reuse`` maps step ids to outputs taken as done."""
+        """Record a new run and host it.
+
+        With ``approved_by=None`` the run waits for :meth:`approve` or :meth:`reject`.
+        ``reuse`` maps step ids to outputs taken as done; ``request`` and ``planning``
+        (the planner's model calls) record where a planned run came from.
+        """
         unknown = sorted(set(inputs or {}) - set(plan.inputs))
         if unknown:
             declared = ", ".join(sorted(plan.inputs)) or "none"
@@ -147,10 +156,13 @@ class Engine:
         created = RunCreated(
             at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
+            request=request,
         )
         state = RunState.from_created(new_run_id(), created, plan)
         state.policies = _policies(state.plan, registry)
-        events: list[Event] = [PlanApproved(at=now, by=approved_by)]
+        events: list[Event] = list(planning)
+        if approved_by is not None:
+            events.append(PlanApproved(at=now, by=approved_by))
         for sid, output in (reuse or {}).items():
             events.append(StepSucceeded(at=now, step=sid, output=output, reused_from=parent_run))
         with self.store.transaction():  # the run exists approved, or not at all
@@ -234,6 +246,36 @@ class Engine:
             self._commit_now(state, [RunResumed(at=self.clock.now(), by=by)])
         elif state.finished:
             self._release(run_id)  # nothing to do: let go of it
+        return state
+
+    def approve(self, run_id: str, by: str = "user", registry: Registry | None = None) -> RunState:
+        """Approve the plan of a run that waits for review; the run is then ready to go."""
+        state = self._awaiting_review(run_id, registry)
+        self._commit_now(state, [PlanApproved(at=self.clock.now(), by=by)])
+        return state
+
+    def reject(self, run_id: str, reason: str, by: str = "user") -> RunState:
+        """Reject the plan of a run that waits for review: the run ends, nothing having run."""
+        state = self._awaiting_review(run_id, Registry())
+        self._commit_now(state, [PlanRejected(at=self.clock.now(), by=by, reason=reason)])
+        self._release(run_id)
+        return state
+
+    def revise(self, run_id: str, plan: Plan, by: str = "user", reason: str = "") -> RunState:
+        """Replace the plan of a run that waits for review (an edit in review)."""
+        state = self._awaiting_review(run_id, None)
+        ev = PlanRevised(at=self.clock.now(), version=state.plan_version + 1, plan=plan.to_json(), by=by, reason=reason)
+        self._commit_now(state, [ev])
+        h = self._hosted[run_id]
+        state.policies = _policies(state.plan, h.registry)
+        return state
+
+    def _awaiting_review(self, run_id: str, registry: Registry | None) -> RunState:
+        state = self.adopt(run_id, registry)
+        if state.status != rules.CREATED:
+            if run_id in self._hosted and not self._hosted[run_id].tasks and state.status != RUNNING:
+                self._release(run_id)
+            raise RunStateError(f"run {run_id} is {state.status}, not waiting for its plan to be reviewed")
         return state
 
     def retry(self, run_id: str, step_id: str, registry: Registry | None = None) -> RunState:

@@ -58,11 +58,28 @@ class RunCreated(Event):
     tool_sources: list[str] = field(default_factory=list)
     parent_run: str | None = None
     from_step: str | None = None
+    request: str | None = None  # the words a plan was made from, if a planner made it
 
 
 @dataclass(frozen=True, slots=True)
 class PlanApproved(Event):
     by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRejected(Event):
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRevised(Event):
+    """A new version of the plan: edited in review, or a replan of what is left. Finished steps stay."""
+
+    version: int = 2
+    plan: dict[str, Any] = field(default_factory=dict)
+    by: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +183,8 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
-        RunCreated, PlanApproved, StepStarted, StepSucceeded, StepFailed, StepInterrupted, ModelCalled,
-        StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, RunSucceeded, RunFailed,
+        RunCreated, PlanApproved, PlanRejected, PlanRevised, StepStarted, StepSucceeded, StepFailed,
+        StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled,
+        RunSucceeded, RunFailed,
     )
 }

@@ -18,6 +18,8 @@ from .events import (
     Event,
     ModelCalled,
     PlanApproved,
+    PlanRejected,
+    PlanRevised,
     RunCancelled,
     RunCreated,
     RunFailed,
@@ -48,7 +50,8 @@ STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED})
 CREATED = "created"
 PAUSED = "paused"
 CANCELLED = "cancelled"
-RUN_DONE = frozenset({SUCCEEDED, FAILED, CANCELLED})
+REJECTED = "rejected"
+RUN_DONE = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED})
 
 
 @dataclass(slots=True)
@@ -98,6 +101,8 @@ class RunState:
     policies: Mapping[str, RetryPolicy] = field(default_factory=dict)
     parent_run: str | None = None
     from_step: str | None = None
+    request: str | None = None
+    plan_version: int = 1
     output: Any = None
     reason: str = ""
     updated_at: float = 0.0
@@ -122,6 +127,7 @@ class RunState:
             created_at=ev.at,
             parent_run=ev.parent_run,
             from_step=ev.from_step,
+            request=ev.request,
             updated_at=ev.at,
         )
         for s in plan.steps:
@@ -201,7 +207,8 @@ def apply(state: RunState, ev: Event) -> None:
             st.status = RUNNING
             st.started_at = ev.at
     elif isinstance(ev, ModelCalled):
-        _unit(state, ev.step, ev.item).calls.append(ev)
+        if ev.step in state.steps:  # else the planner's call, made for the whole run
+            _unit(state, ev.step, ev.item).calls.append(ev)
         state.tokens += ev.input_tokens + ev.output_tokens
         state.cost += ev.cost or 0.0
     elif isinstance(ev, StepSucceeded):
@@ -261,6 +268,12 @@ def apply(state: RunState, ev: Event) -> None:
         state.status = RUNNING
         state.finished_at = None
         state.reason = ""
+    elif isinstance(ev, PlanRevised):
+        _revise(state, Plan.from_dict(ev.plan), ev.version)
+    elif isinstance(ev, PlanRejected):
+        state.status = REJECTED
+        state.reason = ev.reason
+        state.finished_at = ev.at
     elif isinstance(ev, PlanApproved | RunResumed):
         state.status = RUNNING
         state.reason = ""
@@ -279,6 +292,26 @@ def apply(state: RunState, ev: Event) -> None:
         state.status = FAILED
         state.reason = ev.reason
         state.finished_at = ev.at
+
+
+def _revise(state: RunState, plan: Plan, version: int) -> None:
+    """Adopt a new version of the plan. Steps that succeeded and are still in it keep their results."""
+    old = state.steps
+    state.plan = plan
+    state.plan_version = version
+    state.steps = {}
+    state.dirty.clear()
+    state.active.clear()
+    state.done_steps = 0
+    for s in plan.steps:
+        kept = old.get(s.id)
+        if kept is not None and kept.status == SUCCEEDED:
+            state.steps[s.id] = kept
+            state.done_steps += 1
+        else:
+            state.steps[s.id] = StepState(s.id)
+            state.dirty[s.id] = None
+            state.outputs.pop(s.id, None)
 
 
 # --- deciding what happens next --------------------------------------------------
