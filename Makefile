@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   runs Charter's offline example
+#   make demo   runs Charter's offline demo (charter demo)
 #   make test   runs the whole test suite (lint, types, then pytest)
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/charter run examples/notes/plan.yaml --tools examples/notes/tools.py --db .charter-demo.db
+	$(BIN)/charter demo --dir charter-demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check charter tests bench examples
@@ -25,4 +25,4 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .charter-demo.db* action-items.md
+	rm -rf $(VENV) charter-demo action-items.md

@@ -48,7 +48,7 @@ ToolsOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Attempts running at once.")]
 
-EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3}
+EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3}
 
 
 def main() -> None:
@@ -346,6 +346,202 @@ def show(
         out.print()
         for i, ev in enumerate(report.events, 1):
             out.print(f"[dim]{i:4d}[/] {ev.type:16s} {json.dumps(ev.to_data(), default=str)[:300]}")
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", envvar="CHARTER_MODEL", help="provider:model, e.g. openai:gpt-4o-mini.")
+]
+
+
+def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
+    """Plan ``request`` with the chosen model, showing what happens; exit 2 on failure."""
+    from .models import RetryingModel, model_from_spec
+    from .planner import Planner
+
+    try:
+        model = RetryingModel(model_from_spec(model_spec))
+        err.print(f"[dim]planning with {model.name}…[/]")
+        return asyncio.run(Planner(model, registry).plan(request))
+    except CharterError as exc:
+        raise _fail(exc) from None
+
+
+@app.command("plan")
+def plan_cmd(
+    request: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    tools: ToolsOpt = None,
+    model: ModelOpt = None,
+    save: Annotated[Path | None, typer.Option("--save", help="Write the plan to this YAML file.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn a request into a plan and show it (nothing runs). `charter run FILE` runs a saved plan."""
+    from ._review import plan_yaml, show_plan
+
+    try:
+        registry = make_registry(tools or None)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    result = _make_plan(request, registry, model)
+    if json_out:
+        out.print_json(json.dumps(result.plan.to_json()))
+    else:
+        show_plan(out, result.plan, registry)
+    if save is not None:
+        save.write_text(plan_yaml(result.plan), encoding="utf-8")
+        err.print(f"saved to {save}; run it with: charter run {save}" + "".join(f" -t {s}" for s in tools or []))
+
+
+@app.command("do")
+def do_cmd(
+    request: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    tools: ToolsOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = "charter.db",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
+    auto_approve: Annotated[
+        str, typer.Option(help="Policy: 'reads' approves plans that only read; 'never' always asks.")
+    ] = "never",
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Plan a request, show the plan for review (approve / edit / reject), then run it."""
+    from ._review import edit_plan, show_plan, write_steps
+
+    if auto_approve not in ("reads", "never"):
+        raise _fail(ValueError(f"--auto-approve must be 'reads' or 'never', not {auto_approve!r}"))
+    try:
+        registry = make_registry(tools or None)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    result = _make_plan(request, registry, model)
+    charter = _open(db, registry, concurrency)
+    engine = charter.engine()
+    rid = _planned_run(engine, result, registry, request)
+    plan = result.plan
+    console = err if json_out else out
+    show_plan(console, plan, registry, title=f"Plan for run {rid}")
+    if yes:
+        engine.approve(rid, by="--yes")
+    elif auto_approve == "reads" and not write_steps(plan, registry):
+        console.print("[green]approved by policy:[/] the plan only reads")
+        engine.approve(rid, by="policy: read-only plan")
+    elif not sys.stdin.isatty():
+        console.print(f"Run [bold]{rid}[/] waits for review: [bold]charter approve {rid}[/] or "
+                      f"[bold]charter reject {rid} --reason ...[/] (or pass --yes)")
+        raise typer.Exit(3)
+    else:
+        while True:
+            answer = console.input("[bold]Approve this plan?[/] [a]pprove / [e]dit / [r]eject: ").strip().lower()
+            if answer in ("a", "approve", "y", "yes"):
+                engine.approve(rid, by="user")
+                break
+            if answer in ("r", "reject", "n", "no"):
+                reason = console.input("Why? ").strip() or "rejected in review"
+                engine.reject(rid, reason)
+                console.print(f"run [bold]{rid}[/] rejected; nothing ran")
+                raise typer.Exit(3)
+            if answer in ("e", "edit"):
+                edited = edit_plan(plan, registry, console)
+                if edited is None:
+                    console.print("[yellow]edit abandoned; the plan is unchanged[/]")
+                    continue
+                plan = edited
+                engine.revise(rid, plan, by="user", reason="edited in review")
+                show_plan(console, plan, registry, title=f"Plan for run {rid} (edited)")
+    _run_to_end(charter, rid, json_out)
+
+
+def _planned_run(engine: Any, result: Any, registry: Any, request: str) -> str:
+    """Record a run of a planned request, waiting for review, with the planner's model calls in its log."""
+    from .events import ModelCalled
+    from .journal import request_digest
+    from .models.prices import cost
+
+    planning = [
+        ModelCalled(at=engine.clock.now(), index=i, digest=request_digest(resp.model, req), model=resp.model,
+                    request=req.to_json(), response=resp.to_json(), input_tokens=resp.usage.input_tokens,
+                    output_tokens=resp.usage.output_tokens, cost=cost(resp.model, resp.usage))
+        for i, (req, resp) in enumerate(result.calls)
+    ]
+    state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning)
+    return str(state.run_id)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Where the demo's notes, store and report go.")] = Path(
+        "charter-demo"),
+) -> None:
+    """A complete run, offline: a request is planned (by a scripted model), approved, and run on real files."""
+    from . import demo as scenario
+    from ._console import print_outcome
+    from ._review import show_plan
+    from .planner import Planner
+
+    workdir = folder.resolve()
+    scenario.reset(workdir)
+    notes, report_path = scenario.prepare(workdir)
+    out.rule("[bold]Charter demo[/] (offline)")
+    out.print("[yellow]The model in this demo is SCRIPTED[/] (charter.testing.ScriptedModel): it proposes a "
+              "prepared plan and writes its summary from the data it is given. No key, no network. "
+              "Set CHARTER_MODEL and use `charter do` for a real model.\n")
+    out.print(f"[bold]Request:[/] {scenario.REQUEST}\n")
+    registry = scenario.registry()
+    model = scenario.scripted_model(str(notes), str(report_path))
+    result = asyncio.run(Planner(model, registry).plan(scenario.REQUEST))
+    charter = Charter(workdir / "charter.db", tools=registry)
+    engine = charter.engine()
+    engine.model = model
+    rid = _planned_run(engine, result, registry, scenario.REQUEST)
+    show_plan(out, result.plan, registry, title=f"Plan for run {rid}")
+    out.print("\n[bold]Approved[/] (the demo approves for you; `charter do` asks)\n")
+    engine.approve(rid, by="demo")
+
+    async def work() -> RunReport:
+        await engine.run_until_settled()
+        return charter.report(rid)
+
+    report = _drive(charter, False, work)
+    out.print()
+    print_outcome(out, report)
+    if report.status == "succeeded":
+        out.print(f"\n[bold]{report_path}[/]:")
+        out.print(escape(report_path.read_text(encoding="utf-8")))
+        out.print(f"See every step, attempt and model call: [bold]charter show {rid} --db {workdir / 'charter.db'}[/]")
+    raise typer.Exit(EXIT.get(report.status, 1))
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    db: DbOpt = "charter.db",
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Approve a run's plan that waits for review, and run it."""
+    charter = _open(db, None, concurrency)
+    try:
+        rid = charter.resolve(run_id)
+        charter.engine().approve(rid, by="user")
+    except CharterError as exc:
+        raise _fail(exc) from None
+    _run_to_end(charter, rid, json_out)
+
+
+@app.command()
+def reject(
+    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "rejected in review",
+    db: DbOpt = "charter.db",
+) -> None:
+    """Reject a run's plan that waits for review: the run ends and nothing runs."""
+    charter = _open(db)
+    try:
+        rid = charter.resolve(run_id)
+        charter.engine().reject(rid, reason)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    out.print(f"run [bold]{rid}[/] rejected: {escape(reason)}")
 
 
 @app.command()

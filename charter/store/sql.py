@@ -185,11 +185,11 @@ class SQLStore(ABC):
                 event_rows.append({"run_id": state.run_id, "seq": seq, "type": ev.type, "at": ev.at,
                                    "data": _dumps(ev.to_data())})
                 step = getattr(ev, "step", None)
-                if step is not None:
+                if step is not None and step in state.steps:
                     touched[(step, getattr(ev, "item", None))] = None
                     if getattr(ev, "item", None) is not None:
                         touched[(step, None)] = None
-                else:
+                elif step is None:
                     for sid in getattr(ev, "steps", ()):
                         touched[(sid, None)] = None
                         touched.update(((sid, i), None) for i in state.steps[sid].units if i is not None)
