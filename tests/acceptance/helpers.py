@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 # Commands that take --db.
-DB_COMMANDS = {"run", "resume", "retry", "rerun", "pause", "cancel", "runs", "show"}
+DB_COMMANDS = {"run", "resume", "retry", "rerun", "pause", "cancel", "runs", "show", "do", "approve", "reject"}
 
 TOOLS = '''\
 """Tools for Charter's acceptance tests: each call is logged to calls.log beside this file."""
