@@ -223,7 +223,11 @@ def print_outcome(console: Console, report: RunReport) -> None:
         return
     if report.status == "paused":
         console.print(f"[yellow]⏸[/] run [bold]{rid}[/] paused: {escape(report.reason)}")
-        console.print(f"Resume it with: [bold]charter resume {rid}[/]")
+        if report.reason.startswith("budget reached"):
+            console.print(f"Raise the budget to go on: [bold]charter resume {rid} --max-tokens/--max-cost/"
+                          "--max-time/--max-steps ...[/]")
+        else:
+            console.print(f"Resume it with: [bold]charter resume {rid}[/]")
         return
     console.print(f"run [bold]{rid}[/] {styled_status(report.status)}: {escape(report.reason)}")
 
@@ -252,6 +256,14 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print(f"[bold]run {report.id}[/] · {styled_status(report.status)} · {took}"
                   + (f" · {escape(report.reason)}" if report.reason else ""))
     console.print(f"[bold]goal:[/] {escape(report.goal)}")
+    if report.request:
+        console.print(f"[bold]request:[/] {escape(report.request)}")
+    if report.plan_version > 1:
+        console.print(f"[bold]plan version:[/] {report.plan_version}")
+    if report.tokens or report.budget:
+        spend = f"{report.tokens:,} model tokens, ${report.cost:.4f}"
+        limits = ", ".join(f"{k} {v:g}" for k, v in report.budget.items())
+        console.print(f"[bold]spent:[/] {spend}" + (f" [dim](budget: {limits})[/]" if limits else ""))
     if report.parent_run:
         console.print(f"[bold]rerun of:[/] {report.parent_run}")
     if report.assumptions:

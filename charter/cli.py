@@ -48,6 +48,18 @@ ToolsOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
 ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Attempts running at once.")]
 
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Budget: model tokens for the run.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", help="Budget: dollars of model calls for the run.")]
+MaxTime = Annotated[float | None, typer.Option("--max-time", help="Budget: seconds of wall time from approval.")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Budget: attempts started.")]
+
+
+def _budget(tokens: int | None, cost: float | None, seconds: float | None, steps: int | None) -> dict[str, float]:
+    """The budget options given; a run that reaches a limit pauses with the reason."""
+    given = {"tokens": tokens, "cost": cost, "seconds": seconds, "steps": steps}
+    return {k: float(v) for k, v in given.items() if v is not None}
+
+
 EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3}
 
 
@@ -164,6 +176,10 @@ def run(
     ] = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
+    max_tokens: MaxTokens = None,
+    max_cost: MaxCost = None,
+    max_time: MaxTime = None,
+    max_steps: MaxSteps = None,
 ) -> None:
     """Run a plan file with the given tools, and also continue unfinished runs on the store."""
     values = _parse_inputs(inputs)
@@ -175,7 +191,8 @@ def run(
     charter = _open(db, registry, concurrency)
     try:
         engine = charter.engine()
-        state = engine.create(loaded, charter.registry, values)
+        state = engine.create(loaded, charter.registry, values,
+                              budget=_budget(max_tokens, max_cost, max_time, max_steps))
     except CharterError as exc:
         raise _fail(exc) from None
     adopted, problems = engine.adopt_orphans()
@@ -193,12 +210,16 @@ def resume(
     db: DbOpt = "charter.db",
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
+    max_tokens: MaxTokens = None,
+    max_cost: MaxCost = None,
+    max_time: MaxTime = None,
+    max_steps: MaxSteps = None,
 ) -> None:
-    """Continue a paused or interrupted run. Finished steps never run again."""
+    """Continue a paused or interrupted run (raising its budget, if given). Finished steps never run again."""
     charter = _open(db, None, concurrency)
     try:
         rid = charter.resolve(run_id)
-        state = charter.engine().resume(rid)
+        state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps))
     except CharterError as exc:
         raise _fail(exc) from None
     if state.finished:
@@ -403,6 +424,10 @@ def do_cmd(
     ] = "never",
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
+    max_tokens: MaxTokens = None,
+    max_cost: MaxCost = None,
+    max_time: MaxTime = None,
+    max_steps: MaxSteps = None,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
     from ._review import edit_plan, show_plan, write_steps
@@ -416,7 +441,10 @@ def do_cmd(
     result = _make_plan(request, registry, model)
     charter = _open(db, registry, concurrency)
     engine = charter.engine()
-    rid = _planned_run(engine, result, registry, request)
+    try:
+        rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps))
+    except CharterError as exc:
+        raise _fail(exc) from None
     plan = result.plan
     console = err if json_out else out
     show_plan(console, plan, registry, title=f"Plan for run {rid}")
@@ -451,7 +479,7 @@ def do_cmd(
     _run_to_end(charter, rid, json_out)
 
 
-def _planned_run(engine: Any, result: Any, registry: Any, request: str) -> str:
+def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: dict[str, float] | None = None) -> str:
     """Record a run of a planned request, waiting for review, with the planner's model calls in its log."""
     from .events import ModelCalled
     from .journal import request_digest
@@ -463,7 +491,8 @@ def _planned_run(engine: Any, result: Any, registry: Any, request: str) -> str:
                     output_tokens=resp.usage.output_tokens, cost=cost(resp.model, resp.usage))
         for i, (req, resp) in enumerate(result.calls)
     ]
-    state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning)
+    state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning,
+                          budget=budget)
     return str(state.run_id)
 
 

@@ -33,6 +33,7 @@ from .errors import (
     ToolArgumentError,
 )
 from .events import (
+    BudgetChanged,
     Event,
     ModelCalled,
     PlanApproved,
@@ -141,6 +142,7 @@ class Engine:
         reuse: Mapping[str, Any] | None = None,
         request: str | None = None,
         planning: Sequence[ModelCalled] = (),
+        budget: Mapping[str, float] | None = None,
     ) -> RunState:
         """Record a new run and host it.
 
@@ -156,7 +158,7 @@ class Engine:
         created = RunCreated(
             at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
-            request=request,
+            request=request, budget=_check_budget(budget),
         )
         state = RunState.from_created(new_run_id(), created, plan)
         state.policies = _policies(state.plan, registry)
@@ -239,11 +241,19 @@ class Engine:
 
     # --- control ----------------------------------------------------------------------
 
-    def resume(self, run_id: str, by: str = "user", registry: Registry | None = None) -> RunState:
-        """Adopt a run and, if it was paused, resume it."""
+    def resume(
+        self, run_id: str, by: str = "user", registry: Registry | None = None,
+        budget: Mapping[str, float] | None = None,
+    ) -> RunState:
+        """Adopt a run and, if it was paused, resume it; ``budget`` replaces limits given before."""
         state = self.adopt(run_id, registry)
+        events: list[Event] = []
+        if budget:
+            events.append(BudgetChanged(at=self.clock.now(), budget={**state.budget, **_check_budget(budget)}, by=by))
         if state.status == rules.PAUSED:
-            self._commit_now(state, [RunResumed(at=self.clock.now(), by=by)])
+            events.append(RunResumed(at=self.clock.now(), by=by))
+        if events and not state.finished:
+            self._commit_now(state, events)
         elif state.finished:
             self._release(run_id)  # nothing to do: let go of it
         return state
@@ -612,6 +622,17 @@ class Engine:
         self._running = 0
         self._per_tool.clear()
         self._per_step.clear()
+
+
+def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (budget or {}).items():
+        if key not in rules.BUDGET_KEYS:
+            raise ConfigError(f"unknown budget limit {key!r} (known: {', '.join(rules.BUDGET_KEYS)})")
+        if value <= 0:
+            raise ConfigError(f"budget limit {key} must be positive, not {value}")
+        out[key] = float(value)
+    return out
 
 
 def _stop_event(action: str, reason: str, now: float) -> Event:

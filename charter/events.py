@@ -59,6 +59,7 @@ class RunCreated(Event):
     parent_run: str | None = None
     from_step: str | None = None
     request: str | None = None  # the words a plan was made from, if a planner made it
+    budget: dict[str, float] = field(default_factory=dict)  # tokens, cost, seconds, steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,14 @@ class RunPaused(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetChanged(Event):
+    """New limits for the run (say, raised to resume a run that reached its budget)."""
+
+    budget: dict[str, float] = field(default_factory=dict)
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RunResumed(Event):
     by: str = ""
 
@@ -184,7 +193,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         RunCreated, PlanApproved, PlanRejected, PlanRevised, StepStarted, StepSucceeded, StepFailed,
-        StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled,
+        StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, BudgetChanged,
         RunSucceeded, RunFailed,
     )
 }

@@ -90,6 +90,11 @@ class RunReport:
     parent_run: str | None
     steps: list[StepReport]
     events: list[Event] = field(default_factory=list, repr=False)
+    request: str | None = None
+    plan_version: int = 1
+    tokens: int = 0
+    cost: float = 0.0
+    budget: dict[str, float] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -110,6 +115,8 @@ class RunReport:
             "output": self.output, "assumptions": self.assumptions, "inputs": self.inputs,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "finished_at": self.finished_at, "parent_run": self.parent_run,
+            "request": self.request, "plan_version": self.plan_version,
+            "tokens": self.tokens, "cost": self.cost, "budget": self.budget,
             "steps": [s.to_json() for s in self.steps],
         }
         if events:
@@ -165,6 +172,7 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
         id=state.run_id, goal=state.plan.goal, status=state.status, reason=state.reason,
         output=state.output, assumptions=list(state.plan.assumptions), inputs=state.inputs,
         created_at=state.created_at, updated_at=state.updated_at, finished_at=state.finished_at,
-        parent_run=state.parent_run, steps=steps, events=events,
+        parent_run=state.parent_run, steps=steps, events=events, request=state.request,
+        plan_version=state.plan_version, tokens=state.tokens, cost=state.cost, budget=dict(state.budget),
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import ErrorInfo, PermanentError, RetryableError
 from .events import (
+    BudgetChanged,
     Event,
     ModelCalled,
     PlanApproved,
@@ -111,6 +112,9 @@ class RunState:
     done_steps: int = 0
     tokens: int = 0  # model tokens used, input and output
     cost: float = 0.0  # dollars, where the price is known
+    attempts: int = 0  # attempts started
+    budget: dict[str, float] = field(default_factory=dict)
+    approved_at: float | None = None
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
     active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
 
@@ -129,6 +133,7 @@ class RunState:
             from_step=ev.from_step,
             request=ev.request,
             updated_at=ev.at,
+            budget=dict(ev.budget),
         )
         for s in plan.steps:
             state.steps[s.id] = StepState(s.id)
@@ -196,6 +201,7 @@ def apply(state: RunState, ev: Event) -> None:
     """Fold one event into the state."""
     state.updated_at = ev.at
     if isinstance(ev, StepStarted):
+        state.attempts += 1
         u = _unit(state, ev.step, ev.item)
         u.status = RUNNING
         u.attempt = ev.attempt
@@ -274,7 +280,11 @@ def apply(state: RunState, ev: Event) -> None:
         state.status = REJECTED
         state.reason = ev.reason
         state.finished_at = ev.at
+    elif isinstance(ev, BudgetChanged):
+        state.budget = dict(ev.budget)
     elif isinstance(ev, PlanApproved | RunResumed):
+        if isinstance(ev, PlanApproved):
+            state.approved_at = ev.at
         state.status = RUNNING
         state.reason = ""
     elif isinstance(ev, RunPaused):
@@ -361,6 +371,15 @@ def advance(state: RunState, now: float) -> Decision:
         if not state.dirty:
             break
 
+    if ready:
+        over = over_budget(state, now)
+        if over:
+            emit(RunPaused(at=now, reason=f"budget reached: {over}"))
+            return Decision(events, [], None)
+        limit = state.budget.get("steps")
+        if limit is not None:
+            ready = ready[: max(0, int(limit) - state.attempts)]
+
     if state.done_steps == len(state.steps):
         failed = [s.id for s in state.steps.values() if s.status == FAILED]
         if failed:
@@ -372,6 +391,23 @@ def advance(state: RunState, now: float) -> Decision:
         else:
             emit(RunSucceeded(at=now, output=run_output(state)))
     return Decision(events, ready, wake_at)
+
+
+BUDGET_KEYS = ("tokens", "cost", "seconds", "steps")
+
+
+def over_budget(state: RunState, now: float) -> str:
+    """Which limit of the run's budget is used up, in words ("" if none)."""
+    b = state.budget
+    if "tokens" in b and state.tokens >= b["tokens"]:
+        return f"{state.tokens} tokens used of {b['tokens']:g}"
+    if "cost" in b and state.cost >= b["cost"]:
+        return f"${state.cost:.4f} spent of ${b['cost']:g}"
+    if "seconds" in b and state.approved_at is not None and now - state.approved_at >= b["seconds"]:
+        return f"{now - state.approved_at:.0f}s elapsed of {b['seconds']:g}s"
+    if "steps" in b and state.attempts >= b["steps"]:
+        return f"{state.attempts} attempts started of {b['steps']:g}"
+    return ""
 
 
 def _check_dirty(state: RunState, now: float, emit: Any) -> None:
