@@ -18,11 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .events import (
+    ApprovalRequested,
     Event,
     RunCancelled,
     RunFailed,
     RunPaused,
     RunSucceeded,
+    RunWaiting,
     StepFailed,
     StepInterrupted,
     StepSkipped,
@@ -43,6 +45,8 @@ ICONS = {
     "skipped": ("⊘", "dim"),
     "paused": ("⏸", "yellow"),
     "cancelled": ("■", "red"),
+    "awaiting": ("⏳", "yellow"),
+    "rejected": ("✗", "red"),
     "created": ("·", "dim"),
 }
 
@@ -181,6 +185,10 @@ def _event_line(state: RunState, ev: Event) -> str | None:
     if isinstance(ev, StepInterrupted):
         what = f"{name(ev.step, ev.item)} attempt {ev.attempt}"
         return f"  [yellow]⏸[/] {what} interrupted ({escape(ev.reason)})"
+    if isinstance(ev, ApprovalRequested):
+        return f"  [yellow]⏳[/] {ev.step} waits for approval: {escape(ev.message)}"
+    if isinstance(ev, RunWaiting):
+        return f"[yellow]run {state.run_id} waits for a decision[/] on {', '.join(ev.steps)}"
     if isinstance(ev, StepsReset):
         return f"  [cyan]↺[/] reset: {', '.join(ev.steps)}"
     if isinstance(ev, RunPaused):
@@ -220,6 +228,14 @@ def print_outcome(console: Console, report: RunReport) -> None:
         failed = report.failed_steps()
         if failed:
             console.print(f"Fix the cause, then: [bold]charter retry {rid} {failed[0].id}[/]")
+        return
+    if report.status == "awaiting":
+        for s in report.steps:
+            if s.status == "awaiting":
+                console.print(f"[yellow]⏳[/] run [bold]{rid}[/] waits for a decision on [bold]{s.id}[/]: "
+                              f"{escape(str((s.args or {}).get('message', '')))}")
+                console.print(f"  approve: [bold]charter approve {rid} {s.id}[/]   "
+                              f"reject: [bold]charter reject {rid} {s.id} --reason ...[/]")
         return
     if report.status == "paused":
         console.print(f"[yellow]⏸[/] run [bold]{rid}[/] paused: {escape(report.reason)}")

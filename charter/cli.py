@@ -60,7 +60,7 @@ def _budget(tokens: int | None, cost: float | None, seconds: float | None, steps
     return {k: float(v) for k, v in given.items() if v is not None}
 
 
-EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3}
+EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3, "awaiting": 3}
 
 
 def main() -> None:
@@ -540,18 +540,29 @@ def demo(
     raise typer.Exit(EXIT.get(report.status, 1))
 
 
+StepArg = Annotated[
+    str | None, typer.Argument(help="An approval step waiting for a decision; without it, the run's plan.")
+]
+
+
 @app.command()
 def approve(
     run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    step: StepArg = None,
+    comment: Annotated[str, typer.Option(help="A note kept with the decision.")] = "",
     db: DbOpt = "charter.db",
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
-    """Approve a run's plan that waits for review, and run it."""
+    """Approve a plan that waits for review, or an approval step; then run on."""
     charter = _open(db, None, concurrency)
     try:
         rid = charter.resolve(run_id)
-        charter.engine().approve(rid, by="user")
+        if step is None:
+            charter.engine().approve(rid, by="user")
+        elif charter.engine().decide(rid, step, True, by=_user(), note=comment) == "requested":
+            out.print(f"asked the process running {rid} to record the approval of {step}")
+            return
     except CharterError as exc:
         raise _fail(exc) from None
     _run_to_end(charter, rid, json_out)
@@ -560,17 +571,35 @@ def approve(
 @app.command()
 def reject(
     run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    step: StepArg = None,
     reason: Annotated[str, typer.Option(help="Why, for the log.")] = "rejected in review",
     db: DbOpt = "charter.db",
+    concurrency: ConcOpt = 100,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Reject a run's plan that waits for review: the run ends and nothing runs."""
-    charter = _open(db)
+    """Reject a plan that waits for review (the run ends, nothing runs), or an approval step (it fails)."""
+    charter = _open(db, None, concurrency)
     try:
         rid = charter.resolve(run_id)
-        charter.engine().reject(rid, reason)
+        if step is None:
+            charter.engine().reject(rid, reason)
+            out.print(f"run [bold]{rid}[/] rejected: {escape(reason)}")
+            return
+        if charter.engine().decide(rid, step, False, by=_user(), note=reason) == "requested":
+            out.print(f"asked the process running {rid} to record the rejection of {step}")
+            return
     except CharterError as exc:
         raise _fail(exc) from None
-    out.print(f"run [bold]{rid}[/] rejected: {escape(reason)}")
+    _run_to_end(charter, rid, json_out)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "user"
 
 
 @app.command()

@@ -10,6 +10,7 @@ back to the loop, which is the only place that appends events.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -330,6 +331,32 @@ class Engine:
         self._release(run_id)
         return "done"
 
+    def decide(self, run_id: str, step_id: str, approve: bool, by: str = "user", note: str = "") -> str:
+        """A person's decision on an approval step. ``"done"``: recorded here, and the run is
+        hosted by this engine to go on; ``"requested"``: the process running it was asked."""
+        action = "approve" if approve else "reject"
+        payload = json.dumps({"step": step_id, "by": by, "note": note})
+        if run_id in self._hosted and self._wake is not None:
+            self._requests.setdefault(run_id, []).append((action, payload))
+            self._wake.set()
+            return "requested"
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        now = self.clock.now()
+        if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
+            self.store.add_request(run_id, action, payload, now)
+            return "requested"
+        state = self.adopt(run_id)
+        try:
+            ev = rules.decision(state, step_id, approve, by, note, now)
+        except (KeyError, ValueError) as exc:
+            if not self._hosted[run_id].tasks:
+                self._release(run_id)
+            raise RunStateError(str(exc).strip("'\"")) from None
+        self._commit_now(state, [ev])
+        return "done"
+
     def stop_all(self, reason: str) -> None:
         """Pause every hosted run (for Ctrl-C). Safe to call from a signal handler."""
         self._stop_reason = reason
@@ -445,6 +472,15 @@ class Engine:
             for action, reason in reqs:
                 if h.state.status in rules.RUN_DONE or (action == "pause" and h.state.status == rules.PAUSED):
                     continue
+                if action in ("approve", "reject"):
+                    ask = json.loads(reason)
+                    try:
+                        decided = rules.decision(h.state, ask["step"], action == "approve", ask["by"], ask["note"], now)
+                    except (KeyError, ValueError):
+                        continue  # decided already, or a step that does not wait: nothing to do
+                    rules.apply(h.state, decided)
+                    batch.setdefault(run_id, []).append(decided)
+                    continue
                 ev = _stop_event(action, reason or f"{action} requested", now)
                 rules.apply(h.state, ev)
                 batch.setdefault(run_id, []).append(ev)
@@ -456,7 +492,7 @@ class Engine:
         wake_at: float | None = None
         for run_id, h in self._hosted.items():
             state = h.state
-            if state.status != RUNNING:
+            if state.status not in (RUNNING, rules.AWAITING):
                 continue
             decision = rules.advance(state, now)
             if decision.events:

@@ -132,6 +132,24 @@ class ModelCalled(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested(Event):
+    """An approval step waits for a person (``charter approve RUN STEP`` / ``charter reject``)."""
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 1
+    message: str = ""
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunWaiting(Event):
+    """Nothing can go on until a person decides: the run waits, with no process needed."""
+
+    steps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class StepInterrupted(Event):
     """An attempt was cut short (pause, Ctrl-C, a dead process). It runs again, same key."""
 
@@ -194,6 +212,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RunCreated, PlanApproved, PlanRejected, PlanRevised, StepStarted, StepSucceeded, StepFailed,
         StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, BudgetChanged,
-        RunSucceeded, RunFailed,
+        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting,
     )
 }

@@ -23,6 +23,7 @@ from .retry import RetryPolicy
 from .tools import Registry
 
 RESERVED_ROOTS = frozenset({"item", "inputs"})
+STEP_KINDS = ("tool", "llm", "approval")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -48,6 +49,12 @@ class _LLMSpec(pydantic.BaseModel):
     max_tokens: int = pydantic.Field(default=4096, ge=1)
 
 
+class _ApprovalSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    message: str
+    timeout: float | None = pydantic.Field(default=None, gt=0)
+
+
 class _StepSpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     id: str
@@ -55,6 +62,7 @@ class _StepSpec(pydantic.BaseModel):
     why: str = ""
     tool: str | None = None
     llm: _LLMSpec | None = None
+    approval: _ApprovalSpec | None = None
     args: dict[str, Any] = pydantic.Field(default_factory=dict)
     needs: list[str] = pydantic.Field(default_factory=list)
     for_each: str | None = None
@@ -64,11 +72,13 @@ class _StepSpec(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> _StepSpec:
-        kinds = [k for k in ("tool", "llm") if getattr(self, k) is not None]
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("a step needs exactly one of 'tool' or 'llm'")
-        if self.llm is not None and self.args:
-            raise ValueError("an llm step takes no 'args': its prompt references what it needs")
+            raise ValueError("a step needs exactly one of " + ", ".join(f"'{k}'" for k in STEP_KINDS))
+        if kinds[0] != "tool" and self.args:
+            raise ValueError(f"an {kinds[0]} step takes no 'args': its text references what it needs")
+        if self.approval is not None and self.for_each is not None:
+            raise ValueError("an approval step cannot use for_each: ask once, about the whole list")
         return self
 
 
@@ -112,8 +122,8 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "title": self.title, "why": self.why}
-        if self.kind == "llm":
-            out["llm"] = dict(self.args)
+        if self.kind != "tool":
+            out[self.kind] = dict(self.args)
         else:
             out["tool"] = self.tool
             out["args"] = dict(self.args)
@@ -350,12 +360,15 @@ def _compile_step(
                 check_ref(template, f"{where}.for_each")
 
     args = st.args
+    kind = "llm" if st.llm is not None else "approval" if st.approval is not None else "tool"
     if st.llm is not None:
         args = st.llm.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
         args["prompt"] = st.llm.prompt
+    elif st.approval is not None:
+        args = st.approval.model_dump(exclude_none=True)
     args_template: dict[str, Any] = {}
     for name, value in args.items():
-        at = f"{where}.args.{name}" if st.llm is None else f"{where}.llm.{name}"
+        at = f"{where}.args.{name}" if kind == "tool" else f"{where}.{kind}.{name}"
         if st.llm is not None and name == "schema":
             args_template[name] = value  # a schema is data: "$ref" and friends are not references
             continue
@@ -370,8 +383,7 @@ def _compile_step(
     if st.llm is not None:
         if st.llm.schema_ is not None:
             problems.extend(Problem(f"{where}.llm.schema", m) for m in _schema_problems(st.llm.schema_))
-    elif registry is not None:
-        assert st.tool is not None
+    elif registry is not None and st.tool is not None:
         tool = registry.get(st.tool)
         if tool is None:
             known = ", ".join(registry.names()) or "none loaded"
@@ -395,7 +407,7 @@ def _compile_step(
         Step(
             id=st.id,
             tool=st.tool or "",
-            kind="llm" if st.llm is not None else "tool",
+            kind=kind,
             title=st.title,
             why=st.why,
             args=args,

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import ErrorInfo, PermanentError, RetryableError
 from .events import (
+    ApprovalRequested,
     BudgetChanged,
     Event,
     ModelCalled,
@@ -27,6 +28,7 @@ from .events import (
     RunPaused,
     RunResumed,
     RunSucceeded,
+    RunWaiting,
     StepFailed,
     StepInterrupted,
     StepSkipped,
@@ -42,6 +44,7 @@ from .retry import DEFAULT_RETRY, RetryPolicy
 PENDING = "pending"
 RUNNING = "running"
 WAITING = "waiting"  # a retry is scheduled
+AWAITING = "awaiting"  # an approval step waits for a person; a run whose only work left is that
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
@@ -71,6 +74,7 @@ class Unit:
     started_at: float | None = None
     finished_at: float | None = None
     calls: list[ModelCalled] = field(default_factory=list)  # model answers a new attempt may reuse
+    deadline: float | None = None  # an approval's: no decision by then fails the step
 
 
 @dataclass(slots=True)
@@ -212,12 +216,22 @@ def apply(state: RunState, ev: Event) -> None:
         if st.status == PENDING:
             st.status = RUNNING
             st.started_at = ev.at
+    elif isinstance(ev, ApprovalRequested):
+        u = _unit(state, ev.step, ev.item)
+        u.status, u.attempt, u.args = AWAITING, ev.attempt, {"message": ev.message}
+        u.started_at, u.deadline = ev.at, ev.deadline
+        st = state.steps[ev.step]
+        if st.status == PENDING:
+            st.status, st.started_at = RUNNING, ev.at
+    elif isinstance(ev, RunWaiting):
+        state.status = AWAITING
     elif isinstance(ev, ModelCalled):
         if ev.step in state.steps:  # else the planner's call, made for the whole run
             _unit(state, ev.step, ev.item).calls.append(ev)
         state.tokens += ev.input_tokens + ev.output_tokens
         state.cost += ev.cost or 0.0
     elif isinstance(ev, StepSucceeded):
+        _wake_if_awaiting(state)
         st = state.steps[ev.step]
         if ev.item is not None:
             u = _unit(state, ev.step, ev.item)
@@ -234,6 +248,7 @@ def apply(state: RunState, ev: Event) -> None:
         state.outputs[ev.step] = ev.output
         _finish_step(state, st, SUCCEEDED, ev.at)
     elif isinstance(ev, StepFailed):
+        _wake_if_awaiting(state)
         st = state.steps[ev.step]
         is_aggregate = ev.item is None and state.plan.by_id[ev.step].for_each is not None
         if not is_aggregate:
@@ -304,6 +319,11 @@ def apply(state: RunState, ev: Event) -> None:
         state.finished_at = ev.at
 
 
+def _wake_if_awaiting(state: RunState) -> None:
+    if state.status == AWAITING:
+        state.status = RUNNING
+
+
 def _revise(state: RunState, plan: Plan, version: int) -> None:
     """Adopt a new version of the plan. Steps that succeeded and are still in it keep their results."""
     old = state.steps
@@ -344,21 +364,36 @@ def advance(state: RunState, now: float) -> Decision:
         apply(state, ev)
         events.append(ev)
 
+    if state.status == AWAITING:
+        wake = _approval_deadlines(state, now, emit)
+        if state.status == AWAITING:
+            return Decision(events, [], wake)
     if state.status != RUNNING:
         return Decision(events, [], None)
     while True:
         _check_dirty(state, now, emit)
         ready: list[Unit] = []
         wake_at: float | None = None
+        busy = False  # attempts running or retries due: the run is not only waiting for people
+        awaiting: list[str] = []
         for sid in list(state.active):
             st = state.steps[sid]
             settled = True
             for u in st.units.values():
-                if u.status == PENDING:
+                if u.status == AWAITING:
+                    settled = False
+                    if u.deadline is not None and u.deadline <= now:
+                        emit(_no_decision(u, now))
+                    else:
+                        awaiting.append(u.step)
+                        if u.deadline is not None and (wake_at is None or u.deadline < wake_at):
+                            wake_at = u.deadline
+                elif u.status == PENDING:
                     ready.append(u)
                     settled = False
                 elif u.status == WAITING:
                     settled = False
+                    busy = True
                     assert u.retry_at is not None
                     if u.retry_at <= now:
                         ready.append(u)
@@ -366,11 +401,15 @@ def advance(state: RunState, now: float) -> Decision:
                         wake_at = u.retry_at
                 elif u.status == RUNNING:
                     settled = False
+                    busy = True
             if settled and st.items is not None:
                 _gather(state, st, now, emit)  # makes its dependents dirty
         if not state.dirty:
             break
 
+    if awaiting and not ready and not busy:
+        emit(RunWaiting(at=now, steps=awaiting))
+        return Decision(events, [], wake_at)
     if ready:
         over = over_budget(state, now)
         if over:
@@ -391,6 +430,40 @@ def advance(state: RunState, now: float) -> Decision:
         else:
             emit(RunSucceeded(at=now, output=run_output(state)))
     return Decision(events, ready, wake_at)
+
+
+def _no_decision(u: Unit, now: float) -> StepFailed:
+    waited = now - (u.started_at or now)
+    return StepFailed(at=now, step=u.step, item=u.item, attempt=u.attempt,
+                      error=_permanent(f"no decision within the approval's timeout ({waited:.0f}s)"))
+
+
+def _approval_deadlines(state: RunState, now: float, emit: Any) -> float | None:
+    """Fail approvals whose deadline passed; return the next deadline."""
+    wake: float | None = None
+    for st in state.steps.values():
+        for u in st.units.values():
+            if u.status == AWAITING and u.deadline is not None:
+                if u.deadline <= now:
+                    emit(_no_decision(u, now))
+                elif wake is None or u.deadline < wake:
+                    wake = u.deadline
+    return wake
+
+
+def decision(state: RunState, step_id: str, approve: bool, by: str, note: str, now: float) -> Event:
+    """The event of a person's decision on an approval step that waits for one."""
+    st = state.steps.get(step_id)
+    if st is None:
+        raise KeyError(f"run {state.run_id} has no step {step_id!r}")
+    u = st.units.get(None)
+    if u is None or u.status != AWAITING:
+        raise ValueError(f"step {step_id} is {shown_status(st)}, not waiting for approval")
+    if approve:
+        return StepSucceeded(at=now, step=step_id, attempt=u.attempt,
+                             output={"approved": True, "by": by, "comment": note})
+    error = ErrorInfo("ApprovalRejected", f"rejected by {by}" + (f": {note}" if note else ""), retryable=False)
+    return StepFailed(at=now, step=step_id, attempt=u.attempt, error=error.to_json())
 
 
 BUDGET_KEYS = ("tokens", "cost", "seconds", "steps")
@@ -501,6 +574,11 @@ def start(state: RunState, unit: Unit, now: float) -> Event:
                 at=now, step=unit.step, item=unit.item, attempt=unit.attempt,
                 error=_permanent(f"arguments: {exc}"),
             )
+    if step.kind == "approval":
+        timeout = args.get("timeout")
+        message = args["message"] if isinstance(args["message"], str) else str(args["message"])
+        return ApprovalRequested(at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, message=message,
+                                 deadline=None if timeout is None else now + float(timeout))
     return StepStarted(
         at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, key=state.key(unit), args=args
     )

@@ -123,8 +123,8 @@ def test_llm_steps_are_checked_when_the_plan_loads() -> None:
             {"id": "e"},
         ]})
     found = [str(p) for p in info.value.problems]
-    assert "steps[0]: an llm step takes no 'args': its prompt references what it needs" in found
+    assert "steps[0]: an llm step takes no 'args': its text references what it needs" in found
     assert any(p.startswith("steps[1].llm.schema: not a valid JSON schema") for p in found)
     assert "steps[2].llm.prompt: ${ghost}: unknown step 'ghost'" in found
     assert "steps[3].llm.prompt: Field required" in found
-    assert "steps[4]: a step needs exactly one of 'tool' or 'llm'" in found
+    assert "steps[4]: a step needs exactly one of 'tool', 'llm', 'approval'" in found
