@@ -19,8 +19,13 @@ from .tools import Registry
 
 
 def write_steps(plan: Plan, registry: Registry) -> list[str]:
-    """The steps that change the world: tools declared ``effect="write"``."""
-    return [s.id for s in plan.steps if s.kind == "tool" and (t := registry.get(s.tool)) and t.effect == "write"]
+    """The steps that may change the world: a ``write`` tool, or an agent allowed one."""
+    out = []
+    for s in plan.steps:
+        names = [s.tool] if s.kind == "tool" else list(s.args.get("tools", ())) if s.kind == "agent" else []
+        if any((t := registry.get(n)) is not None and t.effect == "write" for n in names):
+            out.append(s.id)
+    return out
 
 
 def show_plan(console: Console, plan: Plan, registry: Registry, *, title: str = "Plan") -> None:
@@ -33,7 +38,10 @@ def show_plan(console: Console, plan: Plan, registry: Registry, *, title: str = 
             console.print(f"  - {escape(a)}")
     console.print("[bold]Steps[/]")
     for i, s in enumerate(plan.steps, 1):
-        does = f"[magenta]llm[/] {escape(str(s.args.get('model', '')))}".rstrip() if s.kind == "llm" else escape(s.tool)
+        if s.kind == "tool":
+            does = escape(s.tool)
+        else:
+            does = f"[magenta]{s.kind}[/] {escape(str(s.args.get('model', '')))}".rstrip()
         line = f"  {i}. [bold]{escape(s.id)}[/]  {does}"
         if s.id in writes:
             line += "  [bold red]⚠ WRITE[/]"

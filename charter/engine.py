@@ -22,6 +22,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from . import rules
+from .agent import run_agent
 from .clock import Clock, SystemClock
 from .errors import (
     CharterError,
@@ -48,6 +49,7 @@ from .events import (
     StepsReset,
     StepStarted,
     StepSucceeded,
+    ToolCalled,
 )
 from .journal import Journal
 from .llm import run_llm
@@ -416,7 +418,7 @@ class Engine:
         records, self._records = self._records, []
         futures = []
         for h, ev, fut in records:
-            assert isinstance(ev, ModelCalled)
+            assert isinstance(ev, ModelCalled | ToolCalled)
             unit = h.state.steps[ev.step].units.get(ev.item)
             if unit is None or unit.status != RUNNING or unit.attempt != ev.attempt:
                 fut.cancel()  # the attempt is over: nobody waits for this any more
@@ -538,12 +540,15 @@ class Engine:
     async def _call(self, h: _Hosted, unit: Unit, step: Step, tool: Tool | None,
                     args: dict[str, Any], ctx: ToolContext) -> Any:
         """What one attempt does: call the tool, or ask the model."""
-        if step.kind == "llm":
+        if step.kind in ("llm", "agent"):
             async def record(ev: Event) -> None:
                 await self._record(h, ev)
 
             journal = Journal(unit, ctx.attempt, record, self.clock)
-            return await run_llm(args, self.model_for(args.get("model")), journal)
+            model = self.model_for(args.get("model"))
+            if step.kind == "agent":
+                return await run_agent(args, model, journal, h.registry, ctx)
+            return await run_llm(args, model, journal)
         if tool is None:
             raise PermanentError(f"tool {step.tool!r} is not among the loaded tools")
         return await tool.invoke(args, ctx)

@@ -132,6 +132,21 @@ class ModelCalled(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalled(Event):
+    """An agent step called a tool. A resumed attempt reuses the result instead of calling again."""
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 0
+    index: int = 0  # the n-th tool call of the attempt
+    digest: str = ""  # of the tool and its arguments
+    tool: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    output: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalRequested(Event):
     """An approval step waits for a person (``charter approve RUN STEP`` / ``charter reject``)."""
 
@@ -212,6 +227,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RunCreated, PlanApproved, PlanRejected, PlanRevised, StepStarted, StepSucceeded, StepFailed,
         StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, BudgetChanged,
-        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting,
+        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting, ToolCalled,
     )
 }

@@ -1,10 +1,10 @@
-"""What an attempt writes into its run's log while it runs: each model call, answered once.
+"""What an attempt writes into its run's log while it runs: each model call and each agent tool call.
 
-A model's answer is committed to the log before the attempt goes on with it.
-When an attempt is interrupted (a crash, a pause) and tried again, the new
-attempt finds the answers already paid for and reuses them, in order, as long
-as it asks the same questions; a failed attempt's answers are not reused, so a
-retry asks afresh.
+An answer (or a tool's result) is committed to the log before the attempt goes
+on with it. When an attempt is interrupted (a crash, a pause) and tried again,
+the new attempt finds what was already paid for or done and reuses it, in
+order, as long as it asks the same things; a failed attempt's record is not
+reused, so a retry asks afresh.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .clock import Clock
-from .events import Event, ModelCalled
+from .events import Event, ModelCalled, ToolCalled
 from .models.base import Model, ModelRequest, ModelResponse
 from .models.prices import cost
 from .rules import Unit
@@ -23,31 +24,38 @@ Recorder = Callable[[Event], Awaitable[None]]
 
 
 def request_digest(model: str, request: ModelRequest) -> str:
-    text = json.dumps([model, request.to_json()], sort_keys=True, default=str)
+    return _digest([model, request.to_json()])
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 class Journal:
-    """One attempt's durable record of model calls."""
+    """One attempt's durable record of model calls and agent tool calls."""
 
     def __init__(self, unit: Unit, attempt: int, record: Recorder, clock: Clock) -> None:
         self.unit = unit
         self.attempt = attempt
         self._record = record
         self._clock = clock
-        self._reusable = list(unit.calls)  # answers left by interrupted attempts
-        self._index = 0
+        # what interrupted attempts left, by kind, in order
+        self._models = [c for c in unit.calls if isinstance(c, ModelCalled)]
+        self._tools = [c for c in unit.calls if isinstance(c, ToolCalled)]
+        self._model_index = 0
+        self._tool_index = 0
         self.reused = 0
 
     async def complete(self, model: Model, request: ModelRequest) -> ModelResponse:
-        """``model.complete(request)``, unless this attempt's predecessor already got the answer."""
-        index = self._index
-        self._index += 1
+        """``model.complete(request)``, unless an interrupted attempt already got this answer."""
+        index = self._model_index
+        self._model_index += 1
         digest = request_digest(model.name, request)
-        if index < len(self._reusable) and self._reusable[index].digest == digest:
+        if index < len(self._models) and self._models[index].digest == digest:
             self.reused += 1
-            return ModelResponse.from_json(self._reusable[index].response)
-        del self._reusable[index:]  # the conversation went another way: nothing later fits
+            return ModelResponse.from_json(self._models[index].response)
+        del self._models[index:]  # the conversation went another way: nothing later fits
         response = await model.complete(request)
         await self._record(ModelCalled(
             at=self._clock.now(), step=self.unit.step, item=self.unit.item, attempt=self.attempt,
@@ -56,3 +64,31 @@ class Journal:
             output_tokens=response.usage.output_tokens, cost=cost(model.name, response.usage),
         ))
         return response
+
+    async def tool(
+        self, name: str, args: dict[str, Any], call: Callable[[str], Awaitable[Any]]
+    ) -> tuple[Any, str | None]:
+        """``call(key)`` for a tool, unless an interrupted attempt already did it. Returns (output, error).
+
+        ``key`` is the idempotency key of this call: the same in every attempt that makes it.
+        """
+        index = self._tool_index
+        self._tool_index += 1
+        digest = _digest([name, args])
+        if index < len(self._tools) and self._tools[index].digest == digest:
+            self.reused += 1
+            done = self._tools[index]
+            return done.output, done.error
+        del self._tools[index:]
+        base = f"{self.unit.step}" if self.unit.item is None else f"{self.unit.step}/{self.unit.item}"
+        output: Any = None
+        error: str | None = None
+        try:
+            output = await call(f"{base}/call{index}")
+        except Exception as exc:  # the agent sees the failure and may adapt
+            error = f"{type(exc).__name__}: {exc}"
+        await self._record(ToolCalled(
+            at=self._clock.now(), step=self.unit.step, item=self.unit.item, attempt=self.attempt,
+            index=index, digest=digest, tool=name, args=args, output=output, error=error,
+        ))
+        return output, error

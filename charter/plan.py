@@ -23,7 +23,7 @@ from .retry import RetryPolicy
 from .tools import Registry
 
 RESERVED_ROOTS = frozenset({"item", "inputs"})
-STEP_KINDS = ("tool", "llm", "approval")
+STEP_KINDS = ("tool", "llm", "agent", "approval")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -49,6 +49,16 @@ class _LLMSpec(pydantic.BaseModel):
     max_tokens: int = pydantic.Field(default=4096, ge=1)
 
 
+class _AgentSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    prompt: str
+    tools: list[str] = pydantic.Field(min_length=1)
+    max_turns: int = pydantic.Field(default=8, ge=1, le=100)
+    system: str = ""
+    schema_: dict[str, Any] | None = pydantic.Field(default=None, alias="schema")
+    model: str | None = None
+
+
 class _ApprovalSpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     message: str
@@ -62,6 +72,7 @@ class _StepSpec(pydantic.BaseModel):
     why: str = ""
     tool: str | None = None
     llm: _LLMSpec | None = None
+    agent: _AgentSpec | None = None
     approval: _ApprovalSpec | None = None
     args: dict[str, Any] = pydantic.Field(default_factory=dict)
     needs: list[str] = pydantic.Field(default_factory=list)
@@ -360,16 +371,19 @@ def _compile_step(
                 check_ref(template, f"{where}.for_each")
 
     args = st.args
-    kind = "llm" if st.llm is not None else "approval" if st.approval is not None else "tool"
+    kind = next(k for k in STEP_KINDS if getattr(st, k) is not None)
     if st.llm is not None:
         args = st.llm.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
         args["prompt"] = st.llm.prompt
+    elif st.agent is not None:
+        args = st.agent.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+        args.update(prompt=st.agent.prompt, tools=list(st.agent.tools))
     elif st.approval is not None:
         args = st.approval.model_dump(exclude_none=True)
     args_template: dict[str, Any] = {}
     for name, value in args.items():
         at = f"{where}.args.{name}" if kind == "tool" else f"{where}.{kind}.{name}"
-        if st.llm is not None and name == "schema":
+        if kind in ("llm", "agent") and name in ("schema", "tools"):
             args_template[name] = value  # a schema is data: "$ref" and friends are not references
             continue
         try:
@@ -380,9 +394,14 @@ def _compile_step(
         for ref in refs_in(args_template[name]):
             check_ref(ref, at)
 
-    if st.llm is not None:
-        if st.llm.schema_ is not None:
-            problems.extend(Problem(f"{where}.llm.schema", m) for m in _schema_problems(st.llm.schema_))
+    spec = st.llm or st.agent
+    if spec is not None and spec.schema_ is not None:
+        problems.extend(Problem(f"{where}.{kind}.schema", m) for m in _schema_problems(spec.schema_))
+    if st.agent is not None and registry is not None:
+        for i, name in enumerate(st.agent.tools):
+            if name not in registry:
+                known = ", ".join(registry.names()) or "none loaded"
+                problems.append(Problem(f"{where}.agent.tools[{i}]", f"unknown tool {name!r} (known: {known})"))
     elif registry is not None and st.tool is not None:
         tool = registry.get(st.tool)
         if tool is None:

@@ -35,6 +35,7 @@ from .events import (
     StepsReset,
     StepStarted,
     StepSucceeded,
+    ToolCalled,
 )
 from .plan import Plan, Step
 from .refs import ResolveError, render
@@ -73,7 +74,7 @@ class Unit:
     error: dict[str, Any] | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    calls: list[ModelCalled] = field(default_factory=list)  # model answers a new attempt may reuse
+    calls: list[ModelCalled | ToolCalled] = field(default_factory=list)  # what a new attempt may reuse
     deadline: float | None = None  # an approval's: no decision by then fails the step
 
 
@@ -230,6 +231,8 @@ def apply(state: RunState, ev: Event) -> None:
             _unit(state, ev.step, ev.item).calls.append(ev)
         state.tokens += ev.input_tokens + ev.output_tokens
         state.cost += ev.cost or 0.0
+    elif isinstance(ev, ToolCalled):
+        _unit(state, ev.step, ev.item).calls.append(ev)
     elif isinstance(ev, StepSucceeded):
         _wake_if_awaiting(state)
         st = state.steps[ev.step]

@@ -127,4 +127,4 @@ def test_llm_steps_are_checked_when_the_plan_loads() -> None:
     assert any(p.startswith("steps[1].llm.schema: not a valid JSON schema") for p in found)
     assert "steps[2].llm.prompt: ${ghost}: unknown step 'ghost'" in found
     assert "steps[3].llm.prompt: Field required" in found
-    assert "steps[4]: a step needs exactly one of 'tool', 'llm', 'approval'" in found
+    assert "steps[4]: a step needs exactly one of 'tool', 'llm', 'agent', 'approval'" in found
