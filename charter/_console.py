@@ -20,6 +20,8 @@ from rich.text import Text
 from .events import (
     ApprovalRequested,
     Event,
+    PlanRevised,
+    ReplanRequested,
     RunCancelled,
     RunFailed,
     RunPaused,
@@ -47,6 +49,7 @@ ICONS = {
     "cancelled": ("■", "red"),
     "awaiting": ("⏳", "yellow"),
     "rejected": ("✗", "red"),
+    "replanning": ("↺", "yellow"),
     "created": ("·", "dim"),
 }
 
@@ -189,6 +192,12 @@ def _event_line(state: RunState, ev: Event) -> str | None:
         return f"  [yellow]⏳[/] {ev.step} waits for approval: {escape(ev.message)}"
     if isinstance(ev, RunWaiting):
         return f"[yellow]run {state.run_id} waits for a decision[/] on {', '.join(ev.steps)}"
+    if isinstance(ev, ReplanRequested):
+        return f"[yellow]replanning[/] ({escape(ev.reason)})"
+    if isinstance(ev, PlanRevised):
+        head = f"[cyan]plan v{ev.version}[/] by {ev.by}" + (" [bold red](needs review: adds writes)[/]"
+                                                               if ev.needs_review else "")
+        return head + ("\n" + escape(ev.diff) if ev.diff else "")
     if isinstance(ev, StepsReset):
         return f"  [cyan]↺[/] reset: {', '.join(ev.steps)}"
     if isinstance(ev, RunPaused):
@@ -228,6 +237,11 @@ def print_outcome(console: Console, report: RunReport) -> None:
         failed = report.failed_steps()
         if failed:
             console.print(f"Fix the cause, then: [bold]charter retry {rid} {failed[0].id}[/]")
+        return
+    if report.status == "created":
+        console.print(f"[yellow]⏳[/] run [bold]{rid}[/] waits for its plan to be reviewed: {escape(report.reason)}")
+        console.print(f"  see it: [bold]charter show {rid}[/]   approve: [bold]charter approve {rid}[/]   "
+                      f"reject: [bold]charter reject {rid} --reason ...[/]")
         return
     if report.status == "awaiting":
         for s in report.steps:

@@ -60,7 +60,7 @@ def _budget(tokens: int | None, cost: float | None, seconds: float | None, steps
     return {k: float(v) for k, v in given.items() if v is not None}
 
 
-EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3, "awaiting": 3}
+EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3, "awaiting": 3, "created": 3}
 
 
 def main() -> None:
@@ -180,6 +180,8 @@ def run(
     max_cost: MaxCost = None,
     max_time: MaxTime = None,
     max_steps: MaxSteps = None,
+    replan: Annotated[int, typer.Option("--replan", min=0, help="Revised plans a model ($CHARTER_MODEL) may "
+                                        "propose when steps fail for good.")] = 0,
 ) -> None:
     """Run a plan file with the given tools, and also continue unfinished runs on the store."""
     values = _parse_inputs(inputs)
@@ -192,7 +194,7 @@ def run(
     try:
         engine = charter.engine()
         state = engine.create(loaded, charter.registry, values,
-                              budget=_budget(max_tokens, max_cost, max_time, max_steps))
+                              budget=_budget(max_tokens, max_cost, max_time, max_steps), max_replans=replan)
     except CharterError as exc:
         raise _fail(exc) from None
     adopted, problems = engine.adopt_orphans()
@@ -428,6 +430,8 @@ def do_cmd(
     max_cost: MaxCost = None,
     max_time: MaxTime = None,
     max_steps: MaxSteps = None,
+    max_replans: Annotated[int, typer.Option(min=0, help="Revised plans the planner may propose when steps "
+                                             "fail for good.")] = 2,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
     from ._review import edit_plan, show_plan, write_steps
@@ -442,7 +446,8 @@ def do_cmd(
     charter = _open(db, registry, concurrency)
     engine = charter.engine()
     try:
-        rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps))
+        rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps),
+                           max_replans)
     except CharterError as exc:
         raise _fail(exc) from None
     plan = result.plan
@@ -479,20 +484,14 @@ def do_cmd(
     _run_to_end(charter, rid, json_out)
 
 
-def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: dict[str, float] | None = None) -> str:
+def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: dict[str, float] | None = None,
+                 max_replans: int = 0) -> str:
     """Record a run of a planned request, waiting for review, with the planner's model calls in its log."""
-    from .events import ModelCalled
-    from .journal import request_digest
-    from .models.prices import cost
+    from .journal import planner_events
 
-    planning = [
-        ModelCalled(at=engine.clock.now(), index=i, digest=request_digest(resp.model, req), model=resp.model,
-                    request=req.to_json(), response=resp.to_json(), input_tokens=resp.usage.input_tokens,
-                    output_tokens=resp.usage.output_tokens, cost=cost(resp.model, resp.usage))
-        for i, (req, resp) in enumerate(result.calls)
-    ]
+    planning = planner_events(result.calls, engine.clock.now())
     state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning,
-                          budget=budget)
+                          budget=budget, max_replans=max_replans)
     return str(state.run_id)
 
 

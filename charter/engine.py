@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from . import rules
+from . import replan, rules
 from .agent import run_agent
 from .clock import Clock, SystemClock
 from .errors import (
@@ -43,6 +43,7 @@ from .events import (
     PlanRevised,
     RunCancelled,
     RunCreated,
+    RunFailed,
     RunPaused,
     RunResumed,
     StepInterrupted,
@@ -51,10 +52,11 @@ from .events import (
     StepSucceeded,
     ToolCalled,
 )
-from .journal import Journal
+from .journal import Journal, planner_events
 from .llm import run_llm
 from .models import Model, model_from_spec
 from .plan import Plan, Step
+from .replan import Revision
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .rules import RUNNING, RunState, Unit
 from .store.sql import SQLStore
@@ -62,6 +64,9 @@ from .tools import Registry, Tool, ToolContext, load_tools, running_threads
 
 Observer = Callable[[RunState, Sequence[Event]], None]
 UnitKey = tuple[str, str, int | None]  # run, step, item
+
+
+REPLAN = ("(replan)", None)  # the key of a run's replanning task among its attempts
 
 
 def new_run_id() -> str:
@@ -120,6 +125,7 @@ class Engine:
         self.model = model
         self._models: dict[str, Model] = {}
         self._records: list[tuple[_Hosted, Event, asyncio.Future[None]]] = []
+        self._revisions: list[tuple[_Hosted, Revision | Exception | None]] = []
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.observers: list[Observer] = []
         self._hosted: dict[str, _Hosted] = {}
@@ -146,6 +152,7 @@ class Engine:
         request: str | None = None,
         planning: Sequence[ModelCalled] = (),
         budget: Mapping[str, float] | None = None,
+        max_replans: int = 0,
     ) -> RunState:
         """Record a new run and host it.
 
@@ -161,7 +168,7 @@ class Engine:
         created = RunCreated(
             at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
-            request=request, budget=_check_budget(budget),
+            request=request, budget=_check_budget(budget), max_replans=max_replans,
         )
         state = RunState.from_created(new_run_id(), created, plan)
         state.policies = _policies(state.plan, registry)
@@ -381,6 +388,7 @@ class Engine:
                 batch: dict[str, list[Event]] = {}
                 recorded = self._take_records(batch)
                 self._take_outcomes(now, batch)
+                self._take_revisions(now, batch)
                 if now >= next_poll:
                     next_poll = now + self.poll_interval
                     self._poll_requests()
@@ -402,7 +410,7 @@ class Engine:
                     self.store.renew(list(self._hosted), self.owner, now + self.lease_seconds)
                 if not self._hosted:
                     break
-                if again or self._outcomes or self._records or self._requests or self._stop_reason:
+                if again or self._outcomes or self._records or self._revisions or self._requests or self._stop_reason:
                     continue
                 deadline = min(next_poll, next_renew, wake_at if wake_at is not None else next_poll)
                 self._wake.clear()
@@ -412,6 +420,39 @@ class Engine:
                     pass
         finally:
             await self._abandon()
+
+    async def _replan(self, h: _Hosted) -> None:
+        outcome: Revision | Exception | None
+        try:
+            outcome = await replan.revise(h.state, h.registry, self.model_for(None))
+        except asyncio.CancelledError:
+            outcome = None
+        except Exception as exc:  # the planner gave up, or no model: the run fails with the reason
+            outcome = exc
+        self._revisions.append((h, outcome))
+        if self._wake is not None:
+            self._wake.set()
+
+    def _take_revisions(self, now: float, batch: dict[str, list[Event]]) -> None:
+        revisions, self._revisions = self._revisions, []
+        for h, outcome in revisions:
+            h.tasks.pop(REPLAN, None)
+            state = h.state
+            if outcome is None or state.status != rules.REPLANNING:
+                continue  # interrupted (a pause): asked again on resume
+            events: list[Event]
+            if isinstance(outcome, Exception):
+                events = [RunFailed(at=now, reason=f"{state.reason}; no revised plan: {outcome}",
+                                    failed_steps=[s for s, st in state.steps.items() if st.status == rules.FAILED])]
+            else:
+                events = list(planner_events(outcome.result.calls, now))
+                events.append(PlanRevised(at=now, version=state.plan_version + 1, plan=outcome.plan.to_json(),
+                                          by="planner", reason=state.reason, diff=outcome.diff,
+                                          needs_review=outcome.needs_review))
+            for ev in events:
+                rules.apply(state, ev)
+            state.policies = _policies(state.plan, h.registry)
+            batch.setdefault(state.run_id, []).extend(events)
 
     def _take_records(self, batch: dict[str, list[Event]]) -> list[asyncio.Future[None]]:
         """Events that attempts asked to write (model calls), for this batch."""
@@ -494,6 +535,8 @@ class Engine:
         wake_at: float | None = None
         for run_id, h in self._hosted.items():
             state = h.state
+            if state.status == rules.REPLANNING and REPLAN not in h.tasks:
+                h.tasks[REPLAN] = asyncio.ensure_future(self._replan(h))
             if state.status not in (RUNNING, rules.AWAITING):
                 continue
             decision = rules.advance(state, now)
@@ -551,7 +594,10 @@ class Engine:
             return await run_llm(args, model, journal)
         if tool is None:
             raise PermanentError(f"tool {step.tool!r} is not among the loaded tools")
-        return await tool.invoke(args, ctx)
+        output = await tool.invoke(args, ctx)
+        if step.check is not None and not output:
+            raise PermanentError(f"assumption does not hold: {step.check} ({step.tool} returned {output!r})")
+        return output
 
     def model_for(self, spec: str | None) -> Model:
         """The model a step names, else the engine's, else ``$CHARTER_MODEL``."""
@@ -636,7 +682,8 @@ class Engine:
             observer(state, events)
 
     def _settle(self) -> None:
-        for run_id in [r for r, h in self._hosted.items() if h.state.status != RUNNING and not h.tasks]:
+        active = (RUNNING, rules.REPLANNING)
+        for run_id in [r for r, h in self._hosted.items() if h.state.status not in active and not h.tasks]:
             self._release(run_id)
 
     def _release(self, run_id: str) -> None:

@@ -60,6 +60,7 @@ class RunCreated(Event):
     from_step: str | None = None
     request: str | None = None  # the words a plan was made from, if a planner made it
     budget: dict[str, float] = field(default_factory=dict)  # tokens, cost, seconds, steps
+    max_replans: int = 0  # revised plans the planner may propose when a step fails for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,16 @@ class PlanRevised(Event):
     plan: dict[str, Any] = field(default_factory=dict)
     by: str = ""
     reason: str = ""
+    diff: str = ""  # from the previous version, for people
+    needs_review: bool = False  # it adds write steps: it waits for approval
+
+
+@dataclass(frozen=True, slots=True)
+class ReplanRequested(Event):
+    """Steps failed for good: the planner is asked for a revised plan of the rest."""
+
+    reason: str = ""
+    failed_steps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +238,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RunCreated, PlanApproved, PlanRejected, PlanRevised, StepStarted, StepSucceeded, StepFailed,
         StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, BudgetChanged,
-        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting, ToolCalled,
+        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting, ToolCalled, ReplanRequested,
     )
 }

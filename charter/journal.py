@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .clock import Clock
@@ -30,6 +30,16 @@ def request_digest(model: str, request: ModelRequest) -> str:
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def planner_events(calls: Sequence[tuple[ModelRequest, ModelResponse]], now: float) -> list[ModelCalled]:
+    """The planner's model calls, as events of the run they planned (``step`` is empty)."""
+    return [
+        ModelCalled(at=now, index=i, digest=request_digest(resp.model, req), model=resp.model,
+                    request=req.to_json(), response=resp.to_json(), input_tokens=resp.usage.input_tokens,
+                    output_tokens=resp.usage.output_tokens, cost=cost(resp.model, resp.usage))
+        for i, (req, resp) in enumerate(calls)
+    ]
 
 
 class Journal:

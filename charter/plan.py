@@ -80,6 +80,7 @@ class _StepSpec(pydantic.BaseModel):
     retry: _RetrySpec | None = None
     timeout: float | None = pydantic.Field(default=None, gt=0)
     concurrency: int | None = pydantic.Field(default=None, ge=1)
+    check: str | None = None  # an assumption this step verifies: a falsy output fails it for good
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> _StepSpec:
@@ -122,6 +123,7 @@ class Step:
     retry: Mapping[str, Any] = field(default_factory=dict)
     timeout: float | None = None
     concurrency: int | None = None
+    check: str | None = None
     # derived
     deps: tuple[str, ...] = ()
     args_template: Any = None
@@ -148,6 +150,8 @@ class Step:
             out["timeout"] = self.timeout
         if self.concurrency is not None:
             out["concurrency"] = self.concurrency
+        if self.check is not None:
+            out["check"] = self.check
         return out
 
 
@@ -435,6 +439,7 @@ def _compile_step(
             retry=retry,
             timeout=st.timeout,
             concurrency=st.concurrency,
+            check=st.check,
             deps=tuple(deps),
             args_template=args_template,
             for_each_ref=for_each_ref,

@@ -22,6 +22,7 @@ from .events import (
     PlanApproved,
     PlanRejected,
     PlanRevised,
+    ReplanRequested,
     RunCancelled,
     RunCreated,
     RunFailed,
@@ -46,6 +47,7 @@ PENDING = "pending"
 RUNNING = "running"
 WAITING = "waiting"  # a retry is scheduled
 AWAITING = "awaiting"  # an approval step waits for a person; a run whose only work left is that
+REPLANNING = "replanning"  # steps failed for good; the planner is revising the rest
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
@@ -120,6 +122,8 @@ class RunState:
     attempts: int = 0  # attempts started
     budget: dict[str, float] = field(default_factory=dict)
     approved_at: float | None = None
+    max_replans: int = 0
+    replans: int = 0
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
     active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
 
@@ -139,6 +143,7 @@ class RunState:
             request=ev.request,
             updated_at=ev.at,
             budget=dict(ev.budget),
+            max_replans=ev.max_replans,
         )
         for s in plan.steps:
             state.steps[s.id] = StepState(s.id)
@@ -294,6 +299,13 @@ def apply(state: RunState, ev: Event) -> None:
         state.reason = ""
     elif isinstance(ev, PlanRevised):
         _revise(state, Plan.from_dict(ev.plan), ev.version)
+        if state.status == REPLANNING:
+            state.status = CREATED if ev.needs_review else RUNNING
+            state.reason = "the revised plan adds write steps: it needs review" if ev.needs_review else ""
+    elif isinstance(ev, ReplanRequested):
+        state.status = REPLANNING
+        state.replans += 1
+        state.reason = ev.reason
     elif isinstance(ev, PlanRejected):
         state.status = REJECTED
         state.reason = ev.reason
@@ -429,7 +441,10 @@ def advance(state: RunState, now: float) -> Decision:
             reason = f"{len(failed)} step(s) failed ({', '.join(failed)})"
             if skipped:
                 reason += f", {skipped} skipped"
-            emit(RunFailed(at=now, reason=reason, failed_steps=failed))
+            if state.replans < state.max_replans:
+                emit(ReplanRequested(at=now, reason=reason, failed_steps=failed))
+            else:
+                emit(RunFailed(at=now, reason=reason, failed_steps=failed))
         else:
             emit(RunSucceeded(at=now, output=run_output(state)))
     return Decision(events, ready, wake_at)
