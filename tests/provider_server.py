@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,9 +33,12 @@ class Received:
 
 
 class ProviderServer:
-    def __init__(self) -> None:
+    """Answers from the queue given to :meth:`reply`, else from ``responder(body)`` if set."""
+
+    def __init__(self, responder: Callable[[Any], Reply] | None = None) -> None:
         self.replies: list[Reply] = []
         self.received: list[Received] = []
+        self.responder = responder
         self._lock = threading.Lock()
         server = self
 
@@ -49,7 +52,12 @@ class ProviderServer:
                     body = raw
                 with server._lock:
                     server.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    reply = server.replies.pop(0) if server.replies else Reply(500, {"error": {"message": "no reply scripted"}})
+                    if server.replies:
+                        reply = server.replies.pop(0)
+                    elif server.responder is not None:
+                        reply = server.responder(body)
+                    else:
+                        reply = Reply(500, {"error": {"message": "no reply scripted"}})
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.body
@@ -79,8 +87,8 @@ class ProviderServer:
 
 
 @contextmanager
-def provider_server() -> Iterator[ProviderServer]:
-    server = ProviderServer()
+def provider_server(responder: Callable[[Any], Reply] | None = None) -> Iterator[ProviderServer]:
+    server = ProviderServer(responder)
     thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
     thread.start()
     try:
