@@ -27,6 +27,9 @@ p.write_text(p.read_text().replace("name: hello", "name: edited"))
 """
 
 
+STARTED: list[int] = []
+
+
 class Terminal:
     """`charter` on a pseudo-terminal: read what it prints, type answers."""
 
@@ -36,6 +39,7 @@ class Terminal:
             os.chdir(cwd)
             os.execve(sys.executable, [sys.executable, "-m", "charter", *argv], env)
         self.pid, self.fd, self.seen = pid, fd, ""
+        STARTED.append(pid)
 
     def expect(self, pattern: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
@@ -68,6 +72,18 @@ class Terminal:
         os.kill(self.pid, 9)
         os.waitpid(self.pid, 0)
         raise AssertionError(f"charter did not exit; the terminal shows:\n{self.seen}")
+
+
+@pytest.fixture(autouse=True)
+def _stop_terminals() -> Iterator[None]:
+    before = set(STARTED)
+    yield
+    for pid in set(STARTED) - before:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 @pytest.fixture
