@@ -16,7 +16,10 @@ from . import rules
 from .clock import Clock
 from .engine import Engine, Observer
 from .errors import ConfigError, RunNotFoundError, RunStateError
+from .journal import planner_events
+from .models import Model, RetryingModel, model_from_spec
 from .plan import Plan, load_plan
+from .planner import Planner, PlanningResult
 from .report import RunReport, build_report
 from .store import SQLStore, open_store
 from .store.sql import RunRow
@@ -70,6 +73,8 @@ class Charter:
         tools: tool objects, tool files or module names, or a :class:`Registry`.
         clock: the time source; ``charter.testing.FakeClock`` in tests.
         max_concurrency: attempts running at once.
+        model: a model, or ``provider:model``, for planning and for ``llm`` and ``agent``
+            steps (default: ``$CHARTER_MODEL`` when one is needed).
     """
 
     def __init__(
@@ -79,8 +84,10 @@ class Charter:
         tools: ToolsLike = None,
         clock: Clock | None = None,
         max_concurrency: int = 100,
+        model: Model | str | None = None,
     ) -> None:
         self.store = db if isinstance(db, SQLStore) else open_store(db)
+        self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
         self.registry = make_registry(tools)
         self.clock = clock
         self.max_concurrency = max_concurrency
@@ -102,7 +109,8 @@ class Charter:
     def engine(self) -> Engine:
         """The engine this app drives (one per app, reused across calls)."""
         if self._engine is None:
-            self._engine = Engine(self.store, clock=self.clock, max_concurrency=self.max_concurrency)
+            self._engine = Engine(self.store, clock=self.clock, max_concurrency=self.max_concurrency,
+                                  model=self.model)
             self._engine.observers.extend(self.observers)
         return self._engine
 
@@ -117,7 +125,7 @@ class Charter:
         return self.report(run_id)
 
     async def resume(self, run_id: str) -> RunReport:
-        """Continue a paused or interrupted run; finished steps are not run again."""
+        """Continue a paused, interrupted or just approved run; finished steps are not run again."""
         run_id = self.resolve(run_id)
         self.engine().resume(run_id, registry=self._own_tools())
         await self.engine().run_until_settled()
@@ -160,6 +168,39 @@ class Charter:
         state = self.engine().create(new_plan, registry, old.inputs, approved_by="rerun",
                                      parent_run=run_id, from_step=from_step, reuse=reuse)
         return state.run_id
+
+    # --- planning ----------------------------------------------------------------------
+
+    async def plan(self, request: str) -> PlanningResult:
+        """Ask the model for a plan of ``request`` over this app's tools (checked, repaired if needed)."""
+        model = self.model or model_from_spec(None)
+        return await Planner(RetryingModel(model, clock=self.clock), self.registry).plan(request)
+
+    async def propose(self, request: str, *, max_replans: int = 2, budget: Mapping[str, float] | None = None) -> str:
+        """Plan ``request`` and record a run that waits for review; returns its id.
+        Then :meth:`approve` (and :meth:`resume`) or :meth:`reject` it."""
+        result = await self.plan(request)
+        engine = self.engine()
+        state = engine.create(result.plan, self.registry, approved_by=None, request=request,
+                              planning=planner_events(result.calls, engine.clock.now()),
+                              budget=budget, max_replans=max_replans)
+        return state.run_id
+
+    def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> None:
+        """Approve a run's plan (``step=None``) or an approval step; :meth:`resume` then runs it on."""
+        run_id = self.resolve(run_id)
+        if step is None:
+            self.engine().approve(run_id, by=by, registry=self._own_tools())
+        else:
+            self.engine().decide(run_id, step, True, by=by, note=note)
+
+    def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> None:
+        """Reject a run's plan (the run ends) or an approval step (it fails)."""
+        run_id = self.resolve(run_id)
+        if step is None:
+            self.engine().reject(run_id, reason or "rejected", by=by)
+        else:
+            self.engine().decide(run_id, step, False, by=by, note=reason)
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""
