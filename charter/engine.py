@@ -136,6 +136,8 @@ class Engine:
         self._per_step: Counter[tuple[str, str]] = Counter()
         self._stop_reason: str | None = None
         self._requests: dict[str, list[tuple[str, str]]] = {}
+        self._requests_seen: set[int] = set()  # ids of stored requests taken into this process
+        self._requests_done: list[int] = []  # ... to delete with the next commit
 
     # --- creating and adopting runs -------------------------------------------------
 
@@ -494,11 +496,13 @@ class Engine:
             batch.setdefault(h.state.run_id, []).append(ev)
 
     def _poll_requests(self) -> None:
-        if not self._hosted or not self.store.has_requests():
+        if not self._hosted:
             return
-        for run_id in self._hosted:
-            for req in self.store.take_requests(run_id):
-                self._requests.setdefault(run_id, []).append(req)
+        for rid, run_id, action, reason in self.store.pending_requests():
+            if run_id in self._hosted and rid not in self._requests_seen:
+                self._requests_seen.add(rid)
+                self._requests_done.append(rid)  # deleted with the batch that answers it
+                self._requests.setdefault(run_id, []).append((action, reason))
 
     def _handle_stops(self, now: float, batch: dict[str, list[Event]]) -> None:
         if self._stop_reason is not None:
@@ -670,10 +674,11 @@ class Engine:
                 outcome.output = to_jsonable_python(t.result())
 
     def _commit(self, batch: dict[str, list[Event]]) -> None:
-        if not batch:
+        if not batch and not self._requests_done:
             return
         pairs = [(self._hosted[r].state, evs) for r, evs in batch.items()]
-        self.store.append(pairs, self.owner)
+        self.store.append(pairs, self.owner, self._requests_done)
+        self._requests_done = []
         for state, evs in pairs:
             self._notify(state, evs)
 

@@ -32,7 +32,7 @@ SELECT id, status, goal, tool_sources, parent_run, steps_total, steps_done, reas
 FROM runs WHERE id = :id
 
 -- name: select_run_ids_like
-SELECT id FROM runs WHERE id LIKE :prefix ORDER BY created_at DESC LIMIT 5
+SELECT id FROM runs WHERE id LIKE :prefix ESCAPE '\' ORDER BY created_at DESC LIMIT 5
 
 -- name: select_runs
 SELECT id, status, goal, tool_sources, parent_run, steps_total, steps_done, reason, output,
@@ -60,10 +60,14 @@ UPDATE runs SET owner = NULL, lease_expires = NULL WHERE id = :id AND owner = :o
 INSERT INTO requests (run_id, action, reason, created_at) VALUES (:run_id, :action, :reason, :created_at)
 
 -- name: select_requests
-SELECT id, action, reason FROM requests WHERE run_id = :run_id ORDER BY id
+SELECT id, run_id, action, reason FROM requests ORDER BY id
 
 -- name: delete_request
 DELETE FROM requests WHERE id = :id
 
--- name: count_requests
-SELECT count(*) FROM requests
+-- name: drop_finished_requests
+DELETE FROM requests WHERE run_id = :id
+  AND EXISTS (SELECT 1 FROM runs WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled', 'rejected'))
+
+-- name: select_schema_version
+SELECT max(version) FROM schema_migrations

@@ -22,7 +22,8 @@ from ..errors import StoreError
 from ..events import Event, RunCreated
 from ..rules import RunState, StepState, Unit, shown_status
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def _load_queries() -> dict[str, str]:
@@ -122,7 +123,15 @@ class SQLStore(ABC):
     # --- schema ------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Apply the migrations this database has not seen yet."""
+        """Apply the migrations this database has not seen yet (and write nothing if there are none,
+        so that a store one may only read can still be inspected)."""
+        known = migrations()
+        try:
+            current = self._fetchall(self._sql("select_schema_version"))[0][0]
+        except StoreError:
+            current = None  # no schema yet
+        if current is not None and current == known[-1][0]:
+            return
         with self.transaction():
             self._execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -166,10 +175,14 @@ class SQLStore(ABC):
             )
         state.last_seq = 1
 
-    def append(self, batch: Sequence[tuple[RunState, Sequence[Event]]], owner: str) -> None:
+    def append(
+        self, batch: Sequence[tuple[RunState, Sequence[Event]]], owner: str, requests_done: Sequence[int] = ()
+    ) -> None:
         """Write the events of each run (already applied to its state) and the state they lead to.
 
-        One transaction for the whole batch. Raises :class:`StoreError` if a run
+        One transaction for the whole batch, which also deletes the control
+        requests (``requests_done``) these events answer: a request is gone
+        exactly when its effect is recorded. Raises :class:`StoreError` if a run
         is no longer owned by ``owner`` or was written by someone else meanwhile.
         """
         event_rows: list[dict[str, Any]] = []
@@ -202,17 +215,18 @@ class SQLStore(ABC):
                 "updated_at": state.updated_at, "finished_at": state.finished_at,
                 "last_seq": seq, "owner": owner, "prev_seq": state.last_seq,
             }))
-        if not run_updates:
+        if not run_updates and not requests_done:
             return
         with self.transaction():
-            self._executemany(self._sql("insert_event"), event_rows)
-            self._executemany(self._sql("upsert_step"), step_rows)
-            for state, params in run_updates:
+            for state, params in run_updates:  # first: a writer that lost its run learns it here
                 if self._execute(self._sql("update_run"), params) != 1:
                     raise StoreError(
                         f"run {state.run_id} was changed by another process (or is no longer "
                         "owned by this one); nothing was written"
                     )
+            self._executemany(self._sql("insert_event"), event_rows)
+            self._executemany(self._sql("upsert_step"), step_rows)
+            self._executemany(self._sql("delete_request"), [{"id": i} for i in requests_done])
         for state, params in run_updates:
             state.last_seq = params["last_seq"]
 
@@ -234,8 +248,10 @@ class SQLStore(ABC):
                               [{"id": r, "owner": owner, "lease_expires": lease_expires} for r in run_ids])
 
     def release(self, run_ids: Sequence[str], owner: str) -> None:
+        """Let go of runs; requests left for a run that has ended can no longer apply and go too."""
         with self.transaction():
             self._executemany(self._sql("release_run"), [{"id": r, "owner": owner} for r in run_ids])
+            self._executemany(self._sql("drop_finished_requests"), [{"id": r} for r in run_ids])
 
     # --- requests to the engine that owns a run --------------------------------------
 
@@ -244,14 +260,10 @@ class SQLStore(ABC):
             self._execute(self._sql("insert_request"),
                           {"run_id": run_id, "action": action, "reason": reason, "created_at": now})
 
-    def has_requests(self) -> bool:
-        return bool(self._fetchall(self._sql("count_requests"))[0][0])
-
-    def take_requests(self, run_id: str) -> list[tuple[str, str]]:
-        with self.transaction():
-            rows = self._fetchall(self._sql("select_requests"), {"run_id": run_id})
-            self._executemany(self._sql("delete_request"), [{"id": r[0]} for r in rows])
-        return [(r[1], r[2]) for r in rows]
+    def pending_requests(self) -> list[tuple[int, str, str, str]]:
+        """Control requests not yet answered: (id, run, action, reason). Reading takes nothing:
+        a request is deleted by the :meth:`append` that records its effect."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._fetchall(self._sql("select_requests"))]
 
     # --- reading ------------------------------------------------------------------
 

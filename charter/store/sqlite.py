@@ -89,7 +89,14 @@ class SQLiteStore(SQLStore):
                 pass
             raise
         self._depth = 0
-        self._execute("COMMIT")
+        try:
+            self._execute("COMMIT")
+        except BaseException:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
 
     def close(self) -> None:
         self._conn.close()
