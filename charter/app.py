@@ -161,11 +161,14 @@ class Charter:
         if from_step not in new_plan.by_id:
             raise RunStateError(f"the plan has no step {from_step!r}")
         redo = set(new_plan.downstream(from_step))
+        # Inputs given to the old run (not its plan's defaults) that the new plan still declares.
+        given = {k: v for k, v in old.inputs.items()
+                 if k in new_plan.inputs and old.plan.inputs.get(k, object()) != v}
         reuse = {
             sid: st.output for sid, st in old.steps.items()
             if st.status == rules.SUCCEEDED and sid not in redo and sid in new_plan.by_id
         }
-        state = self.engine().create(new_plan, registry, old.inputs, approved_by="rerun",
+        state = self.engine().create(new_plan, registry, given, approved_by="rerun",
                                      parent_run=run_id, from_step=from_step, reuse=reuse)
         return state.run_id
 
@@ -222,6 +225,10 @@ class Charter:
 
     def resolve(self, run_id: str) -> str:
         """A full run id from an id or a unique prefix of one."""
+        try:
+            run_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}") from None
         if self.store.get_run(run_id) is not None:
             return run_id
         matches = self.store.find_run_ids(run_id) if run_id else []
@@ -236,8 +243,8 @@ class Charter:
         return self.store.list_runs(limit)
 
     def state(self, run_id: str) -> rules.RunState:
-        events = self.store.events(self.resolve(run_id))
-        return rules.replay(run_id, events)
+        run_id = self.resolve(run_id)
+        return rules.replay(run_id, self.store.events(run_id))
 
     def report(self, run_id: str) -> RunReport:
         """A run's status, output and timeline, from its log."""

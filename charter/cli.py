@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -90,9 +89,9 @@ def _parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise _fail(ValueError(f"--input wants NAME=VALUE, got {pair!r}"))
-        try:
-            inputs[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
+        try:  # JSON where it is JSON (5, true, [1, 2], {"a": 1}), else the text as it is
+            inputs[key] = json.loads(value)
+        except ValueError:
             inputs[key] = value
     return inputs
 

@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
 from . import replan, rules
 from .agent import run_agent
 from .clock import Clock, SystemClock
@@ -60,7 +58,7 @@ from .replan import Revision
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .rules import RUNNING, RunState, Unit
 from .store.sql import SQLStore
-from .tools import Registry, Tool, ToolContext, load_tools, running_threads
+from .tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
 
 Observer = Callable[[RunState, Sequence[Event]], None]
 UnitKey = tuple[str, str, int | None]  # run, step, item
@@ -166,6 +164,10 @@ class Engine:
         if unknown:
             declared = ", ".join(sorted(plan.inputs)) or "none"
             raise ConfigError(f"unknown input(s) {', '.join(unknown)} (the plan declares: {declared})")
+        try:
+            json.dumps(inputs or {})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"inputs must be JSON data: {exc}") from None
         now = self.clock.now()
         created = RunCreated(
             at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
@@ -185,11 +187,13 @@ class Engine:
         self._hosted[state.run_id] = _Hosted(state, registry)
         return state
 
-    def adopt(self, run_id: str, registry: Registry | None = None) -> RunState:
+    def adopt(self, run_id: str, registry: Registry | None = None, *, need_tools: bool = True) -> RunState:
         """Take charge of an existing run: claim it, rebuild its state from the log, host it.
 
         Attempts that were running when their process stopped are recorded as
-        interrupted; they run again with the same idempotency key.
+        interrupted; they run again with the same idempotency key. Unless
+        ``need_tools`` is false (to pause or cancel), every tool the rest of the
+        run needs must load, or the run is left as it is.
         """
         if run_id in self._hosted:
             return self._hosted[run_id].state
@@ -197,7 +201,12 @@ class Engine:
         try:
             state = rules.replay(run_id, self.store.events(run_id))
             if registry is None:
-                registry = load_tools(state.tool_sources) if state.tool_sources else Registry()
+                if need_tools:
+                    registry = load_tools(state.tool_sources) if state.tool_sources else Registry()
+                else:
+                    registry = Registry()
+            if need_tools and not state.finished:
+                _check_tools(state, registry)
             state.policies = _policies(state.plan, registry)
             now = self.clock.now()
             self._commit_now(state, [
@@ -278,7 +287,7 @@ class Engine:
 
     def reject(self, run_id: str, reason: str, by: str = "user") -> RunState:
         """Reject the plan of a run that waits for review: the run ends, nothing having run."""
-        state = self._awaiting_review(run_id, Registry())
+        state = self._awaiting_review(run_id, None, need_tools=False)
         self._commit_now(state, [PlanRejected(at=self.clock.now(), by=by, reason=reason)])
         self._release(run_id)
         return state
@@ -292,8 +301,8 @@ class Engine:
         state.policies = _policies(state.plan, h.registry)
         return state
 
-    def _awaiting_review(self, run_id: str, registry: Registry | None) -> RunState:
-        state = self.adopt(run_id, registry)
+    def _awaiting_review(self, run_id: str, registry: Registry | None, need_tools: bool = True) -> RunState:
+        state = self.adopt(run_id, registry, need_tools=need_tools)
         if state.status != rules.CREATED:
             if run_id in self._hosted and not self._hosted[run_id].tasks and state.status != RUNNING:
                 self._release(run_id)
@@ -306,11 +315,17 @@ class Engine:
         if step_id not in state.steps:
             raise RunStateError(f"run {run_id} has no step {step_id!r}")
         status = state.steps[step_id].status
+        if state.status in (rules.CANCELLED, rules.REJECTED):
+            self._release(run_id)
+            raise RunStateError(f"run {run_id} was {state.status}: it does not run again (use `charter rerun`)")
         if status != rules.FAILED:
             raise RunStateError(f"step {step_id} is {status}; only a failed step can be retried")
         targets = rules.reset_targets(state, step_id)
-        self._commit_now(state, [StepsReset(at=self.clock.now(), steps=targets,
-                                            reason=f"retry of {step_id} requested")])
+        events: list[Event] = []
+        if state.status == rules.PAUSED:
+            events.append(RunResumed(at=self.clock.now(), by="retry"))
+        events.append(StepsReset(at=self.clock.now(), steps=targets, reason=f"retry of {step_id} requested"))
+        self._commit_now(state, events)
         return state
 
     def request_stop(self, run_id: str, action: str, reason: str = "") -> str:
@@ -336,7 +351,7 @@ class Engine:
         if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
             self.store.add_request(run_id, action, reason, now)
             return "requested"
-        state = self.adopt(run_id)
+        state = self.adopt(run_id, need_tools=False)
         event = _stop_event(action, reason or f"{action} requested", now)
         self._commit_now(state, [event])
         self._release(run_id)
@@ -637,18 +652,28 @@ class Engine:
             except TimeoutError as exc:
                 if timeout is None:
                     raise
+                pending = [t for t in threads if not t.done()]
+                if pending:  # a thread cannot be stopped: the next attempt must not overlap it
+                    await asyncio.wait(pending)
                 message = f"attempt took longer than the step's timeout of {timeout:g}s"
                 raise StepTimeoutError(message) from exc
-        except asyncio.CancelledError:
-            outcome.interrupted = True
-            await self._outlast_threads(threads, outcome)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the engine stopped it (pause, cancel, exit)
+                outcome.interrupted = True
+                await self._outlast_threads(threads, outcome)
+            else:  # the tool itself raised CancelledError: a failure like any other
+                outcome.error = RuntimeError(f"the tool raised CancelledError: {exc}")
         except ToolArgumentError as exc:
             outcome.error = PermanentError(str(exc))
-        except Exception as exc:
-            outcome.error = exc
-        self._outcomes.append(outcome)
-        if self._wake is not None:
-            self._wake.set()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            outcome.error = exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._outcomes.append(outcome)
+            if self._wake is not None:
+                self._wake.set()
 
     async def _outlast_threads(self, threads: list[asyncio.Future[Any]], outcome: _Outcome) -> None:
         """After an interruption, wait for a sync tool's thread: the run stays ours until it ends.
@@ -671,7 +696,10 @@ class Engine:
                 outcome.error = t.exception()
             else:
                 outcome.interrupted = False
-                outcome.output = to_jsonable_python(t.result())
+                try:
+                    outcome.output = jsonable(outcome.unit.step, t.result())
+                except PermanentError as exc:
+                    outcome.output, outcome.error = None, exc
 
     def _commit(self, batch: dict[str, list[Event]]) -> None:
         if not batch and not self._requests_done:
@@ -717,6 +745,20 @@ class Engine:
         self._per_step.clear()
 
 
+def _check_tools(state: RunState, registry: Registry) -> None:
+    """Refuse to take on a run whose remaining steps need tools that are not loaded."""
+    missing = []
+    for step in state.plan.steps:
+        if state.steps[step.id].status in rules.STEP_DONE:
+            continue
+        names = [step.tool] if step.kind == "tool" else list(step.args.get("tools", ())) if step.kind == "agent" else []
+        missing += [n for n in names if n not in registry and n not in missing]
+    if missing:
+        where = ", ".join(state.tool_sources) or "code that recorded no tool source"
+        raise ConfigError(f"run {state.run_id} needs tools that are not loaded: {', '.join(missing)} "
+                          f"(its tools came from {where}; pass them with --tools)")
+
+
 def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float]:
     out = {}
     for key, value in (budget or {}).items():
@@ -742,24 +784,25 @@ def _policies(plan: Plan, registry: Registry) -> dict[str, RetryPolicy]:
 
 
 def _claimable(owner: str | None, lease_expires: float | None, now: float) -> bool:
-    """Whether a run's claim can be taken: no owner, an expired lease, or a dead process here."""
+    """Whether a run's claim can be taken: no owner, a dead process on this machine, or,
+    for an owner elsewhere (or in this very process), an expired lease.
+
+    A live process here keeps its run even past its lease: a blocked event loop or a
+    clock jump must not let a second process run the same steps at the same time.
+    """
     if owner is None:
-        return True
-    if lease_expires is not None and lease_expires < now:
         return True
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
-    if host == socket.gethostname() and pid_text.isdigit():
-        pid = int(pid_text)
-        if pid == os.getpid():
-            return False  # another engine in this very process: alive
+    if host == socket.gethostname() and pid_text.isdigit() and int(pid_text) != os.getpid():
         try:
-            os.kill(pid, 0)
+            os.kill(int(pid_text), 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             return False
-    return False
+        return False
+    return lease_expires is not None and lease_expires < now
 
 
 __all__ = ["Engine", "ErrorInfo"]

@@ -224,10 +224,23 @@ def load_plan(source: str | Path, registry: Registry | None = None) -> Plan:
     return Plan.from_dict(parse_plan_text(text, str(path)), registry, source=str(path))
 
 
+class _PlanLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: ``*name`` can make a small file expand without bound."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in plans",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def parse_plan_text(text: str, source: str = "<plan>") -> Any:
     """YAML (a superset of JSON) to data, with the line of a syntax error."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PlanLoader)  # a SafeLoader, without aliases
+    except RecursionError:
+        raise PlanError([Problem("", "nested too deeply")], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -247,8 +260,19 @@ def _pydantic_problems(exc: pydantic.ValidationError, prefix: str) -> list[Probl
 
 
 def _compile(data: Any, registry: Registry | None, source: str | None) -> Plan:
+    try:
+        return _compile_checked(data, registry, source)
+    except RecursionError:
+        raise PlanError([Problem("", "nested too deeply")], source) from None
+
+
+def _compile_checked(data: Any, registry: Registry | None, source: str | None) -> Plan:
     if isinstance(data, Plan):
         data = data.to_json()
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:  # a YAML date, a set, bytes: nothing the log could keep
+        raise PlanError([Problem("", f"a plan holds JSON data only: {exc}")], source) from None
     if not isinstance(data, dict):
         raise PlanError([Problem("", "a plan must be a mapping with 'goal' and 'steps'")], source)
     problems: list[Problem] = []

@@ -44,7 +44,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, seed: str) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval)
+        try:
+            base = min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval)
+        except OverflowError:  # thousands of attempts: the cap is the answer
+            base = self.max_interval
         if self.jitter == 0 or base == 0:
             return base
         spread = random.Random(f"{seed}#{attempt}").uniform(-self.jitter, self.jitter)

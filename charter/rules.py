@@ -583,7 +583,7 @@ def start(state: RunState, unit: Unit, now: float) -> Event:
     """The event that starts ``unit``: ``StepStarted``, or ``StepFailed`` if its arguments do not resolve."""
     step = state.plan.by_id[unit.step]
     if step.constant_args and unit.item is None:
-        args = dict(step.args)
+        args = dict(step.args_template)  # compiled: "$${" is already a literal "${"
     else:
         try:
             args = render(step.args_template, lambda root: lookup(state, root, unit))

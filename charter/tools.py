@@ -26,7 +26,7 @@ from typing import Any, Literal, overload
 import pydantic
 from pydantic_core import to_jsonable_python
 
-from .errors import ConfigError, Problem, ToolArgumentError
+from .errors import ConfigError, PermanentError, Problem, ToolArgumentError
 from .retry import RetryPolicy
 
 Effect = Literal["read", "write"]
@@ -112,11 +112,19 @@ class Tool:
             if holder is not None:
                 holder.append(thread)
             result = await asyncio.shield(thread)  # cancelling the wait must not lose the result
-        return to_jsonable_python(result)
+        return jsonable(self.name, result)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the underlying function directly, as plain Python."""
         return self.fn(*args, **kwargs)
+
+
+def jsonable(tool: str, value: Any) -> Any:
+    """A tool's output as JSON data; one that cannot be stored fails for good (a retry returns the same)."""
+    try:
+        return to_jsonable_python(value)
+    except (ValueError, TypeError, RecursionError) as exc:  # PydanticSerializationError is a ValueError
+        raise PermanentError(f"tool {tool!r} returned a value that cannot be stored as JSON: {exc}") from None
 
 
 @functools.cache

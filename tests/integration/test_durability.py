@@ -119,7 +119,14 @@ async def test_a_run_owned_by_a_live_process_is_not_taken(db_path: Path) -> None
     app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": live, "l": 1030.0})
     with pytest.raises(RunStateError, match="being run by another process"):
         app.engine().adopt(run_id)
-    clock.advance(31)  # the lease has expired: the owner is presumed gone
+    clock.advance(3600)  # a live process here keeps its run even past its lease (a blocked loop, a clock jump)
+    with pytest.raises(RunStateError, match="being run by another process"):
+        app.engine().adopt(run_id)
+    elsewhere = "another-host:4242:x"  # an owner on another machine is presumed gone once its lease expired
+    app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": elsewhere, "l": clock.now() + 30})
+    with pytest.raises(RunStateError):
+        app.engine().adopt(run_id)
+    clock.advance(31)
     app.engine().adopt(run_id)
     await app.engine().run_until_settled()
     assert app.report(run_id).status == "succeeded"

@@ -121,3 +121,22 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
     assert [e.type for e in store.events("r1")] == ["RunCreated"]
     store.append([(state, [big])], owner="o")
     assert store.events("r1")[1].args["blob"] == "x" * 200_000  # type: ignore[attr-defined]
+
+
+def test_requests_go_with_the_commit_that_answers_them_or_with_the_finished_run(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    state = _new_run(store, "o")
+    store.add_request("r1", "pause", "lunch", 2.0)
+    [(rid, run, action, reason)] = store.pending_requests()
+    assert (run, action, reason) == ("r1", "pause", "lunch")
+    assert store.pending_requests() != []  # reading takes nothing
+    ev = StepStarted(at=3.0, step="a", key="r1/a")
+    apply(state, ev)
+    store.append([(state, [ev])], "o", requests_done=[rid])
+    assert store.pending_requests() == []
+    store.add_request("r1", "cancel", "", 4.0)
+    store.release(["r1"], "o")
+    assert len(store.pending_requests()) == 1  # the run is not over: the request still applies
+    store._execute("UPDATE runs SET status = 'succeeded'")
+    store.release(["r1"], "o")
+    assert store.pending_requests() == []  # a request for a finished run is stale
