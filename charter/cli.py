@@ -209,6 +209,10 @@ def run(
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
     db: DbOpt = "charter.db",
+    tools: Annotated[
+        list[str] | None,
+        typer.Option("--tools", "-t", help="Load these tools instead of the ones the run recorded (moved files)."),
+    ] = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
@@ -217,10 +221,11 @@ def resume(
     max_steps: MaxSteps = None,
 ) -> None:
     """Continue a paused or interrupted run (raising its budget, if given). Finished steps never run again."""
-    charter = _open(db, None, concurrency)
+    charter = _open(db, tools, concurrency)
     try:
         rid = charter.resolve(run_id)
-        state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps))
+        state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps),
+                                        registry=charter._own_tools())
     except CharterError as exc:
         raise _fail(exc) from None
     if state.finished:

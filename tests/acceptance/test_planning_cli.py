@@ -126,3 +126,20 @@ def test_plan_shows_and_saves_a_plan_that_run_accepts(ws: Workspace, model: Prov
 def test_no_model_no_planning(ws: Workspace) -> None:
     res = ws("do", "anything", "-t", ws.tools, "--yes")
     assert res.rc == 2 and "no model chosen" in res.err, res
+
+
+def test_resume_with_tools_that_moved(ws: Workspace) -> None:
+    plan = ws.write("p.json", json.dumps({"goal": "g", "steps": [
+        {"id": "a", "tool": "echo", "args": {"name": "a"}},
+        {"id": "ok", "approval": {"message": "go on?"}},
+        {"id": "b", "tool": "echo", "args": {"name": "b"}, "needs": ["ok", "a"]},
+    ]}))
+    res = ws("run", plan, "-t", ws.tools)
+    assert res.rc == 3, res
+    run_id = ws.only_run_id()
+    moved = ws.root / "moved_tools.py"
+    ws.tools.rename(moved)
+    res = ws("resume", run_id)
+    assert res.rc == 2 and "tool file not found" in res.err, res
+    res = ws("resume", run_id, "-t", moved)
+    assert res.rc == 3 and "waits for a decision on ok" in res.out, res  # loaded, and still waiting for a person
