@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from .events import (
     ToolCalled,
 )
 from .journal import Journal, planner_events
+from .leases import claimable, new_owner
 from .llm import run_llm
 from .models import Model, model_from_spec
 from .plan import Plan, Step
@@ -124,7 +123,7 @@ class Engine:
         self._models: dict[str, Model] = {}
         self._records: list[tuple[_Hosted, Event, asyncio.Future[None]]] = []
         self._revisions: list[tuple[_Hosted, Revision | Exception | None]] = []
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.owner = new_owner()
         self.observers: list[Observer] = []
         self._hosted: dict[str, _Hosted] = {}
         self._outcomes: list[_Outcome] = []
@@ -172,7 +171,7 @@ class Engine:
         created = RunCreated(
             at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
-            request=request, budget=_check_budget(budget), max_replans=max_replans,
+            request=request, budget=rules.check_budget(budget), max_replans=max_replans,
         )
         state = RunState.from_created(new_run_id(), created, plan)
         state.policies = _policies(state.plan, registry)
@@ -229,7 +228,7 @@ class Engine:
         problems: list[CharterError] = []
         now = self.clock.now()
         for run_id, owner, lease in self.store.unfinished_runs():
-            if run_id in self._hosted or not _claimable(owner, lease, now):
+            if run_id in self._hosted or not claimable(owner, lease, now):
                 continue
             try:
                 adopted.append(self.adopt(run_id))
@@ -244,7 +243,7 @@ class Engine:
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
         now = self.clock.now()
-        if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
+        if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
             raise RunStateError(
                 f"run {run_id} is being run by another process ({row.owner}); "
                 "use `charter pause` or `charter cancel` to ask it to stop"
@@ -270,7 +269,8 @@ class Engine:
         state = self.adopt(run_id, registry)
         events: list[Event] = []
         if budget:
-            events.append(BudgetChanged(at=self.clock.now(), budget={**state.budget, **_check_budget(budget)}, by=by))
+            limits = {**state.budget, **rules.check_budget(budget)}
+            events.append(BudgetChanged(at=self.clock.now(), budget=limits, by=by))
         if state.status == rules.PAUSED:
             events.append(RunResumed(at=self.clock.now(), by=by))
         if events and not state.finished:
@@ -348,7 +348,7 @@ class Engine:
         if action == "pause" and row.status == rules.PAUSED:
             raise RunStateError(f"run {run_id} is already paused")
         now = self.clock.now()
-        if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
+        if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
             self.store.add_request(run_id, action, reason, now)
             return "requested"
         state = self.adopt(run_id, need_tools=False)
@@ -370,7 +370,7 @@ class Engine:
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
         now = self.clock.now()
-        if row.owner not in (None, self.owner) and not _claimable(row.owner, row.lease_expires, now):
+        if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
             self.store.add_request(run_id, action, payload, now)
             return "requested"
         state = self.adopt(run_id)
@@ -759,17 +759,6 @@ def _check_tools(state: RunState, registry: Registry) -> None:
                           f"(its tools came from {where}; pass them with --tools)")
 
 
-def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float]:
-    out = {}
-    for key, value in (budget or {}).items():
-        if key not in rules.BUDGET_KEYS:
-            raise ConfigError(f"unknown budget limit {key!r} (known: {', '.join(rules.BUDGET_KEYS)})")
-        if value <= 0:
-            raise ConfigError(f"budget limit {key} must be positive, not {value}")
-        out[key] = float(value)
-    return out
-
-
 def _stop_event(action: str, reason: str, now: float) -> Event:
     return RunPaused(at=now, reason=reason) if action == "pause" else RunCancelled(at=now, reason=reason)
 
@@ -781,28 +770,6 @@ def _policies(plan: Plan, registry: Registry) -> dict[str, RetryPolicy]:
         base = tool.retry if tool is not None and tool.retry is not None else DEFAULT_RETRY
         out[step.id] = step.retry_policy(base)
     return out
-
-
-def _claimable(owner: str | None, lease_expires: float | None, now: float) -> bool:
-    """Whether a run's claim can be taken: no owner, a dead process on this machine, or,
-    for an owner elsewhere (or in this very process), an expired lease.
-
-    A live process here keeps its run even past its lease: a blocked event loop or a
-    clock jump must not let a second process run the same steps at the same time.
-    """
-    if owner is None:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host == socket.gethostname() and pid_text.isdigit() and int(pid_text) != os.getpid():
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-    return lease_expires is not None and lease_expires < now
 
 
 __all__ = ["Engine", "ErrorInfo"]

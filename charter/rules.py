@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ErrorInfo, PermanentError, RetryableError
+from .errors import ConfigError, ErrorInfo, PermanentError, RetryableError
 from .events import (
     ApprovalRequested,
     BudgetChanged,
@@ -485,6 +485,17 @@ def decision(state: RunState, step_id: str, approve: bool, by: str, note: str, n
 
 
 BUDGET_KEYS = ("tokens", "cost", "seconds", "steps")
+
+
+def check_budget(budget: Mapping[str, float] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (budget or {}).items():
+        if key not in BUDGET_KEYS:
+            raise ConfigError(f"unknown budget limit {key!r} (known: {', '.join(BUDGET_KEYS)})")
+        if value <= 0:
+            raise ConfigError(f"budget limit {key} must be positive, not {value}")
+        out[key] = float(value)
+    return out
 
 
 def over_budget(state: RunState, now: float) -> str:
