@@ -189,21 +189,24 @@ class Charter:
                               budget=budget, max_replans=max_replans)
         return state.run_id
 
-    def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> None:
-        """Approve a run's plan (``step=None``) or an approval step; :meth:`resume` then runs it on."""
+    def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> str:
+        """Approve a run's plan (``step=None``) or an approval step; :meth:`resume` then runs it on.
+
+        Returns ``"done"``, or ``"requested"`` when another live process runs the run and was asked.
+        """
         run_id = self.resolve(run_id)
         if step is None:
             self.engine().approve(run_id, by=by, registry=self._own_tools())
-        else:
-            self.engine().decide(run_id, step, True, by=by, note=note)
+            return "done"
+        return self.engine().decide(run_id, step, True, by=by, note=note)
 
-    def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> None:
-        """Reject a run's plan (the run ends) or an approval step (it fails)."""
+    def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
+        """Reject a run's plan (the run ends) or an approval step (it fails). Returns as :meth:`approve`."""
         run_id = self.resolve(run_id)
         if step is None:
             self.engine().reject(run_id, reason or "rejected", by=by)
-        else:
-            self.engine().decide(run_id, step, False, by=by, note=reason)
+            return "done"
+        return self.engine().decide(run_id, step, False, by=by, note=reason)
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""

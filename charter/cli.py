@@ -103,7 +103,7 @@ def _run_to_end(charter: Charter, run_id: str, json_out: bool) -> None:
         await charter.engine().run_until_settled()
         return charter.report(run_id)
 
-    _finish(charter, _drive(charter, json_out, work), json_out)
+    _finish(_drive(charter, json_out, work), json_out)
 
 
 def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -153,7 +153,7 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
     return result
 
 
-def _finish(charter: Charter, report: RunReport, json_out: bool) -> None:
+def _finish(report: RunReport, json_out: bool) -> None:
     from ._console import print_outcome
 
     if json_out:
@@ -231,7 +231,7 @@ def resume(
     if state.finished:
         report = charter.report(rid)
         err.print(f"run {rid} has already {report.status}")
-        _finish(charter, report, json_out)
+        _finish(report, json_out)
 
     _run_to_end(charter, rid, json_out)
 
@@ -558,17 +558,7 @@ def approve(
     json_out: JsonOpt = False,
 ) -> None:
     """Approve a plan that waits for review, or an approval step; then run on."""
-    charter = _open(db, None, concurrency)
-    try:
-        rid = charter.resolve(run_id)
-        if step is None:
-            charter.engine().approve(rid, by="user")
-        elif charter.engine().decide(rid, step, True, by=_user(), note=comment) == "requested":
-            out.print(f"asked the process running {rid} to record the approval of {step}")
-            return
-    except CharterError as exc:
-        raise _fail(exc) from None
-    _run_to_end(charter, rid, json_out)
+    _decide(db, concurrency, run_id, step, True, comment, json_out)
 
 
 @app.command()
@@ -581,18 +571,26 @@ def reject(
     json_out: JsonOpt = False,
 ) -> None:
     """Reject a plan that waits for review (the run ends, nothing runs), or an approval step (it fails)."""
+    _decide(db, concurrency, run_id, step, False, reason, json_out)
+
+
+def _decide(db: str, concurrency: int, run_id: str, step: str | None, approve: bool, note: str,
+            json_out: bool) -> None:
+    """A person's decision on a plan (``step`` None) or an approval step, then the run goes on."""
     charter = _open(db, None, concurrency)
+    by = "user" if step is None else _user()
     try:
         rid = charter.resolve(run_id)
-        if step is None:
-            charter.engine().reject(rid, reason)
-            out.print(f"run [bold]{rid}[/] rejected: {escape(reason)}")
-            return
-        if charter.engine().decide(rid, step, False, by=_user(), note=reason) == "requested":
-            out.print(f"asked the process running {rid} to record the rejection of {step}")
-            return
+        how = (charter.approve(rid, step, by=by, note=note) if approve
+               else charter.reject(rid, step, by=by, reason=note))
     except CharterError as exc:
         raise _fail(exc) from None
+    if how == "requested":
+        out.print(f"asked the process running {rid} to record the {'approval' if approve else 'rejection'} of {step}")
+        return
+    if step is None and not approve:
+        out.print(f"run [bold]{rid}[/] rejected: {escape(note)}")
+        return
     _run_to_end(charter, rid, json_out)
 
 
