@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -296,18 +297,8 @@ def load_tools(sources: Iterable[str]) -> Registry:
         if not found:
             raise ConfigError(f"no tools found in {source!r}: decorate functions with @tool")
         for t in found:
-            registry.add(_with_source(t, canonical))
+            registry.add(t if t.source == canonical else dataclasses.replace(t, source=canonical))
     return registry
-
-
-def _with_source(t: Tool, source: str) -> Tool:
-    return t if t.source == source else _replace(t, source=source)
-
-
-def _replace(t: Tool, **changes: Any) -> Tool:
-    import dataclasses
-
-    return dataclasses.replace(t, **changes)
 
 
 def _import_source(source: str) -> tuple[str, Any]:
