@@ -1,6 +1,7 @@
 """File tools confined to a workspace root.
 
-The root is ``$CHARTER_WORKSPACE``, else the current directory. A path that
+The root is the workspace's (``root:`` in ``charter.yaml``; without a file,
+``$CHARTER_WORKSPACE``, else the current directory). A path that
 leads outside it (``..``, an absolute path elsewhere, a symlink pointing out)
 is refused with a clear error before anything is read or written.
 
@@ -16,12 +17,13 @@ from typing import Any
 
 from ..errors import PermanentError
 from ..tools import ToolContext, tool
+from ..workspace import current
 
 MAX_READ = 1_000_000
 
 
 def workspace_root() -> Path:
-    return Path(os.environ.get("CHARTER_WORKSPACE") or os.getcwd()).resolve()
+    return current().root
 
 
 def inside(path: str, root: Path | None = None) -> Path:
@@ -96,7 +98,7 @@ def search_files(query: str, path: str = ".", pattern: str = "*", max_results: i
     return results
 
 
-@tool(effect="write")
+@tool(effect="write", target="path")
 def write_file(path: str, content: str, ctx: ToolContext) -> dict[str, Any]:
     """Write a UTF-8 text file in the workspace, atomically. Writing the same content again changes nothing."""
     target = inside(path)
