@@ -9,16 +9,20 @@ step continues without paying for or repeating what was already done.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import PermanentError
 from .journal import Journal
 from .llm import parse_json_answer
 from .models.base import Message, Model, ModelRequest, ToolSpec
-from .tools import Registry, ToolContext
+from .tools import Registry, Tool, ToolContext
+
+Perform = Callable[[Tool, dict[str, Any], ToolContext], Awaitable[Any]]
 
 
-async def run_agent(args: dict[str, Any], model: Model, journal: Journal, registry: Registry, ctx: ToolContext) -> Any:
+async def run_agent(args: dict[str, Any], model: Model, journal: Journal, registry: Registry, ctx: ToolContext,
+                    perform: Perform) -> Any:
     """Loop: ask the model; run the tools it calls (if allowed); stop at its answer or at ``max_turns``."""
     allowed = {name: registry.get(name) for name in args["tools"]}
     specs = tuple(ToolSpec(t.name, t.description, t.schema()) for t in allowed.values() if t is not None)
@@ -35,14 +39,14 @@ async def run_agent(args: dict[str, Any], model: Model, journal: Journal, regist
         if not response.tool_calls:
             return response.text if schema is None else parse_json_answer(response.text, schema)
         for call in response.tool_calls:
-            output, error = await _call_tool(call.name, call.arguments, allowed, journal, ctx)
+            output, error = await _call_tool(call.name, call.arguments, allowed, journal, ctx, perform)
             content = json.dumps({"error": error} if error else {"result": output}, default=str)
             messages.append(Message("tool", content, tool_call_id=call.id))
     raise PermanentError(f"the agent did not finish within {max_turns} turns")
 
 
 async def _call_tool(name: str, arguments: dict[str, Any], allowed: dict[str, Any], journal: Journal,
-                     ctx: ToolContext) -> tuple[Any, str | None]:
+                     ctx: ToolContext, perform: Perform) -> tuple[Any, str | None]:
     tool = allowed.get(name)
     if tool is None:
         # The plan bounds the powers: not even recorded as a call, and nothing runs.
@@ -51,7 +55,7 @@ async def _call_tool(name: str, arguments: dict[str, Any], allowed: dict[str, An
         return None, f"the arguments are not a JSON object: {arguments['__unparsed__']!r}"
 
     async def call(key: str) -> Any:
-        return await tool.invoke(arguments, ToolContext(ctx.run_id, ctx.step_id, ctx.item, ctx.attempt,
-                                                        f"{ctx.run_id}/{key}"))
+        return await perform(tool, arguments, ToolContext(ctx.run_id, ctx.step_id, ctx.item, ctx.attempt,
+                                                          f"{ctx.run_id}/{key}"))
 
     return await journal.tool(name, arguments, call)

@@ -22,19 +22,27 @@ from .plan import Plan, load_plan
 from .planner import Planner, PlanningResult
 from .report import RunReport, build_report
 from .store import SQLStore, open_store
-from .store.sql import RunRow
+from .store.sql import EffectRow, RunRow
 from .tools import Registry, Tool, load_tools
+from .workspace import Workspace, load_workspace
 
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
 
 
-def make_registry(tools: ToolsLike) -> Registry:
-    """A registry from tool objects, tool files/modules, or both.
+def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Registry:
+    """A registry from tool objects, tool files/modules, or both, plus a workspace's tools and MCP servers.
 
     Tool objects defined in an importable module record that module as their
     source, so a later process can load them again to resume a run.
     """
+    registry = _registry(tools)
+    if workspace is not None and registry.workspace is None:
+        registry.add_workspace(workspace)
+    return registry
+
+
+def _registry(tools: ToolsLike) -> Registry:
     if tools is None:
         return Registry()
     if isinstance(tools, Registry):
@@ -75,6 +83,8 @@ class Charter:
         max_concurrency: attempts running at once.
         model: a model, or ``provider:model``, for planning and for ``llm`` and ``agent``
             steps (default: ``$CHARTER_MODEL`` when one is needed).
+        workspace: a :class:`~charter.workspace.Workspace` or the path of a ``charter.yaml``:
+            its root, tools, MCP servers, settings, limits and policy.
     """
 
     def __init__(
@@ -85,10 +95,12 @@ class Charter:
         clock: Clock | None = None,
         max_concurrency: int = 100,
         model: Model | str | None = None,
+        workspace: Workspace | str | Path | None = None,
     ) -> None:
         self.store = db if isinstance(db, SQLStore) else open_store(db)
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
-        self.registry = make_registry(tools)
+        self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
+        self.registry = make_registry(tools, self.workspace)
         self.clock = clock
         self.max_concurrency = max_concurrency
         self.observers: list[Observer] = []
@@ -110,7 +122,7 @@ class Charter:
         """The engine this app drives (one per app, reused across calls)."""
         if self._engine is None:
             self._engine = Engine(self.store, clock=self.clock, max_concurrency=self.max_concurrency,
-                                  model=self.model)
+                                  model=self.model, workspace=self.workspace)
             self._engine.observers.extend(self.observers)
         return self._engine
 
@@ -147,7 +159,7 @@ class Charter:
 
     def _own_tools(self) -> Registry | None:
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
-        return self.registry if len(self.registry) else None
+        return self.registry if self.registry else None
 
     def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
         run_id = self.resolve(run_id)
@@ -255,7 +267,15 @@ class Charter:
         events = self.store.events(run_id)
         return build_report(rules.replay(run_id, events), events)
 
+    def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+        """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
+        return self.store.effects(self.resolve(run_id) if run_id else None, limit)
+
     def close(self) -> None:
+        """Close the store and stop the MCP servers this app started."""
+        self.registry.close()
+        if self.workspace is not None:
+            self.workspace.close()
         self.store.close()
 
     def __enter__(self) -> Charter:

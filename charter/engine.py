@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from . import replan, rules
 from .agent import run_agent
 from .clock import Clock, SystemClock
+from .effects import ToolLimits, call_tool
 from .errors import (
     CharterError,
     ConfigError,
@@ -32,6 +34,7 @@ from .errors import (
 )
 from .events import (
     BudgetChanged,
+    EffectRecorded,
     Event,
     ModelCalled,
     PlanApproved,
@@ -58,6 +61,7 @@ from .retry import DEFAULT_RETRY, RetryPolicy
 from .rules import RUNNING, RunState, Unit
 from .store.sql import SQLStore
 from .tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
+from .workspace import Policy, Workspace, activate
 
 Observer = Callable[[RunState, Sequence[Event]], None]
 UnitKey = tuple[str, str, int | None]  # run, step, item
@@ -111,6 +115,7 @@ class Engine:
         lease_seconds: float = 30.0,
         poll_interval: float = 0.2,
         model: Model | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ConfigError("max_concurrency must be at least 1")
@@ -120,6 +125,7 @@ class Engine:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.model = model
+        self.workspace = workspace
         self._models: dict[str, Model] = {}
         self._records: list[tuple[_Hosted, Event, asyncio.Future[None]]] = []
         self._revisions: list[tuple[_Hosted, Revision | Exception | None]] = []
@@ -129,7 +135,7 @@ class Engine:
         self._outcomes: list[_Outcome] = []
         self._wake: asyncio.Event | None = None
         self._running = 0
-        self._per_tool: Counter[str] = Counter()
+        self._limits = ToolLimits()
         self._per_step: Counter[tuple[str, str]] = Counter()
         self._stop_reason: str | None = None
         self._requests: dict[str, list[tuple[str, str]]] = {}
@@ -472,13 +478,15 @@ class Engine:
             batch.setdefault(state.run_id, []).extend(events)
 
     def _take_records(self, batch: dict[str, list[Event]]) -> list[asyncio.Future[None]]:
-        """Events that attempts asked to write (model calls), for this batch."""
+        """Events that attempts asked to write (model and tool calls, effects), for this batch."""
         records, self._records = self._records, []
         futures = []
         for h, ev, fut in records:
-            assert isinstance(ev, ModelCalled | ToolCalled)
+            assert isinstance(ev, ModelCalled | ToolCalled | EffectRecorded)
             unit = h.state.steps[ev.step].units.get(ev.item)
-            if unit is None or unit.status != RUNNING or unit.attempt != ev.attempt:
+            stale = unit is None or unit.status != RUNNING or unit.attempt != ev.attempt
+            # an effect happened whatever became of its attempt (timed out, paused): the ledger keeps it
+            if stale and not isinstance(ev, EffectRecorded):
                 fut.cancel()  # the attempt is over: nobody waits for this any more
                 continue
             rules.apply(h.state, ev)
@@ -494,7 +502,7 @@ class Engine:
             tool = h.registry.get(h.state.plan.by_id[u.step].tool)
             self._running -= 1
             if tool is not None:
-                self._per_tool[tool.name] -= 1
+                self._limits.release(tool)
             self._per_step[(h.state.run_id, u.step)] -= 1
             if u.status != RUNNING or u.attempt != o.attempt:
                 continue  # the attempt was already accounted for
@@ -567,7 +575,10 @@ class Engine:
             for unit in decision.ready:
                 if self._running >= self.max_concurrency:
                     break
-                if not self._has_slot(h, unit):
+                wait = self._wait_for_slot(h, unit, now)
+                if wait is not None:
+                    if wait != math.inf and (wake_at is None or wait < wake_at):
+                        wake_at = wait
                     continue
                 ev = rules.start(state, unit, now)
                 rules.apply(state, ev)
@@ -578,13 +589,13 @@ class Engine:
                     again = True
         return again, wake_at
 
-    def _has_slot(self, h: _Hosted, unit: Unit) -> bool:
+    def _wait_for_slot(self, h: _Hosted, unit: Unit, now: float) -> float | None:
+        """``None`` if the unit may start now, else when to look again (``inf``: when an attempt ends)."""
         step = h.state.plan.by_id[unit.step]
         if step.concurrency is not None and self._per_step[(h.state.run_id, unit.step)] >= step.concurrency:
-            return False
-        tool = h.registry.get(step.tool)
-        return not (tool is not None and tool.concurrency is not None
-                    and self._per_tool[tool.name] >= tool.concurrency)
+            return math.inf
+        tool = h.registry.get(step.tool) if step.kind == "tool" else None
+        return None if tool is None else self._limits.ready_at(tool, now)
 
     def _launch(self, h: _Hosted, unit: Unit, started: StepStarted) -> None:
         state = h.state
@@ -593,7 +604,7 @@ class Engine:
         self._running += 1
         self._per_step[(state.run_id, unit.step)] += 1
         if tool is not None:
-            self._per_tool[tool.name] += 1
+            self._limits.take(tool, started.at)
         ctx = ToolContext(state.run_id, unit.step, unit.item, started.attempt, started.key)
         timeout = step.timeout if step.timeout is not None else (tool.timeout if tool else None)
         coro = self._attempt(h, unit, step, tool, started.args, ctx, timeout)
@@ -602,21 +613,32 @@ class Engine:
     async def _call(self, h: _Hosted, unit: Unit, step: Step, tool: Tool | None,
                     args: dict[str, Any], ctx: ToolContext) -> Any:
         """What one attempt does: call the tool, or ask the model."""
-        if step.kind in ("llm", "agent"):
-            async def record(ev: Event) -> None:
-                await self._record(h, ev)
+        async def record(ev: Event) -> None:
+            await self._record(h, ev)
 
+        if step.kind in ("llm", "agent"):
             journal = Journal(unit, ctx.attempt, record, self.clock)
             model = self.model_for(args.get("model"))
             if step.kind == "agent":
-                return await run_agent(args, model, journal, h.registry, ctx)
+                async def perform(t: Tool, a: dict[str, Any], c: ToolContext) -> Any:
+                    await self._limits.acquire(t, self.clock)
+                    try:
+                        return await call_tool(t, a, c, h.state, self._policy(h), record, self.clock)
+                    finally:
+                        self._limits.release(t)
+
+                return await run_agent(args, model, journal, h.registry, ctx, perform)
             return await run_llm(args, model, journal)
         if tool is None:
             raise PermanentError(f"tool {step.tool!r} is not among the loaded tools")
-        output = await tool.invoke(args, ctx)
+        output = await call_tool(tool, args, ctx, h.state, self._policy(h), record, self.clock)
         if step.check is not None and not output:
             raise PermanentError(f"assumption does not hold: {step.check} ({step.tool} returned {output!r})")
         return output
+
+    def _policy(self, h: _Hosted) -> Policy | None:
+        ws = h.registry.workspace or self.workspace
+        return ws.config.policy if ws is not None else None
 
     def model_for(self, spec: str | None) -> Model:
         """The model a step names, else the engine's, else ``$CHARTER_MODEL``."""
@@ -646,6 +668,9 @@ class Engine:
         outcome = _Outcome(h, unit, ctx.attempt)
         threads: list[asyncio.Future[Any]] = []
         running_threads.set(threads)
+        ws = h.registry.workspace or self.workspace
+        if ws is not None:
+            activate(ws)  # this attempt's task only: tools read their settings from it
         try:
             try:
                 outcome.output = await self.clock.wait_for(self._call(h, unit, step, tool, args, ctx), timeout)
@@ -741,7 +766,7 @@ class Engine:
             finally:
                 self._hosted.clear()
         self._running = 0
-        self._per_tool.clear()
+        self._limits.clear()
         self._per_step.clear()
 
 

@@ -158,6 +158,23 @@ class ToolCalled(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class EffectRecorded(Event):
+    """A ``write`` tool changed the world: the effect ledger's entry, committed as soon as the tool returned.
+
+    An attempt that comes with the same ``key`` (after a crash, or a retry)
+    finds it and reuses ``result`` instead of acting again.
+    """
+
+    step: str = ""
+    item: int | None = None
+    attempt: int = 0
+    key: str = ""
+    tool: str = ""
+    target: list[Any] = field(default_factory=list)
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApprovalRequested(Event):
     """An approval step waits for a person (``charter approve RUN STEP`` / ``charter reject``)."""
 
@@ -238,6 +255,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RunCreated, PlanApproved, PlanRejected, PlanRevised, StepStarted, StepSucceeded, StepFailed,
         StepInterrupted, ModelCalled, StepSkipped, StepsReset, RunPaused, RunResumed, RunCancelled, BudgetChanged,
-        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting, ToolCalled, ReplanRequested,
+        RunSucceeded, RunFailed, ApprovalRequested, RunWaiting, ToolCalled, ReplanRequested, EffectRecorded,
     )
 }

@@ -441,7 +441,7 @@ def _compile_step(
                     message = f"missing required argument of tool {tool.name!r}"
                     problems.append(Problem(f"{where}.args.{name}", message))
             for name, template in args_template.items():
-                if name not in tool.args_model.model_fields:
+                if not tool.has_arg(name):
                     message = f"tool {tool.name!r} has no argument {name!r}"
                     problems.append(Problem(f"{where}.args.{name}", message))
                 elif not has_refs(template):

@@ -17,6 +17,7 @@ from .errors import ConfigError, ErrorInfo, PermanentError, RetryableError
 from .events import (
     ApprovalRequested,
     BudgetChanged,
+    EffectRecorded,
     Event,
     ModelCalled,
     PlanApproved,
@@ -122,6 +123,8 @@ class RunState:
     attempts: int = 0  # attempts started
     budget: dict[str, float] = field(default_factory=dict)
     approved_at: float | None = None
+    approved_by: str | None = None
+    effects: dict[str, Any] = field(default_factory=dict)  # the effect ledger: idempotency key -> result
     max_replans: int = 0
     replans: int = 0
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
@@ -238,6 +241,8 @@ def apply(state: RunState, ev: Event) -> None:
         state.cost += ev.cost or 0.0
     elif isinstance(ev, ToolCalled):
         _unit(state, ev.step, ev.item).calls.append(ev)
+    elif isinstance(ev, EffectRecorded):
+        state.effects[ev.key] = ev.result
     elif isinstance(ev, StepSucceeded):
         _wake_if_awaiting(state)
         st = state.steps[ev.step]
@@ -314,7 +319,7 @@ def apply(state: RunState, ev: Event) -> None:
         state.budget = dict(ev.budget)
     elif isinstance(ev, PlanApproved | RunResumed):
         if isinstance(ev, PlanApproved):
-            state.approved_at = ev.at
+            state.approved_at, state.approved_by = ev.at, ev.by
         state.status = RUNNING
         state.reason = ""
     elif isinstance(ev, RunPaused):

@@ -30,6 +30,10 @@ from pydantic_core import to_jsonable_python
 from .errors import ConfigError, PermanentError, Problem, ToolArgumentError
 from .retry import RetryPolicy
 
+if typing.TYPE_CHECKING:
+    from .mcp import MCPServer
+    from .workspace import Workspace
+
 Effect = Literal["read", "write"]
 
 # Where a sync tool's thread is announced, so the engine can wait for a thread
@@ -102,6 +106,9 @@ class Tool:
 
     def required_args(self) -> list[str]:
         return [n for n, f in self.args_model.model_fields.items() if f.is_required()]
+
+    def has_arg(self, name: str) -> bool:
+        return name in self.args_model.model_fields
 
     def schema(self) -> dict[str, Any]:
         """The JSON schema of the arguments."""
@@ -269,11 +276,17 @@ def _param_hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 class Registry:
-    """The tools a run may use, by name."""
+    """The tools a run may use, by name.
+
+    An MCP server's tools (``server.tool``) are listed only when one of them is
+    first looked up, so a plan that does not use a server never starts it.
+    """
 
     def __init__(self, tools: Iterable[Tool] = (), sources: Iterable[str] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._servers: dict[str, MCPServer] = {}
         self.sources: list[str] = list(sources)
+        self.workspace: Workspace | None = None
         for t in tools:
             self.add(t)
 
@@ -284,26 +297,63 @@ class Registry:
                 f"two tools are named {t.name!r} (from {existing.source or 'code'} "
                 f"and {t.source or 'code'})"
             )
+        limit = self.workspace.config.limits.get(t.name) if self.workspace is not None else None
+        if limit is not None:  # the workspace file's limits win over the tool's own
+            t = dataclasses.replace(t, concurrency=limit.concurrency or t.concurrency, rate=limit.per_second or t.rate)
         self._tools[t.name] = t
 
+    def add_workspace(self, ws: Workspace) -> None:
+        """Add a workspace's tool sources and MCP servers; its file becomes a source of this registry."""
+        self.workspace = ws
+        for t in list(self._tools.values()):
+            self.add(t)
+        if ws.tool_sources():
+            loaded = load_tools(ws.tool_sources())
+            for t in loaded:
+                self.add(t)
+        for name, server in ws.servers().items():
+            self._servers[name] = server
+        if ws.path is not None and str(ws.path) not in self.sources:
+            self.sources.append(str(ws.path))
+
+    def _list_server(self, name: str) -> None:
+        server = self._servers.pop(name, None)
+        if server is not None:
+            for t in server.tools():
+                self.add(t)
+
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        found = self._tools.get(name)
+        if found is None and "." in name:
+            self._list_server(name.split(".", 1)[0])
+            found = self._tools.get(name)
+        return found
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> typing.Iterator[Tool]:
+        for name in list(self._servers):
+            self._list_server(name)
         return iter(self._tools.values())
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(list(iter(self)))
+
+    def __bool__(self) -> bool:  # without listing (starting) MCP servers
+        return bool(self._tools or self._servers)
 
     def names(self) -> list[str]:
-        return sorted(self._tools)
+        return sorted(t.name for t in self)
+
+    def close(self) -> None:
+        """Stop the MCP servers of this registry's workspace."""
+        if self.workspace is not None:
+            self.workspace.close()
 
 
 def load_tools(sources: Iterable[str]) -> Registry:
-    """Import tool files (``path/to/tools.py``) or modules (``package.tools``).
+    """Import tool files (``path/to/tools.py``) or modules (``package.tools``), or a workspace file.
 
     Every :class:`Tool` defined at a module's top level joins the registry.
     File paths are made absolute, so a run can load them again later from
@@ -311,6 +361,11 @@ def load_tools(sources: Iterable[str]) -> Registry:
     """
     registry = Registry()
     for source in sources:
+        if source.endswith((".yaml", ".yml")):
+            from .workspace import load_workspace
+
+            registry.add_workspace(load_workspace(source))
+            continue
         canonical, module = _import_source(source)
         registry.sources.append(canonical)
         found = [v for v in vars(module).values() if isinstance(v, Tool)]

@@ -71,3 +71,11 @@ DELETE FROM requests WHERE run_id = :id
 
 -- name: select_schema_version
 SELECT max(version) FROM schema_migrations
+
+-- name: insert_effect
+INSERT INTO effects (run_id, seq, step_id, item, attempt, key, tool, target, result, at)
+VALUES (:run_id, :seq, :step_id, :item, :attempt, :key, :tool, :target, :result, :at)
+
+-- name: select_effects
+SELECT run_id, seq, step_id, item, attempt, key, tool, target, result, at FROM effects
+WHERE (:run_id = '' OR run_id = :run_id) ORDER BY at, run_id, seq LIMIT :limit

@@ -19,11 +19,33 @@ from importlib import resources
 from typing import Any
 
 from ..errors import StoreError
-from ..events import Event, RunCreated
+from ..events import EffectRecorded, Event, RunCreated
 from ..rules import RunState, StepState, Unit, shown_status
+from ..secrets import redact
 
 # ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def _dumps(value: Any) -> str:
+    """JSON as stored: every known secret masked (a no-op until some secret is used)."""
+    return redact(_encode(value))
+
+
+@dataclass(frozen=True)
+class EffectRow:
+    """One entry of the effect ledger."""
+
+    run_id: str
+    seq: int
+    step_id: str
+    item: int | None
+    attempt: int
+    key: str
+    tool: str
+    target: list[Any]
+    result: Any
+    at: float
 
 
 def _load_queries() -> dict[str, str]:
@@ -186,6 +208,7 @@ class SQLStore(ABC):
         is no longer owned by ``owner`` or was written by someone else meanwhile.
         """
         event_rows: list[dict[str, Any]] = []
+        effect_rows: list[dict[str, Any]] = []
         step_rows: list[dict[str, Any]] = []
         run_updates: list[tuple[RunState, dict[str, Any]]] = []
         for state, events in batch:
@@ -197,6 +220,12 @@ class SQLStore(ABC):
                 seq += 1
                 event_rows.append({"run_id": state.run_id, "seq": seq, "type": ev.type, "at": ev.at,
                                    "data": _dumps(ev.to_data())})
+                if isinstance(ev, EffectRecorded):
+                    effect_rows.append({
+                        "run_id": state.run_id, "seq": seq, "step_id": ev.step,
+                        "item": -1 if ev.item is None else ev.item, "attempt": ev.attempt, "key": ev.key,
+                        "tool": ev.tool, "target": _dumps(ev.target), "result": _dumps(ev.result), "at": ev.at,
+                    })
                 step = getattr(ev, "step", None)
                 if step is not None and step in state.steps:
                     touched[(step, getattr(ev, "item", None))] = None
@@ -210,7 +239,7 @@ class SQLStore(ABC):
                 step_rows.append(_step_row(state, sid, item))
             run_updates.append((state, {
                 "id": state.run_id, "status": state.status, "steps_done": state.done_steps,
-                "reason": state.reason,
+                "reason": redact(state.reason),
                 "output": None if state.output is None else _dumps(state.output),
                 "updated_at": state.updated_at, "finished_at": state.finished_at,
                 "last_seq": seq, "owner": owner, "prev_seq": state.last_seq,
@@ -225,6 +254,8 @@ class SQLStore(ABC):
                         "owned by this one); nothing was written"
                     )
             self._executemany(self._sql("insert_event"), event_rows)
+            if effect_rows:
+                self._executemany(self._sql("insert_effect"), effect_rows)
             self._executemany(self._sql("upsert_step"), step_rows)
             self._executemany(self._sql("delete_request"), [{"id": i} for i in requests_done])
         for state, params in run_updates:
@@ -270,6 +301,16 @@ class SQLStore(ABC):
     def events(self, run_id: str, after: int = 0) -> list[Event]:
         rows = self._fetchall(self._sql("select_events"), {"run_id": run_id, "after": after})
         return [Event.from_data(r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+        """The effect ledger, oldest first: of one run, or of every run."""
+        rows = self._fetchall(self._sql("select_effects"), {"run_id": run_id or "", "limit": limit})
+        return [
+            EffectRow(run_id=r[0], seq=r[1], step_id=r[2], item=None if r[3] < 0 else r[3], attempt=r[4],
+                      key=r[5], tool=r[6], target=json.loads(r[7]), result=None if r[8] is None else json.loads(r[8]),
+                      at=r[9])
+            for r in rows
+        ]
 
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._fetchall(self._sql("select_run"), {"id": run_id})

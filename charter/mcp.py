@@ -1,0 +1,307 @@
+"""MCP servers as tools, through the ``mcp`` SDK.
+
+Each server declared in ``charter.yaml`` becomes a group of tools named
+``server.tool`` in the catalog, with the schemas the server lists and the
+effect the file declares (``read`` unless declared ``write``, or the server
+marks the tool destructive). A server starts the first time one of its tools is
+needed, is started again after it dies, and stops when its workspace closes
+(or at interpreter exit).
+
+The connection lives on a thread of its own with its own event loop, so the
+same connection serves the synchronous catalog (plan validation, ``charter
+tools``) and every asynchronous caller, whatever loop they run on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import tempfile
+import threading
+import weakref
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import pydantic
+
+from .errors import ConfigError, PermanentError, Problem, RetryableError, ToolArgumentError
+from .tools import Tool, ToolContext, jsonable
+
+if TYPE_CHECKING:
+    from mcp import Client
+
+    from .workspace import MCPServerConfig, Workspace
+
+_live: weakref.WeakSet[MCPServer] = weakref.WeakSet()
+
+
+class _AnyArgs(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+@dataclass(frozen=True)
+class MCPTool(Tool):
+    """A tool of an MCP server: arguments checked against the server's JSON schema."""
+
+    input_schema: Mapping[str, Any] | None = None
+    server: MCPServer | None = None
+    remote_name: str = ""
+
+    def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        problems = [
+            Problem(".".join(str(p) for p in err.absolute_path), err.message)
+            for err in _validator(self.input_schema or {}).iter_errors(args)
+        ]
+        if problems:
+            raise ToolArgumentError(self.name, problems)
+        return dict(args)
+
+    def check_arg(self, name: str, value: Any) -> list[Problem]:
+        props = (self.input_schema or {}).get("properties", {})
+        if name not in props:
+            if (self.input_schema or {}).get("additionalProperties", True) is False or props:
+                return [Problem(name, f"tool {self.name!r} has no argument {name!r}")]
+            return []
+        return [Problem(name, err.message) for err in _validator(props[name]).iter_errors(value)]
+
+    def required_args(self) -> list[str]:
+        return list((self.input_schema or {}).get("required", []))
+
+    def has_arg(self, name: str) -> bool:
+        schema = self.input_schema or {}
+        props = schema.get("properties", {})
+        return name in props or (not props and schema.get("additionalProperties", True) is not False)
+
+    def schema(self) -> dict[str, Any]:
+        return dict(self.input_schema or {"type": "object", "properties": {}})
+
+    async def invoke(self, args: dict[str, Any], ctx: ToolContext) -> Any:
+        assert self.server is not None
+        checked = self.validate_args(args)
+        return jsonable(self.name, await self.server.call(self.remote_name, checked))
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
+
+
+class MCPServer:
+    """One configured MCP server and its connection (none until first needed)."""
+
+    def __init__(self, name: str, cfg: MCPServerConfig, cwd: Path, workspace: Workspace) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.cwd = cwd
+        self.workspace = workspace
+        self.starts = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Client | None = None
+        self._stop: asyncio.Event | None = None
+        self._session: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
+        self._tools: list[MCPTool] | None = None
+        # the server's stderr, kept to explain a failed start
+        self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        _live.add(self)
+
+    # --- the catalog ----------------------------------------------------------------
+
+    def tools(self) -> list[MCPTool]:
+        """The server's tools as Charter tools (starts the server on first use)."""
+        if self._tools is None:
+            listing = self._run(self._list(), self.cfg.start_timeout + self.cfg.timeout)
+            self._tools = [self._make_tool(t) for t in listing if self._allowed(t.name)]
+            unknown = set(self.cfg.allow or ()) - {t.name for t in listing}
+            if unknown:
+                raise ConfigError(f"MCP server {self.name!r} has no tools named {', '.join(sorted(unknown))} "
+                                  f"(it has: {', '.join(t.name for t in listing)})")
+        return self._tools
+
+    def _allowed(self, name: str) -> bool:
+        return self.cfg.allow is None or name in self.cfg.allow
+
+    def _make_tool(self, listed: Any) -> MCPTool:
+        annotations = listed.annotations
+        declared = self.cfg.effects.get(listed.name)
+        destructive = annotations is not None and (
+            annotations.destructive_hint is True or annotations.read_only_hint is False
+        )
+        effect = declared or ("write" if destructive else "read")
+        target = self.cfg.targets.get(listed.name)
+        return MCPTool(
+            name=f"{self.name}.{listed.name}", fn=_not_callable, description=listed.description or "",
+            effect=effect, timeout=self.cfg.timeout, retry=None, concurrency=None, args_model=_AnyArgs,
+            context_param=None, is_async=True, target=target,
+            input_schema=dict(listed.input_schema or {}), server=self, remote_name=listed.name,
+        )
+
+    # --- calls ------------------------------------------------------------------------
+
+    async def call(self, tool: str, args: dict[str, Any]) -> Any:
+        """Call ``tool`` on the server and return its result as data; a tool error fails for good."""
+        fut = self._submit(self._call(tool, args))
+        result = await asyncio.wrap_future(fut)
+        return result
+
+    async def _call(self, tool: str, args: dict[str, Any]) -> Any:
+        client = await self._connected()
+        try:
+            result = await client.call_tool(tool, args, read_timeout_seconds=self.cfg.timeout)
+        except Exception as exc:
+            if self._session is not None and self._session.done():
+                raise RetryableError(f"MCP server {self.name!r} stopped during the call ({exc}); "
+                                     "it is started again for the next attempt") from None
+            raise RetryableError(f"MCP server {self.name!r}: {type(exc).__name__}: {exc}") from None
+        texts = [getattr(c, "text", None) for c in result.content]
+        text = "\n".join(t for t in texts if t is not None)
+        if result.is_error:
+            raise PermanentError(f"{self.name}.{tool} failed: {text or 'no message'}")
+        if result.structured_content is not None:
+            return result.structured_content
+        if len(texts) == 1 and text:
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+        return text if all(t is not None for t in texts) else [c.model_dump(mode="json") for c in result.content]
+
+    async def _list(self) -> list[Any]:
+        client = await self._connected()
+        listing = await client.list_tools()
+        tools = list(listing.tools)
+        while listing.next_cursor:
+            listing = await client.list_tools(cursor=listing.next_cursor)
+            tools += listing.tools
+        return tools
+
+    async def _connected(self) -> Client:
+        """The live client, starting (or restarting) the server if there is none. Runs on the server's loop."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._client is not None and self._session is not None and not self._session.done():
+                return self._client
+            return await self._start()
+
+    async def _start(self) -> Client:
+        ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+        self._session = asyncio.ensure_future(self._hold(ready, self._stop))
+        try:
+            self._client = await asyncio.wait_for(asyncio.shield(ready), self.cfg.start_timeout)
+        except TimeoutError:
+            self._stop.set()
+            raise RetryableError(f"MCP server {self.name!r} did not start within {self.cfg.start_timeout:g}s"
+                                 + self._stderr_tail()) from None
+        except Exception as exc:
+            raise PermanentError(f"MCP server {self.name!r} could not be started: {type(exc).__name__}: "
+                                 f"{exc}{self._stderr_tail()}") from None
+        self.starts += 1
+        assert self._client is not None
+        return self._client
+
+    async def _hold(self, ready: asyncio.Future[Client], stop: asyncio.Event) -> None:
+        """Keep one connection open until ``stop`` (the SDK wants it entered and left in one task)."""
+        from mcp import Client
+
+        try:
+            async with Client(self._transport()) as client:
+                ready.set_result(client)
+                await stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._client = None
+
+    def _transport(self) -> Any:
+        if self.cfg.url is not None:
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            headers = {k: self.workspace.secret(v, f"mcp.{self.name}.headers.{k}") or "" for k, v in
+                       self.cfg.headers.items()}
+            http = httpx2.AsyncClient(headers=headers, timeout=self.cfg.timeout)
+            return streamable_http_client(self.cfg.url, http_client=http)
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+
+        assert self.cfg.command is not None
+        env = {k: self.workspace.secret(v, f"mcp.{self.name}.env.{k}") or "" for k, v in self.cfg.env.items()}
+        params = StdioServerParameters(command=self.cfg.command[0], args=self.cfg.command[1:], env=env or None,
+                                       cwd=str(self.cwd))
+        return stdio_client(params, errlog=self._errlog)
+
+    def _stderr_tail(self) -> str:
+        try:
+            self._errlog.seek(0)
+            tail = self._errlog.read()[-800:].strip()
+        except (OSError, ValueError):
+            return ""
+        return f"\n--- its stderr ---\n{tail}" if tail else ""
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def _submit(self, coro: Any) -> Future[Any]:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name=f"mcp-{self.name}",
+                                                daemon=True)
+                self._thread.start()
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _run(self, coro: Any, timeout: float) -> Any:
+        try:
+            return self._submit(coro).result(timeout)
+        except TimeoutError:
+            raise ConfigError(f"MCP server {self.name!r} did not answer within {timeout:g}s") from None
+        except (PermanentError, RetryableError) as exc:
+            raise ConfigError(str(exc)) from None
+
+    async def _shutdown(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._session is not None:
+            await asyncio.wait([self._session], timeout=10)
+
+    def close(self) -> None:
+        """Stop the server (if started) and the connection's thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(15)
+        except Exception:
+            pass  # it is going away either way
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
+        self._tools = None
+
+    @property
+    def running(self) -> bool:
+        return self._session is not None and not self._session.done()
+
+
+def _not_callable(**_: Any) -> Any:
+    raise PermanentError("an MCP tool is called through its server, not directly")
+
+
+@atexit.register
+def _close_all() -> None:
+    for server in list(_live):
+        server.close()
