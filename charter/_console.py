@@ -36,7 +36,7 @@ from .events import (
 )
 from .report import RunReport, StepReport
 from .rules import RunState, shown_status
-from .store.sql import RunRow
+from .store.sql import EffectRow, RunRow
 
 ICONS = {
     "pending": ("·", "dim"),
@@ -277,6 +277,20 @@ def runs_table(rows: Sequence[RunRow]) -> Table:
     for r in rows:
         t.add_row(r.id, styled_status(r.status), f"{r.steps_done}/{r.steps_total}",
                   fmt_age(r.created_at, now), escape(r.goal))
+    return t
+
+
+def effects_table(rows: Sequence[EffectRow]) -> Table:
+    t = Table(show_edge=False, box=None, pad_edge=False)
+    for col in ("when", "run", "step", "tool", "target", "key", "result"):
+        t.add_column(col, overflow="ellipsis", no_wrap=col not in ("target", "result"))
+    for r in rows:
+        step = r.step_id if r.item is None else f"{r.step_id}[{r.item}]"
+        target = ", ".join(str(x) for x in r.target)
+        result = json.dumps(r.result, default=str)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
+        t.add_row(when, r.run_id, escape(step), escape(r.tool), escape(target), escape(r.key),
+                  escape(result if len(result) <= 80 else result[:77] + "..."))
     return t
 
 

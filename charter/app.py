@@ -101,6 +101,7 @@ class Charter:
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
         self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
         self.registry = make_registry(tools, self.workspace)
+        self._given_tools = tools is not None
         self.clock = clock
         self.max_concurrency = max_concurrency
         self.observers: list[Observer] = []
@@ -159,7 +160,7 @@ class Charter:
 
     def _own_tools(self) -> Registry | None:
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
-        return self.registry if self.registry else None
+        return self.registry if self._given_tools else None
 
     def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
         run_id = self.resolve(run_id)

@@ -8,6 +8,7 @@ paused or cancelled, 130 interrupted with Ctrl-C (the run is paused).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from .app import Charter, ToolsLike, make_registry
 from .errors import CharterError
 from .plan import load_plan
 from .report import RunReport
+from .workspace import Workspace, load_workspace
 
 T = TypeVar("T")
 
@@ -76,9 +78,36 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _open(db: str, tools: ToolsLike = None, concurrency: int = 100) -> Charter:
+_settings: dict[str, Any] = {"config": None}
+
+
+@app.callback()
+def _options(
+    config: Annotated[str | None, typer.Option(
+        "--config", envvar="CHARTER_CONFIG",
+        help="The workspace file: root, tools, MCP servers, settings, limits, policy (default: ./charter.yaml).",
+    )] = None,
+) -> None:
+    """Run explicit plans as durable, observable work."""
+    _settings["config"] = config
+
+
+def _workspace() -> Workspace:
+    """The workspace of ``--config``, else ``./charter.yaml``, else the current directory (loaded once)."""
+    ws = _settings.get("workspace")
+    if ws is None:
+        try:
+            ws = _settings["workspace"] = load_workspace(_settings["config"])
+        except CharterError as exc:
+            raise _fail(exc) from None
+    return ws
+
+
+def _open(db: str, tools: ToolsLike = None, concurrency: int = 100, *, workspace: bool = False) -> Charter:
+    """The app on ``db``; with ``workspace``, with the workspace's tools, settings and policy too."""
     try:
-        return Charter(db, tools=tools or None, max_concurrency=concurrency)
+        return Charter(db, tools=tools or None, max_concurrency=concurrency,
+                       workspace=_workspace() if workspace else None)
     except CharterError as exc:
         raise _fail(exc) from None
 
@@ -185,11 +214,11 @@ def run(
     """Run a plan file with the given tools, and also continue unfinished runs on the store."""
     values = _parse_inputs(inputs)
     try:  # a plan that cannot run leaves the store untouched
-        registry = make_registry(tools or None)
+        registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
     except CharterError as exc:
         raise _fail(exc) from None
-    charter = _open(db, registry, concurrency)
+    charter = _open(db, registry, concurrency, workspace=True)
     try:
         engine = charter.engine()
         state = engine.create(loaded, charter.registry, values,
@@ -221,7 +250,7 @@ def resume(
     max_steps: MaxSteps = None,
 ) -> None:
     """Continue a paused or interrupted run (raising its budget, if given). Finished steps never run again."""
-    charter = _open(db, tools, concurrency)
+    charter = _open(db, tools, concurrency, workspace=True)
     try:
         rid = charter.resolve(run_id)
         state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps),
@@ -245,7 +274,7 @@ def retry(
     json_out: JsonOpt = False,
 ) -> None:
     """Run a failed step again, with a fresh retry budget, and then what depends on it."""
-    charter = _open(db, None, concurrency)
+    charter = _open(db, None, concurrency, workspace=True)
     try:
         rid = charter.resolve(run_id)
         charter.engine().retry(rid, step)
@@ -268,7 +297,7 @@ def rerun(
     json_out: JsonOpt = False,
 ) -> None:
     """A new run that reuses the outputs of everything not downstream of a step."""
-    charter = _open(db, tools, concurrency)
+    charter = _open(db, tools, concurrency, workspace=True)
     try:
         if plan is not None and not tools:
             rid = charter.resolve(run_id)
@@ -380,6 +409,30 @@ ModelOpt = Annotated[
 ]
 
 
+@app.command("effects")
+def effects_cmd(
+    run_id: Annotated[str | None, typer.Argument(help="A run's id or prefix (default: every run).")] = None,
+    db: DbOpt = "charter.db",
+    limit: Annotated[int, typer.Option(min=1, help="How many, oldest first.")] = 1000,
+    json_out: JsonOpt = False,
+) -> None:
+    """The effect ledger: every change a write tool made (run, step, tool, target, key, result)."""
+    charter = _open(db)
+    try:
+        rows = charter.effects(run_id, limit)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        out.print_json(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
+        return
+    if not rows:
+        out.print("no effects recorded" + (f" for run {run_id}" if run_id else ""))
+        return
+    from ._console import effects_table
+
+    out.print(effects_table(rows))
+
+
 def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
     """Plan ``request`` with the chosen model, showing what happens; exit 2 on failure."""
     from .models import RetryingModel, model_from_spec
@@ -405,7 +458,7 @@ def plan_cmd(
     from ._review import plan_yaml, show_plan
 
     try:
-        registry = make_registry(tools or None)
+        registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
         raise _fail(exc) from None
     result = _make_plan(request, registry, model)
@@ -426,8 +479,10 @@ def do_cmd(
     db: DbOpt = "charter.db",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
     auto_approve: Annotated[
-        str, typer.Option(help="Policy: 'reads' approves plans that only read; 'never' always asks.")
-    ] = "never",
+        str | None, typer.Option(help="'never' always asks; 'reads' approves plans that only read; 'policy' also "
+                                 "plans whose writes the workspace policy allows (default: the policy's "
+                                 "'approve', else never).")
+    ] = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
@@ -438,16 +493,18 @@ def do_cmd(
                                              "fail for good.")] = 2,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
-    from ._review import edit_plan, show_plan, write_steps
+    from ._review import edit_plan, show_plan, write_steps, writes_needing_review
 
-    if auto_approve not in ("reads", "never"):
-        raise _fail(ValueError(f"--auto-approve must be 'reads' or 'never', not {auto_approve!r}"))
+    policy = _workspace().config.policy
+    mode = auto_approve or policy.approve
+    if mode not in ("reads", "never", "policy"):
+        raise _fail(ValueError(f"--auto-approve must be 'never', 'reads' or 'policy', not {mode!r}"))
     try:
-        registry = make_registry(tools or None)
+        registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
         raise _fail(exc) from None
     result = _make_plan(request, registry, model)
-    charter = _open(db, registry, concurrency)
+    charter = _open(db, registry, concurrency, workspace=True)
     engine = charter.engine()
     try:
         rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps),
@@ -459,9 +516,12 @@ def do_cmd(
     show_plan(console, plan, registry, title=f"Plan for run {rid}")
     if yes:
         engine.approve(rid, by="--yes")
-    elif auto_approve == "reads" and not write_steps(plan, registry):
+    elif mode in ("reads", "policy") and not write_steps(plan, registry):
         console.print("[green]approved by policy:[/] the plan only reads")
         engine.approve(rid, by="policy: read-only plan")
+    elif mode == "policy" and not writes_needing_review(plan, registry, policy):
+        console.print("[green]approved by policy:[/] the workspace policy allows every write in the plan")
+        engine.approve(rid, by="policy: " + str(_workspace().path or "workspace"))
     elif not sys.stdin.isatty():
         console.print(f"Run [bold]{rid}[/] waits for review: [bold]charter approve {rid}[/] or "
                       f"[bold]charter reject {rid} --reason ...[/] (or pass --yes)")
@@ -577,7 +637,7 @@ def reject(
 def _decide(db: str, concurrency: int, run_id: str, step: str | None, approve: bool, note: str,
             json_out: bool) -> None:
     """A person's decision on a plan (``step`` None) or an approval step, then the run goes on."""
-    charter = _open(db, None, concurrency)
+    charter = _open(db, None, concurrency, workspace=True)
     by = "user" if step is None else _user()
     try:
         rid = charter.resolve(run_id)
@@ -609,7 +669,7 @@ def validate(
     tools: ToolsOpt = None,
 ) -> None:
     """Check a plan without running it: every problem, with where it is."""
-    charter = _open(":memory:", tools)
+    charter = _open(":memory:", tools, workspace=True)
     try:
         loaded = charter.load_plan(plan)
     except CharterError as exc:
@@ -625,10 +685,14 @@ def tools_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """List the tools in files or modules: name, effect, arguments, description."""
-    charter = _open(":memory:", tools)
+    charter = _open(":memory:", tools, workspace=True)
+    try:
+        listed = list(charter.registry)
+    except CharterError as exc:
+        raise _fail(exc) from None
     catalog = [{"name": t.name, "effect": t.effect, "description": t.description,
                 "args": t.schema().get("properties", {}), "required": t.required_args()}
-               for t in charter.registry]
+               for t in listed]
     if json_out:
         out.print_json(json.dumps(catalog))
         return

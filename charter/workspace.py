@@ -107,6 +107,14 @@ class Rule(_Model):
 
 
 class Policy(_Model):
+    """Which plans ``charter do`` approves without asking, and which writes need no person's review.
+
+    ``approve``: ``never`` (a person reviews every plan), ``reads`` (plans that
+    only read are approved), ``policy`` (also plans whose every write is allowed
+    by a rule of ``allow``).
+    """
+
+    approve: Literal["never", "reads", "policy"] = "never"
     allow: list[Rule] = []
 
     def allows(self, tool: Tool, args: Mapping[str, Any]) -> bool:
