@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ._http import translate
-from .base import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from .base import Message, ModelRequest, ModelResponse, ToolCall, Usage, wire_name
 
 ANSWER_TOOL = "answer"
 
@@ -33,7 +33,9 @@ class AnthropicModel:
             kwargs["system"] = system
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
-        tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+        tools = [{"name": wire_name(t.name), "description": t.description, "input_schema": t.parameters}
+                 for t in request.tools]
+        names = {wire_name(t.name): t.name for t in request.tools}
         if request.schema is not None:
             tools.append({"name": ANSWER_TOOL, "description": "Give the answer.", "input_schema": request.schema})
             kwargs["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
@@ -53,7 +55,8 @@ class AnthropicModel:
                 if request.schema is not None and block.name == ANSWER_TOOL:
                     texts = [json.dumps(block.input)]
                 else:
-                    calls.append(ToolCall(id=block.id, name=block.name, arguments=dict(block.input or {})))
+                    calls.append(ToolCall(id=block.id, name=names.get(block.name, block.name),
+                                          arguments=dict(block.input or {})))
         usage = resp.usage
         return ModelResponse(
             text="".join(texts),
@@ -75,7 +78,8 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
                 out.append({"role": "user", "content": [block]})
         elif m.role == "assistant" and m.tool_calls:
             content: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
-            content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in m.tool_calls]
+            content += [{"type": "tool_use", "id": c.id, "name": wire_name(c.name), "input": c.arguments}
+                        for c in m.tool_calls]
             out.append({"role": "assistant", "content": content})
         else:
             out.append({"role": m.role, "content": m.content})

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ._http import translate
-from .base import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from .base import Message, ModelRequest, ModelResponse, ToolCall, Usage, wire_name
 
 
 class OpenAIModel:
@@ -39,7 +39,7 @@ class OpenAIModel:
             }
         if request.tools:
             kwargs["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description,
+                {"type": "function", "function": {"name": wire_name(t.name), "description": t.description,
                                                   "parameters": t.parameters}}
                 for t in request.tools
             ]
@@ -51,8 +51,10 @@ class OpenAIModel:
             raise translate(ValueError("the answer has no choices"), self.provider)
         choice = resp.choices[0]
         msg = choice.message
+        names = {wire_name(t.name): t.name for t in request.tools}
         calls = tuple(
-            ToolCall(id=c.id, name=c.function.name, arguments=_arguments(c.function.arguments))
+            ToolCall(id=c.id, name=names.get(c.function.name, c.function.name),
+                     arguments=_arguments(c.function.arguments))
             for c in (msg.tool_calls or ())
         )
         usage = resp.usage
@@ -71,7 +73,8 @@ def _message(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            {"id": c.id, "type": "function",
+             "function": {"name": wire_name(c.name), "arguments": json.dumps(c.arguments)}}
             for c in m.tool_calls
         ]
     return out

@@ -7,6 +7,7 @@ log and replayed instead of paid for again.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -133,3 +134,9 @@ class Model(Protocol):
         """Answer ``request``. Raise :class:`~charter.RetryableError` for what may pass
         (rate limits, overload, timeouts), :class:`~charter.PermanentError` for what will not."""
         ...
+
+
+def wire_name(name: str) -> str:
+    """A tool name as the providers accept it (letters, digits, ``_``, ``-``; at most 64):
+    an MCP tool ``git.git_status`` is offered as ``git__git_status``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name.replace(".", "__"))[:64]

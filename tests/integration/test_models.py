@@ -9,6 +9,7 @@ import pytest
 
 from charter import ConfigError, PermanentError, RetryableError
 from charter.models import Message, ModelRequest, RetryingModel, ToolSpec, cost, model_from_spec
+from charter.models.base import ToolCall
 from charter.testing import FakeClock
 from tests.provider_server import ProviderServer, Reply, anthropic_reply, openai_reply, provider_server
 
@@ -152,3 +153,28 @@ def test_model_specs_and_keys() -> None:
         model_from_spec("compat:qwen", {})
     assert model_from_spec("ollama:llama3", {}).name == "ollama:llama3"
     assert model_from_spec(None, {"CHARTER_MODEL": "compat:qwen", "CHARTER_BASE_URL": "http://127.0.0.1:9/v1"}).name == "compat:qwen"
+
+
+async def test_mcp_tool_names_are_offered_in_the_providers_alphabet_and_mapped_back(server: ProviderServer) -> None:
+    # Providers accept only [A-Za-z0-9_-] in tool names; an MCP tool is called "server.tool" in Charter.
+    tools = (ToolSpec("time.get_current_time", "Now", {"type": "object", "properties": {}}),)
+    history = (
+        *ASK.messages,
+        Message("assistant", "", (ToolCall("c0", "time.get_current_time", {}),)),
+        Message("tool", '{"result": 1}', tool_call_id="c0"),
+    )
+    server.reply(openai_reply(None, tool_calls=[{"name": "time__get_current_time", "arguments": "{}"}],
+                              finish_reason="tool_calls"))
+    resp = await openai_model(server).complete(ModelRequest(history, tools=tools))  # type: ignore[attr-defined]
+    assert [c.name for c in resp.tool_calls] == ["time.get_current_time"]
+    body = server.received[0].body
+    assert body["tools"][0]["function"]["name"] == "time__get_current_time"
+    assert body["messages"][2]["tool_calls"][0]["function"]["name"] == "time__get_current_time"
+
+    server.reply(anthropic_reply([{"type": "tool_use", "id": "tu", "name": "time__get_current_time", "input": {}}],
+                                 stop_reason="tool_use"))
+    resp = await anthropic_model(server).complete(ModelRequest(history, tools=tools))  # type: ignore[attr-defined]
+    assert [c.name for c in resp.tool_calls] == ["time.get_current_time"]
+    body = server.received[1].body
+    assert body["tools"][0]["name"] == "time__get_current_time"
+    assert body["messages"][1]["content"][0]["name"] == "time__get_current_time"
