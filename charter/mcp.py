@@ -156,10 +156,10 @@ class MCPServer:
         try:
             result = await client.call_tool(tool, args, read_timeout_seconds=self.cfg.timeout)
         except Exception as exc:
-            if self._session is not None and self._session.done():
-                raise RetryableError(f"MCP server {self.name!r} stopped during the call ({exc}); "
-                                     "it is started again for the next attempt") from None
-            raise RetryableError(f"MCP server {self.name!r}: {type(exc).__name__}: {exc}") from None
+            # The connection may be gone (a dead process, a dropped HTTP session): start afresh next time.
+            await self._shutdown()
+            raise RetryableError(f"MCP server {self.name!r}: {type(exc).__name__}: {exc} "
+                                 "(it is started again for the next attempt)") from None
         texts = [getattr(c, "text", None) for c in result.content]
         text = "\n".join(t for t in texts if t is not None)
         if result.is_error:
