@@ -9,6 +9,7 @@ into an exception message (a webhook URL in an HTTP error, say) is caught too.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -62,6 +63,7 @@ def register(value: str) -> None:
         return
     with _lock:
         _known.add(value)
+        _known.add(json.dumps(value)[1:-1])  # as it appears inside stored JSON (quotes, backslashes, non-ASCII)
         # longest first, so a secret that contains another is masked whole
         _pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
 

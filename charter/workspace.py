@@ -125,9 +125,17 @@ class Policy(_Model):
                 continue
             if rule.target is None:
                 return True
-            if targets and all(isinstance(t, str) and fnmatch.fnmatchcase(t, rule.target) for t in targets):
+            if targets and all(_matches(t, rule.target) for t in targets):
                 return True
         return False
+
+
+def _matches(target: Any, pattern: str) -> bool:
+    # ``*`` matches ``/`` too, so "notes/*" would match "notes/../secrets": a target that climbs never matches
+    if not isinstance(target, str) or "\x00" in target:
+        return False
+    climbs = ".." in target.replace("\\", "/").split("/")
+    return not climbs and fnmatch.fnmatchcase(target, pattern)
 
 
 class WorkspaceConfig(_Model):
