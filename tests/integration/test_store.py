@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from charter import SQLiteStore, StoreError, open_store
-from charter.store.sql import migrations
 from charter.events import RunCreated, StepStarted
 from charter.plan import Plan
 from charter.rules import RunState, apply
+from charter.store.sql import migrations
 
 
 def schema_of(conn: sqlite3.Connection) -> dict[str, object]:
