@@ -75,15 +75,18 @@ class Tool:
     context_param: str | None
     is_async: bool
     source: str | None = field(default=None, compare=False)
-    target: str | None = None
+    target: str | tuple[str, ...] | None = None
     rate: float | None = None
 
     def targets_of(self, args: Mapping[str, Any]) -> list[Any]:
-        """What a call with ``args`` acts on (its ``target`` argument, as a list): for policies and the ledger."""
-        if self.target is None or self.target not in args:
-            return []
-        value = args[self.target]
-        return list(value) if isinstance(value, list | tuple) else [value]
+        """What a call with ``args`` acts on (its ``target`` arguments, flattened): for policies and the ledger."""
+        names = (self.target,) if isinstance(self.target, str) else self.target or ()
+        out: list[Any] = []
+        for name in names:
+            value = args.get(name)
+            if value is not None:
+                out += list(value) if isinstance(value, list | tuple) else [value]
+        return out
 
     def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """Arguments checked and converted by the schema, or :class:`ToolArgumentError`."""
@@ -177,7 +180,7 @@ def tool(
     retry: RetryPolicy | None = None,
     concurrency: int | None = None,
     rate: float | None = None,
-    target: str | None = None,
+    target: str | tuple[str, ...] | None = None,
     description: str | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -192,7 +195,7 @@ def tool(
     retry: RetryPolicy | None = None,
     concurrency: int | None = None,
     rate: float | None = None,
-    target: str | None = None,
+    target: str | tuple[str, ...] | None = None,
     description: str | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. ``@tool`` makes a ``read`` tool (safe to repeat).
@@ -201,16 +204,18 @@ def tool(
     makes a tool that changes the world: it should take a :class:`ToolContext`
     parameter and use its ``idempotency_key``. ``concurrency`` bounds how many
     calls of this tool run at once across all runs of one engine, and ``rate``
-    how many may start per second. ``target`` names the argument that says what
-    a write acts on (a path, a recipient): policies and the effect ledger use it.
+    how many may start per second. ``target`` names the argument (or arguments)
+    that say what a write acts on (a path, the recipients): policies and the
+    effect ledger use it.
     """
 
     def make(f: Callable[..., Any]) -> Tool:
         t = _make_tool(f, name, effect, timeout, retry, concurrency, description)
         if rate is not None and rate <= 0:
             raise ConfigError(f"tool {t.name!r}: rate must be positive")
-        if target is not None and target not in t.args_model.model_fields:
-            raise ConfigError(f"tool {t.name!r}: target {target!r} is not one of its arguments")
+        for arg in (target,) if isinstance(target, str) else target or ():
+            if arg not in t.args_model.model_fields:
+                raise ConfigError(f"tool {t.name!r}: target {arg!r} is not one of its arguments")
         return dataclasses.replace(t, rate=rate, target=target) if rate or target else t
 
     return make(fn) if fn is not None else make

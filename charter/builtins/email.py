@@ -69,7 +69,7 @@ def _settings(ws: Workspace) -> EmailConfig:
     return ws.config.email
 
 
-@tool(effect="write", target="to")
+@tool(effect="write", target=("to", "cc"))
 async def send_email(
     to: list[str], subject: str, body: str, ctx: ToolContext, cc: list[str] | None = None, reply_to: str | None = None
 ) -> dict[str, Any]:

@@ -101,7 +101,11 @@ def search_files(query: str, path: str = ".", pattern: str = "*", max_results: i
 @tool(effect="write", target="path")
 def write_file(path: str, content: str, ctx: ToolContext) -> dict[str, Any]:
     """Write a UTF-8 text file in the workspace, atomically. Writing the same content again changes nothing."""
-    target = inside(path)
+    root = workspace_root()
+    target = inside(path, root)
+    if ".git" in target.relative_to(root).parts:
+        # a hook or config written there would run as code at the next git command
+        raise PermanentError(f"{path}: writing inside a .git folder is refused")
     if target.is_dir():
         raise PermanentError(f"{path} is a folder")
     if target.exists() and target.read_bytes() == content.encode("utf-8"):

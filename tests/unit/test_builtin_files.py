@@ -72,3 +72,18 @@ async def test_the_module_loads_as_tools_and_runs_in_a_plan(ws: Path, tmp_path: 
     assert report.status == "succeeded" and (ws / "copy.md").read_text() == "# A\nTODO: call Bo\n"
     bad = await app.run({"goal": "escape", "steps": [{"id": "r", "tool": "read_file", "args": {"path": "../secret.txt"}}]})
     assert bad.status == "failed" and len(bad.step("r").attempts) == 1
+
+
+@pytest.mark.parametrize("path", [".git/hooks/pre-commit", "repo/.git/config", "repo/sub/../.git/HEAD"])
+async def test_writing_into_a_git_folder_is_refused(ws: Path, path: str) -> None:
+    # a hook written there would run as code at the next commit
+    with pytest.raises(PermanentError, match=r"inside a \.git folder is refused"):
+        await write_file.invoke({"path": path, "content": "#!/bin/sh\necho owned\n"}, CTX)
+    assert not list(ws.rglob("pre-commit")) and not (ws / "repo").exists()
+
+
+def test_email_recipients_and_copies_are_all_targets() -> None:
+    from charter.builtins.email import send_email
+
+    args = {"to": ["a@example.com"], "cc": ["b@other.test"], "subject": "s", "body": "b"}
+    assert send_email.targets_of(args) == ["a@example.com", "b@other.test"]
