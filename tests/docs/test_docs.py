@@ -51,3 +51,25 @@ def test_the_readme_validate_example_is_what_the_cli_prints() -> None:
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == expected
+
+
+def test_workspace_and_plan_examples_in_the_docs_are_valid() -> None:
+    # YAML blocks that start with "# charter.yaml" are workspace files, "# plan.yaml" plans over the built-ins.
+    import yaml
+
+    from charter import Plan, load_tools
+    from charter.workspace import WorkspaceConfig
+
+    builtins = load_tools([f"charter.builtins.{m}" for m in ("files", "http", "git", "email", "slack")])
+    checked = 0
+    for doc in DOCS:
+        for body in blocks(doc, "yaml"):
+            first = body.strip().splitlines()[0]
+            if first == "# charter.yaml":
+                WorkspaceConfig.model_validate(yaml.safe_load(body))
+            elif first == "# plan.yaml":
+                Plan.from_dict(yaml.safe_load(body), builtins)
+            else:
+                continue
+            checked += 1
+    assert checked >= 4
