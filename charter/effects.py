@@ -16,9 +16,10 @@ that comes from an earlier step's output cannot slip past it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .clock import Clock
@@ -83,11 +84,16 @@ class ToolLimits:
     def release(self, tool: Tool) -> None:
         self.running[tool.name] -= 1
 
-    async def acquire(self, tool: Tool, clock: Clock) -> None:
-        """Wait until a call of ``tool`` may start, and take its place (for calls an agent makes)."""
+    @contextlib.asynccontextmanager
+    async def slot(self, tool: Tool, clock: Clock) -> AsyncIterator[None]:
+        """Wait until a call of ``tool`` may start and hold its place while it runs (for an agent's calls)."""
         while (at := self.ready_at(tool, clock.now())) is not None:
             await clock.sleep(min(at - clock.now(), 0.05))
         self.take(tool, clock.now())
+        try:
+            yield
+        finally:
+            self.release(tool)
 
     def clear(self) -> None:
         self.running.clear()

@@ -57,8 +57,8 @@ from .llm import run_llm
 from .models import Model, model_from_spec
 from .plan import Plan, Step
 from .replan import Revision
-from .retry import DEFAULT_RETRY, RetryPolicy
 from .rules import RUNNING, RunState, Unit
+from .secrets import masked
 from .store.sql import SQLStore
 from .tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
 from .workspace import Policy, Workspace, activate
@@ -180,7 +180,7 @@ class Engine:
             request=request, budget=rules.check_budget(budget), max_replans=max_replans,
         )
         state = RunState.from_created(new_run_id(), created, plan)
-        state.policies = _policies(state.plan, registry)
+        state.policies = rules.retry_policies(state.plan, registry)
         events: list[Event] = list(planning)
         if approved_by is not None:
             events.append(PlanApproved(at=now, by=approved_by))
@@ -212,7 +212,7 @@ class Engine:
                     registry = Registry()
             if need_tools and not state.finished:
                 _check_tools(state, registry)
-            state.policies = _policies(state.plan, registry)
+            state.policies = rules.retry_policies(state.plan, registry)
             now = self.clock.now()
             self._commit_now(state, [
                 StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt,
@@ -304,7 +304,7 @@ class Engine:
         ev = PlanRevised(at=self.clock.now(), version=state.plan_version + 1, plan=plan.to_json(), by=by, reason=reason)
         self._commit_now(state, [ev])
         h = self._hosted[run_id]
-        state.policies = _policies(state.plan, h.registry)
+        state.policies = rules.retry_policies(state.plan, h.registry)
         return state
 
     def _awaiting_review(self, run_id: str, registry: Registry | None, need_tools: bool = True) -> RunState:
@@ -474,7 +474,7 @@ class Engine:
                                           needs_review=outcome.needs_review))
             for ev in events:
                 rules.apply(state, ev)
-            state.policies = _policies(state.plan, h.registry)
+            state.policies = rules.retry_policies(state.plan, h.registry)
             batch.setdefault(state.run_id, []).extend(events)
 
     def _take_records(self, batch: dict[str, list[Event]]) -> list[asyncio.Future[None]]:
@@ -489,6 +489,7 @@ class Engine:
             if stale and not isinstance(ev, EffectRecorded):
                 fut.cancel()  # the attempt is over: nobody waits for this any more
                 continue
+            ev = masked(ev)
             rules.apply(h.state, ev)
             batch.setdefault(h.state.run_id, []).append(ev)
             futures.append(fut)
@@ -515,6 +516,7 @@ class Engine:
             else:
                 info, delay = rules.classify(o.error, h.state.policy(u.step))
                 ev = rules.failure(h.state, u, info, now, delay)
+            ev = masked(ev)
             rules.apply(h.state, ev)
             batch.setdefault(h.state.run_id, []).append(ev)
 
@@ -621,11 +623,8 @@ class Engine:
             model = self.model_for(args.get("model"))
             if step.kind == "agent":
                 async def perform(t: Tool, a: dict[str, Any], c: ToolContext) -> Any:
-                    await self._limits.acquire(t, self.clock)
-                    try:
+                    async with self._limits.slot(t, self.clock):
                         return await call_tool(t, a, c, h.state, self._policy(h), record, self.clock)
-                    finally:
-                        self._limits.release(t)
 
                 return await run_agent(args, model, journal, h.registry, ctx, perform)
             return await run_llm(args, model, journal)
@@ -786,15 +785,6 @@ def _check_tools(state: RunState, registry: Registry) -> None:
 
 def _stop_event(action: str, reason: str, now: float) -> Event:
     return RunPaused(at=now, reason=reason) if action == "pause" else RunCancelled(at=now, reason=reason)
-
-
-def _policies(plan: Plan, registry: Registry) -> dict[str, RetryPolicy]:
-    out = {}
-    for step in plan.steps:
-        tool = registry.get(step.tool)
-        base = tool.retry if tool is not None and tool.retry is not None else DEFAULT_RETRY
-        out[step.id] = step.retry_policy(base)
-    return out
 
 
 __all__ = ["Engine", "ErrorInfo"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ErrorInfo, PermanentError, RetryableError
 from .events import (
@@ -42,6 +42,9 @@ from .events import (
 from .plan import Plan, Step
 from .refs import ResolveError, render
 from .retry import DEFAULT_RETRY, RetryPolicy
+
+if TYPE_CHECKING:
+    from .tools import Registry
 
 # unit and step statuses
 PENDING = "pending"
@@ -208,6 +211,16 @@ def _finish_step(state: RunState, st: StepState, status: str, at: float) -> None
     state.active.pop(st.id, None)
     for d in state.plan.dependents.get(st.id, ()):
         state.dirty[d] = None
+
+
+def retry_policies(plan: Plan, registry: Registry) -> dict[str, RetryPolicy]:
+    """Each step's retry policy: the step's own settings over its tool's policy, else the default."""
+    out = {}
+    for step in plan.steps:
+        tool = registry.get(step.tool) if step.kind == "tool" else None
+        base = tool.retry if tool is not None and tool.retry is not None else DEFAULT_RETRY
+        out[step.id] = step.retry_policy(base)
+    return out
 
 
 def apply(state: RunState, ev: Event) -> None:

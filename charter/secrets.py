@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from .errors import PermanentError
+from .events import Event
 
 MASK = "***"
 # Shorter values would mask ordinary words; such a "secret" is not one worth the damage.
@@ -68,6 +69,11 @@ def register(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
 
 
+def redacting() -> bool:
+    """Whether any secret was read yet (until then, redaction is skipped entirely)."""
+    return _pattern is not None
+
+
 def redact(text: str) -> str:
     """``text`` with every known secret replaced by ``***``."""
     pattern = _pattern
@@ -87,6 +93,15 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact_data(v) for v in value]
     return value
+
+
+def masked(ev: Event) -> Event:
+    """``ev`` with every known secret masked, before anything (state, observers, the store) sees it."""
+    if _pattern is None:
+        return ev
+    data = ev.to_data()
+    clean = redact_data(data)
+    return ev if clean == data else type(ev)(at=ev.at, **clean)
 
 
 def expand(text: str, where: str) -> str:
