@@ -147,9 +147,7 @@ class MCPServer:
 
     async def call(self, tool: str, args: dict[str, Any]) -> Any:
         """Call ``tool`` on the server and return its result as data; a tool error fails for good."""
-        fut = self._submit(self._call(tool, args))
-        result = await asyncio.wrap_future(fut)
-        return result
+        return await asyncio.wrap_future(self._submit(self._call(tool, args)))
 
     async def _call(self, tool: str, args: dict[str, Any]) -> Any:
         client = await self._connected()
@@ -290,7 +288,8 @@ class MCPServer:
         thread.join(10)
         if not thread.is_alive():
             loop.close()
-        self._tools = None
+        # bound to the loop just stopped: a later call makes new ones on a new loop
+        self._starting = self._stop = self._session = self._client = None
 
     @property
     def running(self) -> bool:

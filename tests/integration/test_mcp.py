@@ -265,3 +265,18 @@ def test_streamable_http_server_refuses_a_wrong_token_clearly(tmp_path: Path, ht
         app.registry.get("notes.add_note")
     assert "MCP server 'notes'" in str(err.value)
     assert "wrong-token-value" not in str(err.value)
+
+
+async def test_a_closed_server_starts_again_when_used_after_close(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, load_workspace(write_workspace(tmp_path, {"mcp": {"time": {"command": TIME}}})).config)
+    server = ws.servers()["time"]
+    try:
+        [tool] = [t for t in server.tools() if t.name == "time.get_current_time"]
+        await tool.invoke({"timezone": "UTC"}, CTX)
+        ws.close()
+        assert children_running("mcp_server_time") == []
+        assert (await tool.invoke({"timezone": "Asia/Tokyo"}, CTX))["timezone"] == "Asia/Tokyo"
+        assert server.starts == 2
+    finally:
+        ws.close()
+    assert children_running("mcp_server_time") == []
