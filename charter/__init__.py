@@ -22,6 +22,7 @@ from .report import Attempt, RunReport, StepReport
 from .retry import RetryPolicy
 from .store import SQLiteStore, open_store
 from .tools import Registry, Tool, ToolContext, load_tools, tool
+from .workspace import Workspace, load_workspace
 
 __version__ = "0.1.0"
 
@@ -52,8 +53,10 @@ __all__ = [
     "Tool",
     "ToolArgumentError",
     "ToolContext",
+    "Workspace",
     "load_plan",
     "load_tools",
+    "load_workspace",
     "open_store",
     "tool",
 ]
