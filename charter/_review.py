@@ -51,10 +51,9 @@ def writes_needing_review(plan: Plan, registry: Registry, policy: Policy) -> lis
         tool = registry.get(s.tool)
         if tool is None:
             continue
-        names = (tool.target,) if isinstance(tool.target, str) else tool.target or ()
         args = s.args
-        if s.for_each is not None or any(has_refs(args.get(n)) for n in names):
-            args = {k: v for k, v in args.items() if k not in names}  # targets not known until it runs
+        if s.for_each is not None or any(has_refs(args.get(n)) for n in tool.target):
+            args = {k: v for k, v in args.items() if k not in tool.target}  # targets not known until it runs
         if not policy.allows(tool, args):
             out.append(s.id)
     return out

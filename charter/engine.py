@@ -635,8 +635,12 @@ class Engine:
             raise PermanentError(f"assumption does not hold: {step.check} ({step.tool} returned {output!r})")
         return output
 
+    def _workspace(self, h: _Hosted) -> Workspace | None:
+        """The run's workspace: the one its tools were loaded with, else the engine's."""
+        return h.registry.workspace or self.workspace
+
     def _policy(self, h: _Hosted) -> Policy | None:
-        ws = h.registry.workspace or self.workspace
+        ws = self._workspace(h)
         return ws.config.policy if ws is not None else None
 
     def model_for(self, spec: str | None) -> Model:
@@ -667,7 +671,7 @@ class Engine:
         outcome = _Outcome(h, unit, ctx.attempt)
         threads: list[asyncio.Future[Any]] = []
         running_threads.set(threads)
-        ws = h.registry.workspace or self.workspace
+        ws = self._workspace(h)
         if ws is not None:
             activate(ws)  # this attempt's task only: tools read their settings from it
         try:

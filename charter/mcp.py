@@ -135,7 +135,7 @@ class MCPServer:
             annotations.destructive_hint is True or annotations.read_only_hint is False
         )
         effect = declared or ("write" if destructive else "read")
-        target = self.cfg.targets.get(listed.name)
+        target = (self.cfg.targets[listed.name],) if listed.name in self.cfg.targets else ()
         return MCPTool(
             name=f"{self.name}.{listed.name}", fn=_not_callable, description=listed.description or "",
             effect=effect, timeout=self.cfg.timeout, retry=None, concurrency=None, args_model=_AnyArgs,

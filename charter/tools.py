@@ -75,14 +75,13 @@ class Tool:
     context_param: str | None
     is_async: bool
     source: str | None = field(default=None, compare=False)
-    target: str | tuple[str, ...] | None = None
+    target: tuple[str, ...] = ()  # the arguments that say what a write acts on
     rate: float | None = None
 
     def targets_of(self, args: Mapping[str, Any]) -> list[Any]:
         """What a call with ``args`` acts on (its ``target`` arguments, flattened): for policies and the ledger."""
-        names = (self.target,) if isinstance(self.target, str) else self.target or ()
         out: list[Any] = []
-        for name in names:
+        for name in self.target:
             value = args.get(name)
             if value is not None:
                 out += list(value) if isinstance(value, list | tuple) else [value]
@@ -213,10 +212,11 @@ def tool(
         t = _make_tool(f, name, effect, timeout, retry, concurrency, description)
         if rate is not None and rate <= 0:
             raise ConfigError(f"tool {t.name!r}: rate must be positive")
-        for arg in (target,) if isinstance(target, str) else target or ():
+        names = (target,) if isinstance(target, str) else tuple(target or ())
+        for arg in names:
             if arg not in t.args_model.model_fields:
                 raise ConfigError(f"tool {t.name!r}: target {arg!r} is not one of its arguments")
-        return dataclasses.replace(t, rate=rate, target=target) if rate or target else t
+        return dataclasses.replace(t, rate=rate, target=names) if rate or names else t
 
     return make(fn) if fn is not None else make
 
