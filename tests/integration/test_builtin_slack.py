@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,78 +14,15 @@ from charter import ToolContext, load_tools, secrets, workspace
 from charter.builtins.slack import slack_post
 from charter.errors import PermanentError, RetryableError
 from charter.workspace import Workspace, WorkspaceConfig
+from tests.loopback_http import Reply, Server
 
 CTX = ToolContext("run1", "step1", None, 1, "run1/step1")
 TOKEN = "xoxb-test-4242424242-secret"
 METADATA = {"event_type": "charter_effect", "event_payload": {"idempotency_key": "run1/step1"}}
 
 
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]  # names in lower case
-    body: Any  # parsed JSON
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes = b"ok"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 def api_reply(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-class FakeSlack:
-    """A real HTTP server on a free port of 127.0.0.1 that answers POSTs with ``respond`` and records them."""
-
-    def __init__(self, respond: Callable[[Seen], Reply]) -> None:
-        self.seen: list[Seen] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(body))
-                outer.seen.append(seen)
-                reply = respond(seen)
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                self.wfile.write(reply.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[Seen], Reply]], FakeSlack]]:
-    servers: list[FakeSlack] = []
-
-    def start(respond: Callable[[Seen], Reply]) -> FakeSlack:
-        servers.append(FakeSlack(respond))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
+    return Reply(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(data).encode())
 
 
 @pytest.fixture
@@ -110,7 +44,7 @@ def test_the_module_loads_as_a_tool_source() -> None:
     assert slack_post.effect == "write" and slack_post.targets_of({"channel": "#ops"}) == ["#ops"]
 
 
-async def test_post_with_a_bot_token(ws: Workspace, serve: Callable[..., FakeSlack]) -> None:
+async def test_post_with_a_bot_token(ws: Workspace, serve: Callable[..., Server]) -> None:
     server = serve(lambda req: api_reply({"ok": True, "channel": "C0123", "ts": "1700000000.000100"}))
     configure(ws, token="${env:TEST_SLACK_TOKEN}", api_url=server.url + "/api/", channel="#general")
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Deployed*"}}]
@@ -120,31 +54,31 @@ async def test_post_with_a_bot_token(ws: Workspace, serve: Callable[..., FakeSla
     assert seen.path == "/api/chat.postMessage"
     assert seen.headers["authorization"] == f"Bearer {TOKEN}"
     assert seen.headers["content-type"] == "application/json; charset=utf-8"
-    assert seen.body == {"channel": "#ops", "text": "Deployed v2", "blocks": blocks, "metadata": METADATA}
+    assert seen.json == {"channel": "#ops", "text": "Deployed v2", "blocks": blocks, "metadata": METADATA}
     assert secrets.redact(f"token {TOKEN}") == "token ***"  # registered for redaction when read
 
     await slack_post.invoke({"text": "to the default channel"}, CTX)
-    assert server.seen[1].body["channel"] == "#general"
+    assert server.seen[1].json["channel"] == "#general"
 
 
-async def test_post_with_a_webhook(ws: Workspace, serve: Callable[..., FakeSlack]) -> None:
-    server = serve(lambda req: Reply(200, b"ok", {"Content-Type": "text/html"}))
+async def test_post_with_a_webhook(ws: Workspace, serve: Callable[..., Server]) -> None:
+    server = serve(lambda req: Reply(200, {"Content-Type": "text/html"}, b"ok"))
     configure(ws, webhook_url=server.url + "/services/T0/B0/abc")
     got = await slack_post.invoke({"text": "hello"}, CTX)
     assert got == {"ok": True, "channel": None, "ts": None}
     [seen] = server.seen
     assert seen.path == "/services/T0/B0/abc" and "authorization" not in seen.headers
-    assert seen.body == {"text": "hello", "metadata": METADATA}
+    assert seen.json == {"text": "hello", "metadata": METADATA}
 
 
-async def test_slack_errors(ws: Workspace, serve: Callable[..., FakeSlack]) -> None:
+async def test_slack_errors(ws: Workspace, serve: Callable[..., Server]) -> None:
     replies = {
         "channel_not_found": api_reply({"ok": False, "error": "channel_not_found"}),
         "ratelimited": api_reply({"ok": False, "error": "ratelimited"}, headers={"Retry-After": "3"}),
         "http429": api_reply({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "5"}),
-        "http502": Reply(502, b"<html>Bad Gateway</html>"),
+        "http502": Reply(502, body=b"<html>Bad Gateway</html>"),
     }
-    server = serve(lambda req: replies[req.body["channel"]])
+    server = serve(lambda req: replies[req.json["channel"]])
     configure(ws, token="${env:TEST_SLACK_TOKEN}", api_url=server.url)
     with pytest.raises(PermanentError, match=r"chat.postMessage failed: channel_not_found \(check the channel"):
         await slack_post.invoke({"text": "x", "channel": "channel_not_found"}, CTX)
@@ -182,10 +116,10 @@ async def test_missing_settings_say_how_to_configure(ws: Workspace, monkeypatch:
 
 
 async def test_errors_never_show_the_token_or_the_webhook_url(
-    ws: Workspace, serve: Callable[..., FakeSlack], monkeypatch: pytest.MonkeyPatch
+    ws: Workspace, serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The fake Slack echoes what it received, credentials included, in its error replies.
-    server = serve(lambda req: Reply(500 if req.path.startswith("/api") else 404, json.dumps([req.path, req.headers]).encode()))
+    server = serve(lambda req: Reply(500 if req.path.startswith("/api") else 404, body=json.dumps([req.path, req.headers]).encode()))
     configure(ws, token="${env:TEST_SLACK_TOKEN}", api_url=server.url + "/api", channel="#ops")
     with pytest.raises(RetryableError, match="HTTP 500") as failed:
         await slack_post.invoke({"text": "x"}, CTX)
