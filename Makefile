@@ -1,12 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs Charter's offline demo (charter demo)
 #   make test   runs the whole test suite (lint, types, then pytest)
+# For contributors:
+#   make test-load   the suite three times from a fresh clone of HEAD while two
+#                    processes burn both cores (changes to timing must pass it)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-load lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+test-load:
+	scripts/test-under-load 3
 
 clean:
 	rm -rf $(VENV) charter-demo action-items.md

@@ -61,6 +61,7 @@ def _budget(tokens: int | None, cost: float | None, seconds: float | None, steps
     return {k: float(v) for k, v in given.items() if v is not None}
 
 
+REVIEW_CHOICES = escape("[a]pprove / [e]dit / [r]eject")  # brackets shown as typed, not read as markup
 EXIT = {"succeeded": 0, "failed": 1, "paused": 3, "cancelled": 3, "rejected": 3, "awaiting": 3, "created": 3}
 
 
@@ -528,7 +529,7 @@ def do_cmd(
         raise typer.Exit(3)
     else:
         while True:
-            answer = console.input("[bold]Approve this plan?[/] [a]pprove / [e]dit / [r]eject: ").strip().lower()
+            answer = console.input(f"[bold]Approve this plan?[/] {REVIEW_CHOICES}: ").strip().lower()
             if answer in ("a", "approve", "y", "yes"):
                 engine.approve(rid, by="user")
                 break

@@ -7,6 +7,7 @@ tests, so backoff, timeouts and leases can be tested without waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
@@ -29,6 +30,16 @@ class Clock(Protocol):
         """Await ``aw``; raise :class:`TimeoutError` when ``timeout`` seconds pass first."""
         ...
 
+    def in_flight(self) -> contextlib.AbstractContextManager[None]:
+        """Mark work in progress (an attempt) that time must not be skipped past.
+
+        Real time needs no mark. A fake clock that skips ahead on its own
+        (``FakeClock(auto_advance=True)``) skips only while nothing is in
+        flight, or while what is in flight itself sleeps on this clock: a tool
+        busy in a thread on a loaded machine is not mistaken for idle time.
+        """
+        ...
+
 
 class SystemClock:
     """The wall clock and asyncio's timers."""
@@ -44,3 +55,6 @@ class SystemClock:
             return await aw
         async with asyncio.timeout(timeout):
             return await aw
+
+    def in_flight(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()

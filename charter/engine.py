@@ -447,7 +447,8 @@ class Engine:
     async def _replan(self, h: _Hosted) -> None:
         outcome: Revision | Exception | None
         try:
-            outcome = await replan.revise(h.state, h.registry, self.model_for(None))
+            with self.clock.in_flight():
+                outcome = await replan.revise(h.state, h.registry, self.model_for(None))
         except asyncio.CancelledError:
             outcome = None
         except Exception as exc:  # the planner gave up, or no model: the run fails with the reason
@@ -674,34 +675,35 @@ class Engine:
         ws = self._workspace(h)
         if ws is not None:
             activate(ws)  # this attempt's task only: tools read their settings from it
-        try:
+        with self.clock.in_flight():  # a fake clock does not skip time while an attempt works
             try:
-                outcome.output = await self.clock.wait_for(self._call(h, unit, step, tool, args, ctx), timeout)
-            except TimeoutError as exc:
-                if timeout is None:
-                    raise
-                pending = [t for t in threads if not t.done()]
-                if pending:  # a thread cannot be stopped: the next attempt must not overlap it
-                    await asyncio.wait(pending)
-                message = f"attempt took longer than the step's timeout of {timeout:g}s"
-                raise StepTimeoutError(message) from exc
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # the engine stopped it (pause, cancel, exit)
-                outcome.interrupted = True
-                await self._outlast_threads(threads, outcome)
-            else:  # the tool itself raised CancelledError: a failure like any other
-                outcome.error = RuntimeError(f"the tool raised CancelledError: {exc}")
-        except ToolArgumentError as exc:
-            outcome.error = PermanentError(str(exc))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            outcome.error = exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}")
-        finally:
-            self._outcomes.append(outcome)
-            if self._wake is not None:
-                self._wake.set()
+                try:
+                    outcome.output = await self.clock.wait_for(self._call(h, unit, step, tool, args, ctx), timeout)
+                except TimeoutError as exc:
+                    if timeout is None:
+                        raise
+                    pending = [t for t in threads if not t.done()]
+                    if pending:  # a thread cannot be stopped: the next attempt must not overlap it
+                        await asyncio.wait(pending)
+                    message = f"attempt took longer than the step's timeout of {timeout:g}s"
+                    raise StepTimeoutError(message) from exc
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # the engine stopped it (pause, cancel, exit)
+                    outcome.interrupted = True
+                    await self._outlast_threads(threads, outcome)
+                else:  # the tool itself raised CancelledError: a failure like any other
+                    outcome.error = RuntimeError(f"the tool raised CancelledError: {exc}")
+            except ToolArgumentError as exc:
+                outcome.error = PermanentError(str(exc))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                outcome.error = exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}")
+            finally:
+                self._outcomes.append(outcome)
+                if self._wake is not None:
+                    self._wake.set()
 
     async def _outlast_threads(self, threads: list[asyncio.Future[Any]], outcome: _Outcome) -> None:
         """After an interruption, wait for a sync tool's thread: the run stays ours until it ends.

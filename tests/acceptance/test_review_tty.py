@@ -28,6 +28,8 @@ p.write_text(p.read_text().replace("name: hello", "name: edited"))
 
 
 STARTED: list[int] = []
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+PROMPT = "Approve this plan? [a]pprove / [e]dit / [r]eject: "
 
 
 class Terminal:
@@ -41,9 +43,9 @@ class Terminal:
         self.pid, self.fd, self.seen = pid, fd, ""
         STARTED.append(pid)
 
-    def expect(self, pattern: str, timeout: float = 30) -> str:
+    def expect(self, pattern: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
-        while not re.search(pattern, self.seen):
+        while not re.search(pattern, self.text):
             if time.monotonic() > deadline:
                 raise AssertionError(f"never saw {pattern!r}; the terminal shows:\n{self.seen}")
             ready, _, _ = select.select([self.fd], [], [], 0.1)
@@ -54,10 +56,15 @@ class Terminal:
                     break
         return self.seen
 
+    @property
+    def text(self) -> str:
+        """What a person sees: the output without terminal control sequences."""
+        return ANSI.sub("", self.seen)
+
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
-    def exit_code(self, timeout: float = 30) -> int:
+    def exit_code(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.fd], [], [], 0.05)
@@ -90,14 +97,14 @@ def _stop_terminals() -> Iterator[None]:
 def model(ws: Workspace) -> Iterator[ProviderServer]:
     with provider_server() as server:
         ws.env.update({"CHARTER_MODEL": "compat:planner", "CHARTER_BASE_URL": server.url + "/v1",
-                       "TERM": "dumb", "EDITOR": f"{sys.executable} {ws.write('editor.py', EDITOR)}"})
+                       "TERM": "xterm-256color", "EDITOR": f"{sys.executable} {ws.write('editor.py', EDITOR)}"})
         yield server
 
 
 def test_edit_then_approve_at_the_terminal(ws: Workspace, model: ProviderServer) -> None:
     model.reply(openai_reply(json.dumps(PLAN)))
     term = Terminal(["do", "Greet me", "-t", str(ws.tools), "--db", ws.db], ws.env, str(ws.root))
-    term.expect(r"Approve this plan\?")
+    term.expect(re.escape(PROMPT))  # the choices as typed, not eaten as markup
     term.type("e\n")
     term.expect(r"\(edited\)[\s\S]*Approve this plan\?")
     term.type("a\n")
@@ -113,7 +120,7 @@ def test_edit_then_approve_at_the_terminal(ws: Workspace, model: ProviderServer)
 def test_reject_at_the_terminal(ws: Workspace, model: ProviderServer) -> None:
     model.reply(openai_reply(json.dumps(PLAN)))
     term = Terminal(["do", "Greet me", "-t", str(ws.tools), "--db", ws.db], ws.env, str(ws.root))
-    term.expect(r"Approve this plan\?")
+    term.expect(re.escape(PROMPT))
     term.type("r\n")
     term.expect(r"Why\?")
     term.type("too risky\n")

@@ -115,15 +115,22 @@ async def test_retry_after_from_the_error_overrides_backoff(make_app: Any) -> No
     assert first.retry_at - first.ended_at == 7
 
 
-async def test_a_timeout_is_a_retryable_failure(make_app: Any) -> None:
+async def test_a_timeout_is_a_retryable_failure(make_app: Any, clock: FakeClock) -> None:
     calls = Counter[str]()
+    entered = asyncio.Event()
 
     @tool(timeout=5, retry=RetryPolicy(max_attempts=2, initial_interval=0))
     async def hang() -> None:
         calls["hang"] += 1
-        await asyncio.sleep(3600)
+        entered.set()
+        await asyncio.Event().wait()  # never set: only the timeout ends it
 
-    report = await make_app([hang]).run({"goal": "g", "steps": [{"id": "h", "tool": "hang"}]})
+    running = asyncio.ensure_future(make_app([hang]).run({"goal": "g", "steps": [{"id": "h", "tool": "hang"}]}))
+    for _ in range(2):  # time stands still while an attempt is in flight: move it past each timeout
+        await entered.wait()
+        entered.clear()
+        clock.advance(5)
+    report = await running
     assert report.status == "failed" and calls["hang"] == 2
     err = report.step("h").error or {}
     assert err["type"] == "StepTimeoutError" and "timeout of 5s" in err["message"]
