@@ -21,8 +21,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .app import Charter, ToolsLike, make_registry
-from .errors import CharterError
+from .app import Charter, ToolsLike, make_registry, require_models
+from .errors import CharterError, ConfigError
+from .models import check_spec
 from .plan import load_plan
 from .report import RunReport
 from .workspace import Workspace, load_workspace
@@ -216,8 +217,14 @@ def run(
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
+        require_models(loaded, source=str(plan))  # llm and agent steps: a model, before any step runs
     except CharterError as exc:
         raise _fail(exc) from None
+    if replan:
+        try:
+            check_spec(None)
+        except ConfigError as exc:
+            raise _fail(ConfigError(f"--replan needs a model to revise the plan: {exc}")) from None
     charter = _open(db, registry, concurrency, workspace=True)
     try:
         engine = charter.engine()
@@ -438,9 +445,14 @@ def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
     from .models import RetryingModel, model_from_spec
     from .planner import Planner
 
+    def retrying(notice: Any) -> None:  # a wait is never silent
+        err.print(f"[yellow]{escape(str(notice))}[/]", soft_wrap=True)
+
     try:
-        model = RetryingModel(model_from_spec(model_spec))
-        err.print(f"[dim]planning with {model.name}…[/]")
+        inner = model_from_spec(model_spec)
+        model = RetryingModel(inner, on_retry=retrying)
+        where = getattr(inner, "base_url", None)
+        err.print(f"[dim]planning with {model.name}{f' at {where}' if where else ''}…[/]", soft_wrap=True)
         return asyncio.run(Planner(model, registry).plan(request))
     except CharterError as exc:
         raise _fail(exc) from None

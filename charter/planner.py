@@ -55,8 +55,8 @@ INSTRUCTIONS = f"""You turn a request into an explicit plan that a person will r
 
 A plan is JSON: {{"goal": ..., "assumptions": [...], "steps": [...]}}.
 Each step has a unique "id" ({ID_RULE}), a short "title", a "why" (the reason
-for the step), and either "tool" with "args" (a call of one of the tools listed below, with arguments fitting its schema),
-or "llm" with a "prompt" (a model call, for judgement or writing; add "schema" for a JSON answer).
+for the step), and either "tool" with "args" (a call of one of the tools listed below, with arguments
+fitting its schema), or "llm" with a "prompt" (a model call, for judgement or writing; add "schema" for a JSON answer).
 Arguments and prompts refer to earlier results with references: "${{step_id}}" is a step's whole output,
 "${{step_id.field}}" a field of it, "${{step_id.items[0]}}" an element. A reference makes the step wait for that
 step; "needs": [ids] adds waits without data. Steps that do not depend on each other run in parallel.

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charter import Registry, tool
-from charter import PermanentError
+from charter import PermanentError, Registry, tool
 from charter.models import ModelRequest
 from charter.planner import Planner, PlanningError
 from charter.testing import ScriptedModel
