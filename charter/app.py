@@ -245,7 +245,7 @@ class Charter:
         result = await self.plan(request)
         engine = self.engine()
         state = engine.create(result.plan, self.registry, approved_by=None, request=request,
-                              planning=planner_events(result.calls, engine.clock.now()),
+                              planning=planner_events(result.calls, engine.clock.now(), result.latencies),
                               budget=budget, max_replans=max_replans)
         return state.run_id
 

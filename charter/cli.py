@@ -565,7 +565,7 @@ def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: 
     """Record a run of a planned request, waiting for review, with the planner's model calls in its log."""
     from .journal import planner_events
 
-    planning = planner_events(result.calls, engine.clock.now())
+    planning = planner_events(result.calls, engine.clock.now(), result.latencies)
     state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning,
                           budget=budget, max_replans=max_replans)
     return str(state.run_id)

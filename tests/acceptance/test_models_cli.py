@@ -77,3 +77,54 @@ def test_a_server_without_json_schema_can_plan(ws: Workspace) -> None:
     assert "retrying" not in res.err, res  # a refused form is not a passing fault
     forms = [(r.body.get("response_format") or {}).get("type") for r in server.received]
     assert forms == ["json_schema", "json_object"]
+
+
+def test_show_lists_every_model_call_and_never_makes_up_a_cost(ws: Workspace) -> None:
+    # Two models on one loopback server: openai:gpt-4o-mini has a price, compat:tiny has none.
+    def respond(body: dict[str, object]) -> Reply:
+        if body["model"] == "gpt-4o-mini":
+            return openai_reply("Polite enough.", prompt_tokens=1000, completion_tokens=100)
+        return openai_reply('{"greeting": "hi"}', prompt_tokens=30, completion_tokens=5)
+
+    with provider_server(respond) as server:
+        ws.env.update({"CHARTER_MODEL": "compat:tiny", "CHARTER_BASE_URL": server.url + "/v1",
+                       "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.url + "/v1"})
+        plan = ws.write("p.json", json.dumps({"goal": "Greet and judge", "steps": [
+            {"id": "greet", "llm": {"prompt": "Greet the team.\nBe brief.", "schema": {
+                "type": "object", "properties": {"greeting": {"type": "string"}}}}},
+            {"id": "judge", "llm": {"prompt": "Is ${greet.greeting} polite?", "model": "openai:gpt-4o-mini"}},
+        ]}))
+        res = ws("run", plan)
+        assert res.rc == 0, res
+    run_id = ws.only_run_id()
+    shown = ws("show", run_id)
+    assert shown.rc == 0, shown
+    assert "$0.0000" not in shown.out, shown.out
+    assert ("spent: 1,135 model tokens, cost unknown (no price for compat:tiny; $0.0002 for the calls with a "
+            "price; add prices with CHARTER_PRICES)") in shown.out, shown.out
+    assert "model compat:tiny · 30 in + 5 out tokens · cost unknown · " in shown.out, shown.out
+    assert "prompt: Greet the team. Be brief." in shown.out and 'answer: {"greeting": "hi"}' in shown.out
+    assert "model openai:gpt-4o-mini · 1,000 in + 100 out tokens · $0.0002 · " in shown.out
+    assert "prompt: Is hi polite?" in shown.out and "answer: Polite enough." in shown.out
+
+    data = json.loads(ws("show", run_id, "--json").out)
+    assert data["cost"] is None and data["unpriced_models"] == ["compat:tiny"]
+    assert abs(data["cost_known"] - (1000 * 0.15 + 100 * 0.6) / 1e6) < 1e-12
+    calls = data["model_calls"]
+    assert [(c["step"], c["model"], c["cost"] is None) for c in calls] == [
+        ("greet", "compat:tiny", True), ("judge", "openai:gpt-4o-mini", False)]
+    assert calls[0]["prompt"] == "Greet the team. Be brief." and calls[0]["latency"] >= 0
+
+
+def test_show_lists_the_planners_calls(ws: Workspace) -> None:
+    with provider_server() as server:
+        ws.env.update({"CHARTER_MODEL": "compat:planner", "CHARTER_BASE_URL": server.url + "/v1"})
+        bad = {"goal": "Greet", "steps": [{"id": "hello", "why": "w", "tool": "teleport", "args": {}}]}
+        server.reply(openai_reply(json.dumps(bad)), openai_reply(json.dumps(PLAN)))
+        res = ws("do", "Say hello", "-t", ws.tools, "--yes")
+        assert res.rc == 0, res
+    shown = ws("show", ws.only_run_id())
+    assert "planner: 2 model calls" in shown.out, shown.out
+    assert "prompt: Say hello" in shown.out and "prompt: That plan cannot be used: - steps[0].tool: unknown tool" \
+        in shown.out, shown.out
+    assert shown.out.count("model compat:planner · 11 in + 7 out tokens · cost unknown") == 2, shown.out

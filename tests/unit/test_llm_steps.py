@@ -165,3 +165,30 @@ def test_llm_steps_are_checked_when_the_plan_loads() -> None:
     assert "steps[2].llm.prompt: ${ghost}: unknown step 'ghost'" in found
     assert "steps[3].llm.prompt: Field required" in found
     assert "steps[4]: a step needs exactly one of 'tool', 'llm', 'agent', 'approval'" in found
+
+
+async def test_the_report_lists_each_model_call_under_the_attempt_that_made_it(db_path: Path) -> None:
+    model = ScriptedModel(["not json at all", {"verdict": "ok"}])
+    app = app_with(db_path, model)
+    report = await app.run({"goal": "g", "steps": [
+        {"id": "n", "tool": "notes"},
+        {"id": "judge", "llm": {"prompt": "Judge:\n${n}", "schema": SCHEMA}, "retry": {"initial_interval": 0}},
+    ]})
+    assert report.status == "succeeded"
+    first, second = report.step("judge").attempts
+    assert [c.answer for c in first.model_calls] == ["not json at all"]
+    assert [c.answer for c in second.model_calls] == ['{"verdict": "ok"}']
+    assert second.model_calls[0].prompt == 'Judge: ["ship it", "fix the bug"]'  # one line
+    assert [c.attempt for c in report.model_calls] == [1, 2] and all(c.step == "judge" for c in report.model_calls)
+    assert all(c.latency is not None and c.latency >= 0 for c in report.model_calls)
+    assert report.cost == 0.0 and report.unpriced_models == []  # the scripted model's price is known: nothing
+
+
+async def test_an_agents_calls_show_the_tools_it_asked_for_and_what_they_returned(db_path: Path) -> None:
+    model = ScriptedModel([ScriptedModel.call("notes", {}), "Two notes."])
+    report = await app_with(db_path, model).run({"goal": "g", "steps": [
+        {"id": "ask", "agent": {"prompt": "How many notes?", "tools": ["notes"]}}]})
+    assert report.status == "succeeded"
+    first, second = report.model_calls
+    assert (first.prompt, first.answer) == ("How many notes?", "calls notes({})")
+    assert second.prompt.startswith("tool result: ") and "ship it" in second.prompt and second.answer == "Two notes."
