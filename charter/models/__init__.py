@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from ..errors import ConfigError
 from .base import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from .prices import cost, set_price
-from .retrying import RetryingModel
+from .retrying import Retrying, RetryingModel
 from .scripted import ScriptedModel
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelResponse",
+    "Retrying",
     "RetryingModel",
     "ScriptedModel",
     "ToolCall",

@@ -128,3 +128,20 @@ def test_show_lists_the_planners_calls(ws: Workspace) -> None:
     assert "prompt: Say hello" in shown.out and "prompt: That plan cannot be used: - steps[0].tool: unknown tool" \
         in shown.out, shown.out
     assert shown.out.count("model compat:planner · 11 in + 7 out tokens · cost unknown") == 2, shown.out
+
+
+def test_an_llm_step_with_a_schema_runs_on_a_server_without_json_schema(ws: Workspace) -> None:
+    schema = {"type": "object", "properties": {"greeting": {"type": "string"}}, "required": ["greeting"]}
+    respond = refusing_forms({"json_object", "text"}, lambda body: openai_reply('{"greeting": "hi"}'), status=500,
+                             message=LLAMA_CPP_PYTHON_REFUSAL, kind="internal_server_error")
+    with provider_server(respond) as server:
+        ws.env.update({"CHARTER_MODEL": "compat:small", "CHARTER_BASE_URL": server.url + "/v1"})
+        plan = ws.write("p.json", json.dumps({"goal": "Greet", "steps": [
+            {"id": "greet", "llm": {"prompt": "Greet the team.", "schema": schema}}]}))
+        res = ws("run", plan, "--json")
+    assert res.rc == 0, res
+    assert json.loads(res.out)["output"] == {"greeting": "hi"}
+    forms = [(r.body.get("response_format") or {}).get("type") for r in server.received]
+    assert forms == ["json_schema", "json_object"]  # refused once, then asked in the accepted form: no retry
+    system = server.received[-1].body["messages"][0]["content"]
+    assert system.count(json.dumps(schema)) == 1  # the step already says the schema: not twice

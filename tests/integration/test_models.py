@@ -159,6 +159,8 @@ def test_model_specs_and_keys() -> None:
         model_from_spec("acme:x", {})
     with pytest.raises(ConfigError, match="CHARTER_BASE_URL"):
         model_from_spec("compat:qwen", {})
+    with pytest.raises(ConfigError, match="CHARTER_MODEL_TIMEOUT='soon': give the seconds"):
+        model_from_spec("ollama:llama3", {"CHARTER_MODEL_TIMEOUT": "soon"})
     assert model_from_spec("ollama:llama3", {}).name == "ollama:llama3"
     assert model_from_spec(None, {"CHARTER_MODEL": "compat:qwen", "CHARTER_BASE_URL": "http://127.0.0.1:9/v1"}).name == "compat:qwen"
 
