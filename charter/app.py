@@ -20,6 +20,7 @@ from .journal import planner_events
 from .models import Model, RetryingModel, check_spec, model_from_spec
 from .plan import Plan, load_plan
 from .planner import Planner, PlanningResult
+from .refs import has_refs
 from .report import RunReport, build_report
 from .store import SQLStore, open_store
 from .store.sql import EffectRow, RunRow
@@ -80,6 +81,8 @@ def model_problems(plan: Plan, model: Model | None = None, env: Mapping[str, str
         if step.kind not in ("llm", "agent") or (only is not None and step.id not in only):
             continue
         spec = step.args.get("model")
+        if spec and has_refs((step.args_template or {}).get("model")):
+            continue  # chosen by a reference (an input, an earlier output): known only when the step runs
         if spec:
             try:
                 check_spec(str(spec), env)
