@@ -34,7 +34,7 @@ from .events import (
     StepStarted,
     StepSucceeded,
 )
-from .report import RunReport, StepReport
+from .report import ModelCall, RunReport, StepReport, preview
 from .rules import RunState, shown_status
 from .store.sql import EffectRow, RunRow
 
@@ -304,10 +304,10 @@ def print_report(console: Console, report: RunReport) -> None:
         console.print(f"[bold]request:[/] {escape(report.request)}")
     if report.plan_version > 1:
         console.print(f"[bold]plan version:[/] {report.plan_version}")
-    if report.tokens or report.budget:
-        spend = f"{report.tokens:,} model tokens, ${report.cost:.4f}"
+    if report.tokens or report.budget or report.model_calls:
+        spend = f"{report.tokens:,} model tokens, {_run_cost(report)}"
         limits = ", ".join(f"{k} {v:g}" for k, v in report.budget.items())
-        console.print(f"[bold]spent:[/] {spend}" + (f" [dim](budget: {limits})[/]" if limits else ""))
+        console.print(f"[bold]spent:[/] {escape(spend)}" + (f" [dim](budget: {limits})[/]" if limits else ""))
     if report.parent_run:
         console.print(f"[bold]rerun of:[/] {report.parent_run}")
     if report.assumptions:
@@ -316,6 +316,11 @@ def print_report(console: Console, report: RunReport) -> None:
             console.print(f"  - {escape(a)}")
     if report.inputs:
         console.print(f"[bold]inputs:[/] {escape(short_json(report.inputs))}")
+    planner = [c for c in report.model_calls if not c.step]
+    if planner:
+        console.print(f"[bold]planner:[/] {len(planner)} model call{'s' if len(planner) != 1 else ''}")
+        for call in planner:
+            _print_call(console, call, "  ")
     console.print()
     for s in report.steps:
         head = Text.assemble(icon(s.status), " ", (s.id, "bold"), f"  {s.tool}  ", styled_status(s.status))
@@ -364,3 +369,27 @@ def _print_attempt(console: Console, a: Any, indent: str) -> None:
     if a.retry_at:
         line += f" [dim](retry scheduled {fmt_duration(a.retry_at - (a.ended_at or a.started_at))} later)[/]"
     console.print(line)
+    for call in a.model_calls:
+        _print_call(console, call, indent + "  ")
+
+
+def fmt_cost(cost: float | None) -> str:
+    """Dollars, or "cost unknown" for a model without a known price: never a made-up $0."""
+    return "cost unknown" if cost is None else f"${cost:.4f}"
+
+
+def _run_cost(report: RunReport) -> str:
+    if not report.unpriced_models:
+        return fmt_cost(report.cost)
+    known = f"; ${report.cost_known:.4f} for the calls with a price" if report.cost_known else ""
+    return (f"cost unknown (no price for {', '.join(report.unpriced_models)}{known}; "
+            "add prices with CHARTER_PRICES)")
+
+
+def _print_call(console: Console, call: ModelCall, indent: str) -> None:
+    """One model call: model, tokens, cost, latency; then the start of the prompt and of the answer."""
+    head = (f"{call.model} · {call.input_tokens:,} in + {call.output_tokens:,} out tokens · "
+            f"{fmt_cost(call.cost)}" + (f" · {fmt_duration(call.latency)}" if call.latency is not None else ""))
+    console.print(f"{indent}[cyan]model[/] {escape(head)}")
+    console.print(f"{indent}  [dim]prompt:[/] {escape(preview(call.prompt, 120))}")
+    console.print(f"{indent}  [dim]answer:[/] {escape(preview(call.answer, 120))}")

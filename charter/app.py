@@ -15,11 +15,12 @@ from typing import Any
 from . import rules
 from .clock import Clock
 from .engine import Engine, Observer
-from .errors import ConfigError, RunNotFoundError, RunStateError
+from .errors import ConfigError, PlanError, Problem, RunNotFoundError, RunStateError
 from .journal import planner_events
-from .models import Model, RetryingModel, model_from_spec
+from .models import Model, RetryingModel, check_spec, model_from_spec
 from .plan import Plan, load_plan
 from .planner import Planner, PlanningResult
+from .refs import has_refs
 from .report import RunReport, build_report
 from .store import SQLStore, open_store
 from .store.sql import EffectRow, RunRow
@@ -69,6 +70,42 @@ def _registry(tools: ToolsLike) -> Registry:
     return registry
 
 
+def model_problems(plan: Plan, model: Model | None = None, env: Mapping[str, str] | None = None, *,
+                   steps: Iterable[str] | None = None) -> list[Problem]:
+    """Why the plan's ``llm`` and ``agent`` steps (or those of ``steps``) would find no model when
+    they run (empty if they would): a step's own ``model``, else ``model``, else ``$CHARTER_MODEL``.
+    Nothing is built or called."""
+    problems: list[Problem] = []
+    only = None if steps is None else set(steps)
+    for i, step in enumerate(plan.steps):
+        if step.kind not in ("llm", "agent") or (only is not None and step.id not in only):
+            continue
+        spec = step.args.get("model")
+        if spec and has_refs((step.args_template or {}).get("model")):
+            continue  # chosen by a reference (an input, an earlier output): known only when the step runs
+        if spec:
+            try:
+                check_spec(str(spec), env)
+            except ConfigError as exc:
+                problems.append(Problem(f"steps[{i}].{step.kind}.model", str(exc)))
+        elif model is None:
+            try:
+                check_spec(None, env)
+            except ConfigError as exc:
+                why = ("none is chosen: set CHARTER_MODEL=provider:model (for example openai:gpt-4o-mini), "
+                       "or name one in the step (model: provider:model)") if "no model chosen" in str(exc) else exc
+                problems.append(Problem(f"steps[{i}].{step.kind}", f"an {step.kind} step needs a model, and {why}"))
+    return problems
+
+
+def require_models(plan: Plan, model: Model | None = None, source: str | None = None, *,
+                   steps: Iterable[str] | None = None) -> None:
+    """Raise :class:`PlanError` naming every step that would find no model, before anything runs."""
+    problems = model_problems(plan, model, steps=steps)
+    if problems:
+        raise PlanError(problems, source)
+
+
 class Charter:
     """Charter from Python.
 
@@ -110,12 +147,22 @@ class Charter:
     # --- plans ---------------------------------------------------------------------
 
     def load_plan(self, plan: PlanLike) -> Plan:
-        """Check a plan (file, dict or Plan) against this app's tools."""
+        """Check a plan (file, dict or Plan) against this app's tools, and that its ``llm`` and
+        ``agent`` steps will find a model."""
+        loaded = self._check_plan(plan)
+        require_models(loaded, self._model(), str(plan) if isinstance(plan, str | Path) else None)
+        return loaded
+
+    def _check_plan(self, plan: PlanLike) -> Plan:
         if isinstance(plan, Plan):
             return Plan.from_dict(plan.to_json(), self.registry)
         if isinstance(plan, str | Path):
             return load_plan(plan, self.registry)
         return Plan.from_dict(dict(plan), self.registry)
+
+    def _model(self) -> Model | None:
+        """The model of steps that name none: the engine's (a test may set it), else this app's."""
+        return self._engine.model if self._engine is not None else self.model
 
     # --- running -------------------------------------------------------------------
 
@@ -165,7 +212,7 @@ class Charter:
     def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
         run_id = self.resolve(run_id)
         old = self.state(run_id)
-        new_plan = self.load_plan(plan) if plan is not None else None
+        new_plan = self._check_plan(plan) if plan is not None else None
         if new_plan is None:
             registry = self._own_tools() or load_tools(old.tool_sources)
             new_plan = Plan.from_dict(old.plan.to_json(), registry)
@@ -181,6 +228,9 @@ class Charter:
             sid: st.output for sid, st in old.steps.items()
             if st.status == rules.SUCCEEDED and sid not in redo and sid in new_plan.by_id
         }
+        # Only what runs again needs a model: reused outputs are not asked for again.
+        require_models(new_plan, self._model(), str(plan) if isinstance(plan, str | Path) else None,
+                       steps=[s.id for s in new_plan.steps if s.id not in reuse])
         state = self.engine().create(new_plan, registry, given, approved_by="rerun",
                                      parent_run=run_id, from_step=from_step, reuse=reuse)
         return state.run_id
@@ -198,7 +248,7 @@ class Charter:
         result = await self.plan(request)
         engine = self.engine()
         state = engine.create(result.plan, self.registry, approved_by=None, request=request,
-                              planning=planner_events(result.calls, engine.clock.now()),
+                              planning=planner_events(result.calls, engine.clock.now(), result.latencies),
                               budget=budget, max_replans=max_replans)
         return state.run_id
 
@@ -286,4 +336,4 @@ class Charter:
         self.close()
 
 
-__all__: Sequence[str] = ["Charter", "make_registry"]
+__all__: Sequence[str] = ["Charter", "make_registry", "model_problems", "require_models"]

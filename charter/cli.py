@@ -21,8 +21,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .app import Charter, ToolsLike, make_registry
-from .errors import CharterError
+from .app import Charter, ToolsLike, make_registry, require_models
+from .errors import CharterError, ConfigError
+from .models import check_spec
 from .plan import load_plan
 from .report import RunReport
 from .workspace import Workspace, load_workspace
@@ -217,8 +218,14 @@ def run(
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
+        require_models(loaded, source=str(plan))  # llm and agent steps: a model, before any step runs
     except CharterError as exc:
         raise _fail(exc) from None
+    if replan:
+        try:
+            check_spec(None)
+        except ConfigError as exc:
+            raise _fail(ConfigError(f"--replan needs a model to revise the plan: {exc}")) from None
     charter = _open(db, registry, concurrency, workspace=True)
     try:
         engine = charter.engine()
@@ -439,9 +446,14 @@ def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
     from .models import RetryingModel, model_from_spec
     from .planner import Planner
 
+    def retrying(notice: Any) -> None:  # a wait is never silent
+        err.print(f"[yellow]{escape(str(notice))}[/]", soft_wrap=True)
+
     try:
-        model = RetryingModel(model_from_spec(model_spec))
-        err.print(f"[dim]planning with {model.name}…[/]")
+        inner = model_from_spec(model_spec)
+        model = RetryingModel(inner, on_retry=retrying)
+        where = getattr(inner, "base_url", None)
+        err.print(f"[dim]planning with {model.name}{f' at {where}' if where else ''}…[/]", soft_wrap=True)
         return asyncio.run(Planner(model, registry).plan(request))
     except CharterError as exc:
         raise _fail(exc) from None
@@ -554,7 +566,7 @@ def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: 
     """Record a run of a planned request, waiting for review, with the planner's model calls in its log."""
     from .journal import planner_events
 
-    planning = planner_events(result.calls, engine.clock.now())
+    planning = planner_events(result.calls, engine.clock.now(), result.latencies)
     state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning,
                           budget=budget, max_replans=max_replans)
     return str(state.run_id)

@@ -139,7 +139,8 @@ class ModelCalled(Event):
     response: dict[str, Any] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
-    cost: float | None = None
+    cost: float | None = None  # None: the model has no known price
+    latency: float | None = None  # seconds the call took (None in logs written before it was kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,12 +33,15 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def planner_events(calls: Sequence[tuple[ModelRequest, ModelResponse]], now: float) -> list[ModelCalled]:
-    """The planner's model calls, as events of the run they planned (``step`` is empty)."""
+def planner_events(calls: Sequence[tuple[ModelRequest, ModelResponse]], now: float,
+                   latencies: Sequence[float] = ()) -> list[ModelCalled]:
+    """The planner's model calls, as events of the run they planned (``step`` is empty).
+    ``latencies``: the seconds each call took, in the same order (a PlanningResult's)."""
     return [
         ModelCalled(at=now, index=i, digest=request_digest(resp.model, req), model=resp.model,
                     request=req.to_json(), response=resp.to_json(), input_tokens=resp.usage.input_tokens,
-                    output_tokens=resp.usage.output_tokens, cost=cost(resp.model, resp.usage))
+                    output_tokens=resp.usage.output_tokens, cost=cost(resp.model, resp.usage),
+                    latency=latencies[i] if i < len(latencies) else None)
         for i, (req, resp) in enumerate(calls)
     ]
 
@@ -66,12 +70,14 @@ class Journal:
             self.reused += 1
             return ModelResponse.from_json(self._models[index].response)
         del self._models[index:]  # the conversation went another way: nothing later fits
+        started = time.perf_counter()  # latency is measured, not scheduled: real time, also under a fake clock
         response = await model.complete(request)
+        latency = time.perf_counter() - started
         await self._record(ModelCalled(
             at=self._clock.now(), step=self.unit.step, item=self.unit.item, attempt=self.attempt,
             index=index, digest=digest, model=model.name, request=request.to_json(),
             response=response.to_json(), input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens, cost=cost(model.name, response.usage),
+            output_tokens=response.usage.output_tokens, cost=cost(model.name, response.usage), latency=latency,
         ))
         return response
 

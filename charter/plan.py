@@ -25,6 +25,7 @@ from .tools import Registry
 RESERVED_ROOTS = frozenset({"item", "inputs"})
 STEP_KINDS = ("tool", "llm", "agent", "approval")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+ID_RULE = "a letter or _ first, then letters, digits, _ and -"  # what _ID accepts, in words
 
 
 # --- the file format, checked by Pydantic --------------------------------------
@@ -281,7 +282,7 @@ def _compile_checked(data: Any, registry: Registry | None, source: str | None) -
     except pydantic.ValidationError as exc:
         raise PlanError(_pydantic_problems(exc, ""), source) from None
 
-    steps: list[_StepSpec] = []
+    steps: list[tuple[int, _StepSpec]] = []  # with its place in the file, which problems name
     ids: dict[str, int] = {}
     known_ids: set[str] = set()  # ids of steps that failed other checks, to avoid cascades
     for i, raw in enumerate(spec.steps):
@@ -293,21 +294,22 @@ def _compile_checked(data: Any, registry: Registry | None, source: str | None) -
         except pydantic.ValidationError as exc:
             problems.extend(_pydantic_problems(exc, where))
             continue
-        if not _ID.match(st.id):
-            problems.append(Problem(f"{where}.id", f"{st.id!r} is not a valid id (letters, digits, _ and -)"))
-        elif st.id in RESERVED_ROOTS:
-            problems.append(Problem(f"{where}.id", f"{st.id!r} is reserved"))
-        elif st.id in ids:
+        # Duplicates first, whatever the id looks like: a second step must never stand in for the first.
+        if st.id in ids:
             problems.append(Problem(f"{where}.id", f"duplicate id {st.id!r} (first at steps[{ids[st.id]}])"))
             continue
+        if not _ID.match(st.id):
+            problems.append(Problem(f"{where}.id", f"{st.id!r} is not a valid id ({ID_RULE})"))
+        elif st.id in RESERVED_ROOTS:
+            problems.append(Problem(f"{where}.id", f"{st.id!r} is reserved"))
         ids[st.id] = i
-        steps.append(st)
+        steps.append((i, st))
     if not spec.steps:
         problems.append(Problem("steps", "a plan needs at least one step"))
 
     compiled: list[Step] = []
-    for st in steps:
-        where = f"steps[{ids[st.id]}]"
+    for i, st in steps:
+        where = f"steps[{i}]"
         step, step_problems = _compile_step(st, where, ids, known_ids, set(spec.inputs), registry)
         problems.extend(step_problems)
         compiled.append(step)

@@ -3,20 +3,25 @@
 The model is asked for a plan as JSON. What comes back is checked exactly like
 a plan file. When it is not usable (not JSON, an unknown tool, a cycle, bad
 arguments), the problems go back to the model, a bounded number of times; then
-planning fails with an error that shows the last answer and its problems. It
-never crashes on what a model says.
+planning fails with an error that shows every answer's problems and the last
+answer. It never crashes on what a model says.
+
+A repair sends the request, the last answer and its problems, not every answer
+so far: the conversation stays the same size however many repairs it takes, so
+it fits a small model's context as well on the third repair as on the first.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CharterError, PlanError
 from .models.base import Message, Model, ModelRequest, ModelResponse
 from .models.prices import cost
-from .plan import Plan, parse_plan_text
+from .plan import ID_RULE, Plan, parse_plan_text
 from .tools import Registry
 
 PLAN_SCHEMA: dict[str, Any] = {
@@ -46,16 +51,16 @@ PLAN_SCHEMA: dict[str, Any] = {
     },
 }
 
-INSTRUCTIONS = """You turn a request into an explicit plan that a person will review before it runs.
+INSTRUCTIONS = f"""You turn a request into an explicit plan that a person will review before it runs.
 
-A plan is JSON: {"goal": ..., "assumptions": [...], "steps": [...]}.
-Each step has an "id" (letters, digits, _ and -), a short "title", a "why" (the reason for the step),
-and either "tool" with "args" (a call of one of the tools listed below, with arguments fitting its schema),
-or "llm" with a "prompt" (a model call, for judgement or writing; add "schema" for a JSON answer).
-Arguments and prompts refer to earlier results with references: "${step_id}" is a step's whole output,
-"${step_id.field}" a field of it, "${step_id.items[0]}" an element. A reference makes the step wait for that
+A plan is JSON: {{"goal": ..., "assumptions": [...], "steps": [...]}}.
+Each step has a unique "id" ({ID_RULE}), a short "title", a "why" (the reason
+for the step), and either "tool" with "args" (a call of one of the tools listed below, with arguments
+fitting its schema), or "llm" with a "prompt" (a model call, for judgement or writing; add "schema" for a JSON answer).
+Arguments and prompts refer to earlier results with references: "${{step_id}}" is a step's whole output,
+"${{step_id.field}}" a field of it, "${{step_id.items[0]}}" an element. A reference makes the step wait for that
 step; "needs": [ids] adds waits without data. Steps that do not depend on each other run in parallel.
-"for_each": "${step_id}" runs a step once per element of a list output, "${item}" being the element.
+"for_each": "${{step_id}}" runs a step once per element of a list output, "${{item}}" being the element.
 "assumptions" lists what must hold for the plan to make sense. Use only the tools listed; add no others.
 Prefer few steps. Answer with the plan as JSON only."""
 
@@ -73,6 +78,7 @@ class PlanningResult:
     plan: Plan
     attempts: list[PlanAttempt]
     calls: list[tuple[ModelRequest, ModelResponse]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # seconds each call took, as ``calls``
 
     @property
     def tokens(self) -> int:
@@ -85,17 +91,25 @@ class PlanningResult:
 
 
 class PlanningError(CharterError):
-    """The model did not produce a usable plan within the allowed repairs."""
+    """The model did not produce a usable plan within the allowed repairs, or a model call
+    failed on the way. ``attempts`` holds every answer and its problems, in order."""
 
     def __init__(self, attempts: list[PlanAttempt], reason: str = "") -> None:
         self.attempts = attempts
-        last = attempts[-1] if attempts else PlanAttempt("", [reason])
-        problems = "\n".join(f"  - {p}" for p in last.problems)
-        shown = last.answer if len(last.answer) <= 2000 else last.answer[:2000] + "…"
-        super().__init__(
-            f"no usable plan after {len(attempts)} answer(s){': ' + reason if reason else ''}\n"
-            f"problems with the last answer:\n{problems}\nthe last answer was:\n{shown}"
-        )
+        self.reason = reason
+        lines = [f"no usable plan after {len(attempts)} answer(s)" + (f": {reason}" if reason else "")]
+        for n, attempt in enumerate(attempts, 1):
+            lines.append(f"problems with answer {n}:")
+            lines += [f"  - {p}" for p in attempt.problems[:SHOWN_PROBLEMS]]
+            if len(attempt.problems) > SHOWN_PROBLEMS:
+                lines.append(f"  - … and {len(attempt.problems) - SHOWN_PROBLEMS} more")
+        if attempts:
+            last = attempts[-1].answer
+            lines += ["the last answer was:", last if len(last) <= 2000 else last[:2000] + "…"]
+        super().__init__("\n".join(lines))
+
+
+SHOWN_PROBLEMS = 20  # per answer, in errors and repair prompts: enough to act on, bounded
 
 
 def catalog(registry: Registry) -> list[dict[str, Any]]:
@@ -134,18 +148,29 @@ class Planner:
         """Plan from a prepared conversation (replanning builds its own)."""
         return await self._converse(messages)
 
-    async def _converse(self, messages: list[Message]) -> PlanningResult:
+    async def _converse(self, base: list[Message]) -> PlanningResult:
         attempts: list[PlanAttempt] = []
         calls: list[tuple[ModelRequest, ModelResponse]] = []
+        latencies: list[float] = []
+        messages = base
         for _ in range(self.max_repairs + 1):
             request = ModelRequest(tuple(messages), schema=PLAN_SCHEMA)
-            response = await self.model.complete(request)
+            started = time.perf_counter()  # latency is measured, not scheduled: real time, also under a fake clock
+            try:
+                response = await self.model.complete(request)
+            except CharterError as exc:
+                if not attempts:
+                    raise  # nothing to add: the error says it all
+                raise PlanningError(attempts, f"the model call for repair {len(attempts)} failed: {exc}") from exc
+            latencies.append(time.perf_counter() - started)
             calls.append((request, response))
             plan, problems = self.check(response.text)
             attempts.append(PlanAttempt(response.text, problems))
             if plan is not None:
-                return PlanningResult(plan, attempts, calls)
-            messages = [*messages, Message("assistant", response.text), Message("user", repair_prompt(problems))]
+                return PlanningResult(plan, attempts, calls, latencies)
+            # Only the last answer and its problems: earlier answers would make each repair longer
+            # than the one before, until a small model's context overflows.
+            messages = [*base, Message("assistant", response.text), Message("user", repair_prompt(problems))]
         raise PlanningError(attempts)
 
     def check(self, answer: str) -> tuple[Plan | None, list[str]]:
@@ -163,7 +188,9 @@ class Planner:
 
 
 def repair_prompt(problems: list[str]) -> str:
-    listed = "\n".join(f"- {p}" for p in problems)
+    listed = "\n".join(f"- {p}" for p in problems[:SHOWN_PROBLEMS])
+    if len(problems) > SHOWN_PROBLEMS:
+        listed += f"\n- … and {len(problems) - SHOWN_PROBLEMS} more like these"
     return f"That plan cannot be used:\n{listed}\nAnswer with the whole corrected plan as JSON only."
 
 

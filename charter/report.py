@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from .events import (
     Event,
+    ModelCalled,
     StepFailed,
     StepInterrupted,
     StepStarted,
@@ -14,10 +16,58 @@ from .events import (
 )
 from .rules import RunState, shown_status
 
+PREVIEW = 200  # characters of a prompt or an answer kept in a report: enough to recognise it
+
+
+def preview(text: str, limit: int = PREVIEW) -> str:
+    """``text`` on one line, cut at ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One model call of a run: who asked (a step's attempt, or the planner: ``step`` empty),
+    the model, tokens, cost (None: no known price), latency, and the start of the prompt and answer.
+    The whole request and answer are in the run's log (``charter show --events``)."""
+
+    at: float
+    step: str
+    item: int | None
+    attempt: int
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    latency: float | None
+    prompt: str
+    answer: str
+
+    @classmethod
+    def from_event(cls, ev: ModelCalled) -> ModelCall:
+        messages = ev.request.get("messages") or []
+        last = messages[-1] if messages else {}
+        prompt = str(last.get("content") or "")
+        if last.get("role") == "tool":
+            prompt = "tool result: " + prompt
+        answer = str(ev.response.get("text") or "")
+        calls = ev.response.get("tool_calls") or []
+        if calls:
+            asked = ", ".join(f"{c.get('name')}({json.dumps(c.get('arguments'), default=str)})" for c in calls)
+            answer = (answer + " · " if answer else "") + "calls " + asked
+        return cls(at=ev.at, step=ev.step, item=ev.item, attempt=ev.attempt, model=ev.model,
+                   input_tokens=ev.input_tokens, output_tokens=ev.output_tokens, cost=ev.cost,
+                   latency=ev.latency, prompt=preview(prompt), answer=preview(answer))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "step": self.step or None, "item": self.item, "attempt": self.attempt,
+                "model": self.model, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost": self.cost, "latency": self.latency, "prompt": self.prompt, "answer": self.answer}
+
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try of a step: when, how long, and how it ended."""
+    """One try of a step: when, how long, how it ended, and the model calls it made."""
 
     number: int
     started_at: float
@@ -25,6 +75,7 @@ class Attempt:
     outcome: str  # running | succeeded | failed | interrupted
     error: dict[str, Any] | None = None
     retry_at: float | None = None
+    model_calls: list[ModelCall] = field(default_factory=list)
 
     @property
     def duration(self) -> float | None:
@@ -93,8 +144,11 @@ class RunReport:
     request: str | None = None
     plan_version: int = 1
     tokens: int = 0
-    cost: float = 0.0
+    cost: float | None = 0.0  # dollars; None when a model call has no known price (see cost_known)
     budget: dict[str, float] = field(default_factory=dict)
+    cost_known: float = 0.0  # dollars of the calls whose price is known
+    unpriced_models: list[str] = field(default_factory=list)  # models called that have no known price
+    model_calls: list[ModelCall] = field(default_factory=list)  # every model call, the planner's too, in order
 
     @property
     def succeeded(self) -> bool:
@@ -116,8 +170,10 @@ class RunReport:
             "created_at": self.created_at, "updated_at": self.updated_at,
             "finished_at": self.finished_at, "parent_run": self.parent_run,
             "request": self.request, "plan_version": self.plan_version,
-            "tokens": self.tokens, "cost": self.cost, "budget": self.budget,
+            "tokens": self.tokens, "cost": self.cost, "cost_known": self.cost_known,
+            "unpriced_models": self.unpriced_models, "budget": self.budget,
             "steps": [s.to_json() for s in self.steps],
+            "model_calls": [c.to_json() for c in self.model_calls],
         }
         if events:
             out["events"] = [{"type": e.type, "at": e.at, **e.to_data()} for e in self.events]
@@ -126,6 +182,14 @@ class RunReport:
 
 def build_report(state: RunState, events: list[Event]) -> RunReport:
     """Combine the state derived from ``events`` with the attempt history they hold."""
+    calls = [ModelCall.from_event(ev) for ev in events if isinstance(ev, ModelCalled)]
+    by_attempt: dict[tuple[str, int | None, int], list[ModelCall]] = {}
+    for c in calls:
+        by_attempt.setdefault((c.step, c.item, c.attempt), []).append(c)
+
+    def made(started: StepStarted) -> list[ModelCall]:
+        return by_attempt.get((started.step, started.item, started.attempt), [])
+
     history: dict[tuple[str, int | None], list[Attempt]] = {}
     open_: dict[tuple[str, int | None], StepStarted] = {}
     for ev in events:
@@ -137,14 +201,17 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
             if started is None:
                 continue  # a decision of the rules, not the end of an attempt
             if isinstance(ev, StepSucceeded):
-                attempt = Attempt(started.attempt, started.at, ev.at, "succeeded")
+                attempt = Attempt(started.attempt, started.at, ev.at, "succeeded", model_calls=made(started))
             elif isinstance(ev, StepFailed):
-                attempt = Attempt(started.attempt, started.at, ev.at, "failed", ev.error, ev.retry_at)
+                attempt = Attempt(started.attempt, started.at, ev.at, "failed", ev.error, ev.retry_at,
+                                  model_calls=made(started))
             else:
-                attempt = Attempt(started.attempt, started.at, ev.at, "interrupted", {"message": ev.reason})
+                attempt = Attempt(started.attempt, started.at, ev.at, "interrupted", {"message": ev.reason},
+                                  model_calls=made(started))
             history.setdefault(key, []).append(attempt)
     for key, started in open_.items():
-        history.setdefault(key, []).append(Attempt(started.attempt, started.at, None, "running"))
+        history.setdefault(key, []).append(Attempt(started.attempt, started.at, None, "running",
+                                                   model_calls=made(started)))
 
     steps = []
     for step in state.plan.steps:
@@ -173,6 +240,15 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
         output=state.output, assumptions=list(state.plan.assumptions), inputs=state.inputs,
         created_at=state.created_at, updated_at=state.updated_at, finished_at=state.finished_at,
         parent_run=state.parent_run, steps=steps, events=events, request=state.request,
-        plan_version=state.plan_version, tokens=state.tokens, cost=state.cost, budget=dict(state.budget),
+        plan_version=state.plan_version, tokens=state.tokens, budget=dict(state.budget),
+        **_costs(calls), model_calls=calls,
     )
+
+
+def _costs(calls: list[ModelCall]) -> dict[str, Any]:
+    """A run's cost: unknown (None) as soon as one call has no known price, never a made-up total;
+    the known part and the models without a price are kept beside it."""
+    known = sum(c.cost for c in calls if c.cost is not None)
+    unpriced = sorted({c.model for c in calls if c.cost is None})
+    return {"cost": None if unpriced else known, "cost_known": known, "unpriced_models": unpriced}
 

@@ -122,3 +122,28 @@ def anthropic_reply(content: list[dict[str, Any]], *, input_tokens: int = 13, ou
         "stop_reason": stop_reason, "stop_sequence": None,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
     })
+
+
+def refusing_forms(accepts: set[str], answer: Callable[[Any], Reply], *, status: int = 400,
+                   message: str = "response_format type {form!r} is not supported",
+                   kind: str = "invalid_request_error") -> Callable[[Any], Reply]:
+    """A responder for an OpenAI-compatible server that accepts only some structured-output forms
+    (``json_schema``, ``json_object``, ``text``: no ``response_format``), and refuses the others
+    with ``status`` and ``message``, the way llama.cpp, Ollama or vLLM refuse what they lack.
+    Accepted requests get ``answer(body)``."""
+
+    def respond(body: Any) -> Reply:
+        form = (body.get("response_format") or {}).get("type", "text") if isinstance(body, dict) else "text"
+        if form not in accepts:
+            return Reply(status, {"error": {"message": message.format(form=form), "type": kind}})
+        return answer(body)
+
+    return respond
+
+
+# What llama-cpp-python's server answers to a response_format it does not know: its request model
+# fails to validate, and its error handler turns that into a 500 "internal_server_error".
+LLAMA_CPP_PYTHON_REFUSAL = (
+    "1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': {form!r}}}"
+)

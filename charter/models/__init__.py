@@ -10,17 +10,22 @@ from each provider's usual environment variable.
 | ``openrouter`` | ``OPENROUTER_API_KEY`` | OpenRouter's |
 | ``ollama`` | none | ``OLLAMA_BASE_URL`` or ``http://localhost:11434/v1`` |
 | ``compat`` | ``CHARTER_API_KEY`` (optional) | ``CHARTER_BASE_URL`` (any OpenAI-compatible server: vLLM, llama.cpp) |
+
+A spec may end with options: ``compat:qwen2.5?response_format=json_object``
+fixes the structured-output form an OpenAI-compatible server is sent (``auto``,
+the default, negotiates it).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 from ..errors import ConfigError
 from .base import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from .prices import cost, set_price
-from .retrying import RetryingModel
+from .retrying import Retrying, RetryingModel
 from .scripted import ScriptedModel
 
 __all__ = [
@@ -28,11 +33,13 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelResponse",
+    "Retrying",
     "RetryingModel",
     "ScriptedModel",
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "check_spec",
     "cost",
     "model_from_spec",
     "set_price",
@@ -49,14 +56,8 @@ _OPENAI_LIKE = {
 def model_from_spec(spec: str | None = None, env: Mapping[str, str] | None = None) -> Model:
     """The model named ``provider:model`` (default: ``$CHARTER_MODEL``)."""
     env = os.environ if env is None else env
-    spec = spec or env.get("CHARTER_MODEL")
-    if not spec:
-        raise ConfigError("no model chosen: set CHARTER_MODEL=provider:model or pass --model "
-                          "(for example openai:gpt-4o-mini or anthropic:claude-sonnet-4-0)")
-    provider, sep, name = spec.partition(":")
-    if not sep or not name:
-        raise ConfigError(f"model {spec!r} is not provider:model (for example openai:gpt-4o-mini)")
-    timeout = float(env.get("CHARTER_MODEL_TIMEOUT", "120"))
+    provider, name, options = _parse(spec or env.get("CHARTER_MODEL"))
+    timeout = _timeout(env)
     if provider == "anthropic":
         from ._anthropic import AnthropicModel
 
@@ -65,21 +66,77 @@ def model_from_spec(spec: str | None = None, env: Mapping[str, str] | None = Non
     if provider in _OPENAI_LIKE:
         from ._openai import OpenAIModel
 
-        key_var, url_var, default_url = _OPENAI_LIKE[provider]
-        base_url = (env.get(url_var) if url_var else None) or default_url
-        if provider == "compat" and not base_url:
-            raise ConfigError("compat:MODEL needs CHARTER_BASE_URL, the server's OpenAI-compatible /v1 URL")
-        if key_var is None:
-            api_key = "none"
-        elif provider == "compat":
-            api_key = env.get(key_var) or "none"
-        else:
-            api_key = _key(env, key_var, provider)
-        return OpenAIModel(name, api_key=api_key, base_url=base_url, provider=provider, timeout=timeout)
+        api_key, base_url = _openai_like(provider, env)
+        return OpenAIModel(name, api_key=api_key, base_url=base_url, provider=provider, timeout=timeout,
+                           response_format=options.get("response_format", "auto"))
+    raise AssertionError(provider)  # _parse refuses every other provider
+
+
+def check_spec(spec: str | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` if :func:`model_from_spec` would, without building the model
+    (nor importing its SDK): for checking a plan before anything runs."""
+    env = os.environ if env is None else env
+    provider, _, _ = _parse(spec or env.get("CHARTER_MODEL"))
+    _timeout(env)
+    if provider == "anthropic":
+        _key(env, "ANTHROPIC_API_KEY", provider)
+    else:
+        _openai_like(provider, env)
+
+
+def _parse(spec: str | None) -> tuple[str, str, dict[str, str]]:
+    """``provider:model?option=value`` as its parts, checked."""
+    if not spec:
+        raise ConfigError("no model chosen: set CHARTER_MODEL=provider:model or pass --model "
+                          "(for example openai:gpt-4o-mini or anthropic:claude-sonnet-4-0)")
+    head, _, query = spec.partition("?")
+    provider, sep, name = head.partition(":")
+    if not sep or not name:
+        raise ConfigError(f"model {spec!r} is not provider:model (for example openai:gpt-4o-mini)")
     if provider == "scripted":
         raise ConfigError("scripted models are built in code (charter.testing.ScriptedModel) or by `charter demo`")
-    known = ", ".join(["anthropic", *_OPENAI_LIKE])
-    raise ConfigError(f"unknown model provider {provider!r} (known: {known})")
+    if provider != "anthropic" and provider not in _OPENAI_LIKE:
+        known = ", ".join(["anthropic", *_OPENAI_LIKE])
+        raise ConfigError(f"unknown model provider {provider!r} (known: {known})")
+    try:
+        options = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    except ValueError:
+        raise ConfigError(f"model {spec!r}: options are ?name=value&name=value") from None
+    for key, value in options.items():
+        if key != "response_format":
+            raise ConfigError(f"model {spec!r}: unknown option {key!r} (known: response_format)")
+        if provider == "anthropic":
+            raise ConfigError(f"model {spec!r}: response_format is for OpenAI-compatible servers; "
+                              "Anthropic models answer a schema through a tool call")
+        from ._openai import RESPONSE_FORMATS
+
+        if value not in RESPONSE_FORMATS:
+            raise ConfigError(f"model {spec!r}: response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+    return provider, name, options
+
+
+def _openai_like(provider: str, env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The API key and base URL of an OpenAI-compatible provider."""
+    key_var, url_var, default_url = _OPENAI_LIKE[provider]
+    base_url = (env.get(url_var) if url_var else None) or default_url
+    if provider == "compat" and not base_url:
+        raise ConfigError("compat:MODEL needs CHARTER_BASE_URL, the server's OpenAI-compatible /v1 URL")
+    if key_var is None:
+        return "none", base_url
+    if provider == "compat":
+        return env.get(key_var) or "none", base_url
+    return _key(env, key_var, provider), base_url
+
+
+def _timeout(env: Mapping[str, str]) -> float:
+    raw = env.get("CHARTER_MODEL_TIMEOUT", "120")
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not timeout > 0:
+        raise ConfigError(f"CHARTER_MODEL_TIMEOUT={raw!r}: give the seconds a model call may take, like 120")
+    return timeout
 
 
 def _key(env: Mapping[str, str], var: str, provider: str) -> str:

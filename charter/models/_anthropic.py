@@ -21,6 +21,7 @@ class AnthropicModel:
         self.name = f"anthropic:{model}"
         self._errors = (anthropic.AnthropicError, ValueError)  # ValueError: a body that is not JSON
         self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.base_url = str(self._client.base_url).rstrip("/")
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
@@ -44,7 +45,7 @@ class AnthropicModel:
         try:
             resp = await self._client.messages.create(**kwargs)
         except self._errors as exc:
-            raise translate(exc, "anthropic") from None
+            raise translate(exc, "anthropic", self.base_url) from None
         texts: list[str] = []
         calls: list[ToolCall] = []
         for block in resp.content or ():

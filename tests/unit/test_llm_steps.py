@@ -76,10 +76,52 @@ async def test_model_failures_follow_the_retry_policy(db_path: Path) -> None:
     assert report.output == "fine" and clock.now() >= 30
 
 
-async def test_without_a_model_the_step_fails_clearly(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_without_a_model_the_plan_is_refused_before_anything_runs(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHARTER_MODEL", raising=False)
-    app = Charter(db_path, clock=FakeClock(auto_advance=True))
-    report = await app.run({"goal": "g", "steps": [{"id": "x", "llm": {"prompt": "hi"}}]})
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ran: list[str] = []
+
+    @tool
+    def first() -> str:
+        ran.append("first")
+        return "done"
+
+    app = Charter(db_path, tools=[first], clock=FakeClock(auto_advance=True))
+    plan = {"goal": "g", "steps": [
+        {"id": "a", "tool": "first"},
+        {"id": "x", "llm": {"prompt": "${a}"}},
+        {"id": "y", "agent": {"prompt": "go", "tools": ["first"]}},
+        {"id": "z", "llm": {"prompt": "hi", "model": "openai:gpt-4o-mini"}},
+    ]}
+    with pytest.raises(PlanError) as info:
+        await app.run(plan)
+    found = [str(p) for p in info.value.problems]
+    assert found[0].startswith("steps[1].llm: an llm step needs a model, and none is chosen: set CHARTER_MODEL=")
+    assert found[1].startswith("steps[2].agent: an agent step needs a model, and none is chosen")
+    assert found[2] == "steps[3].llm.model: OPENAI_API_KEY is not set: the openai provider needs an API key"
+    assert ran == [] and app.runs() == []  # nothing ran, no run was recorded
+    # With a model chosen (not built, not called: only checked), the same plan is accepted.
+    monkeypatch.setenv("CHARTER_MODEL", "ollama:llama3.1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert [s.id for s in app.load_plan(plan).steps] == ["a", "x", "y", "z"]
+    # A model chosen by a reference is known only when the step runs: not judged before.
+    monkeypatch.delenv("OPENAI_API_KEY")
+    by_input = {"goal": "g", "inputs": {"model": "openai:gpt-4o"},
+                "steps": [{"id": "x", "llm": {"prompt": "hi", "model": "${inputs.model}"}}]}
+    assert app.load_plan(by_input).steps[0].id == "x"
+
+
+async def test_without_a_model_a_step_that_runs_anyway_fails_clearly(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run recorded without the facade's check (an engine of its own) still fails the step with the reason.
+    monkeypatch.delenv("CHARTER_MODEL", raising=False)
+    engine = Engine(Charter(db_path).store, clock=FakeClock(auto_advance=True))
+    from charter.tools import Registry
+
+    state = engine.create(Plan.from_dict({"goal": "g", "steps": [{"id": "x", "llm": {"prompt": "hi"}}]}), Registry())
+    await engine.run_until_settled()
+    report = Charter(db_path).report(state.run_id)
     assert report.status == "failed"
     assert "no model chosen" in report.step("x").error["message"]  # type: ignore[index]
     assert len(report.step("x").attempts) == 1
@@ -128,3 +170,30 @@ def test_llm_steps_are_checked_when_the_plan_loads() -> None:
     assert "steps[2].llm.prompt: ${ghost}: unknown step 'ghost'" in found
     assert "steps[3].llm.prompt: Field required" in found
     assert "steps[4]: a step needs exactly one of 'tool', 'llm', 'agent', 'approval'" in found
+
+
+async def test_the_report_lists_each_model_call_under_the_attempt_that_made_it(db_path: Path) -> None:
+    model = ScriptedModel(["not json at all", {"verdict": "ok"}])
+    app = app_with(db_path, model)
+    report = await app.run({"goal": "g", "steps": [
+        {"id": "n", "tool": "notes"},
+        {"id": "judge", "llm": {"prompt": "Judge:\n${n}", "schema": SCHEMA}, "retry": {"initial_interval": 0}},
+    ]})
+    assert report.status == "succeeded"
+    first, second = report.step("judge").attempts
+    assert [c.answer for c in first.model_calls] == ["not json at all"]
+    assert [c.answer for c in second.model_calls] == ['{"verdict": "ok"}']
+    assert second.model_calls[0].prompt == 'Judge: ["ship it", "fix the bug"]'  # one line
+    assert [c.attempt for c in report.model_calls] == [1, 2] and all(c.step == "judge" for c in report.model_calls)
+    assert all(c.latency is not None and c.latency >= 0 for c in report.model_calls)
+    assert report.cost == 0.0 and report.unpriced_models == []  # the scripted model's price is known: nothing
+
+
+async def test_an_agents_calls_show_the_tools_it_asked_for_and_what_they_returned(db_path: Path) -> None:
+    model = ScriptedModel([ScriptedModel.call("notes", {}), "Two notes."])
+    report = await app_with(db_path, model).run({"goal": "g", "steps": [
+        {"id": "ask", "agent": {"prompt": "How many notes?", "tools": ["notes"]}}]})
+    assert report.status == "succeeded"
+    first, second = report.model_calls
+    assert (first.prompt, first.answer) == ("How many notes?", "calls notes({})")
+    assert second.prompt.startswith("tool result: ") and "ship it" in second.prompt and second.answer == "Two notes."

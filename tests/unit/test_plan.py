@@ -195,3 +195,22 @@ def test_step_retry_and_timeout_are_checked() -> None:
     assert any(p.startswith("steps[0].retry.max_attempts") for p in found)
     assert any(p.startswith("steps[0].retry.colour") for p in found)
     assert any(p.startswith("steps[0].timeout") for p in found)
+
+
+def test_an_invalid_id_is_still_checked_for_duplicates_and_problems_keep_their_step() -> None:
+    # Two steps with the invalid id "1a": the first calls an unknown tool. Its problem belongs to
+    # steps[0], and the second is a duplicate; neither may stand in for the other.
+    found = problems({"goal": "g", "steps": [
+        {"id": "1a", "tool": "nope"},
+        {"id": "1a", "tool": "fetch", "args": {"url": "u"}},
+    ]})
+    assert "steps[0].id: '1a' is not a valid id (a letter or _ first, then letters, digits, _ and -)" in found
+    assert "steps[1].id: duplicate id '1a' (first at steps[0])" in found
+    assert any(p.startswith("steps[0].tool: unknown tool 'nope'") for p in found)
+    assert not any(p.startswith("steps[1].tool") for p in found)
+
+
+def test_the_id_rule_is_said_whole_to_the_planner() -> None:
+    from charter.planner import INSTRUCTIONS
+
+    assert "a letter or _ first, then letters, digits, _ and -" in INSTRUCTIONS

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charter import Registry, tool
+from charter import PermanentError, Registry, tool
+from charter.models import ModelRequest
 from charter.planner import Planner, PlanningError
 from charter.testing import ScriptedModel
 
@@ -59,7 +60,9 @@ async def test_problems_go_back_to_the_model_until_it_repairs_them() -> None:
     assert any("unknown tool 'list_dir'" in p for p in result.attempts[1].problems)
     repair = model.requests[2].messages[-1].content
     assert "cannot be used" in repair and "unknown tool 'list_dir'" in repair
-    assert [m.role for m in model.requests[2].messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    # Only the last answer goes back, with its problems: the first answer is not resent.
+    assert [m.role for m in model.requests[2].messages] == ["system", "user", "assistant", "user"]
+    assert "not even json" not in json.dumps([m.content for m in model.requests[2].messages])
 
 
 async def test_planning_gives_up_with_the_last_answer_shown() -> None:
@@ -73,6 +76,51 @@ async def test_planning_gives_up_with_the_last_answer_shown() -> None:
     text = str(info.value)
     assert "no usable plan after 3 answer(s)" in text and "cycle: a -> b -> a" in text and '"goal": "g"' in text
     assert len(model.requests) == 3
+
+
+def small_context(tokens: int, answer: Any) -> Any:
+    """An answer from a model whose context holds ``tokens`` (four characters a token), refused
+    the way llama.cpp's server refuses a prompt that does not fit."""
+
+    def respond(request: ModelRequest) -> Any:
+        used = sum(len(m.content) for m in request.messages) // 4
+        if used >= tokens:
+            return PermanentError(f"compat answered 400: Requested tokens ({used}) exceed context window of {tokens}")
+        return answer
+
+    return respond
+
+
+async def test_repairs_fit_a_small_context_however_many_it_takes() -> None:
+    # Each bad answer is about 1,000 tokens; resending every one of them would overflow a
+    # 4,096-token context at the third repair. Only the last goes back, so the fourth answer lands.
+    padding = "x" * 4000
+    bad = [{**GOOD, "assumptions": [padding], "steps": [{**GOOD["steps"][0], "tool": f"nope{i}"}]} for i in range(3)]
+    model = ScriptedModel([small_context(4096, b) for b in bad] + [small_context(4096, GOOD)])
+    result = await Planner(model, REG, max_repairs=3).plan("list and save")
+    assert [s.id for s in result.plan.steps] == ["ls", "save"] and len(result.attempts) == 4
+    sizes = [sum(len(m.content) for m in r.messages) for r in model.requests]
+    assert sizes[1] == pytest.approx(sizes[3], rel=0.01)  # the third repair is no longer than the first
+
+
+async def test_a_model_error_mid_repair_keeps_the_planning_history() -> None:
+    first = {**GOOD, "steps": [{**GOOD["steps"][0], "tool": "list_dir"}]}
+    second = {**GOOD, "steps": [{**GOOD["steps"][0], "id": "9ls"}]}
+    model = ScriptedModel([first, second, PermanentError("compat answered 400: context length exceeded")])
+    with pytest.raises(PlanningError) as info:
+        await Planner(model, REG).plan("list and save")
+    text = str(info.value)
+    assert [len(a.problems) > 0 for a in info.value.attempts] == [True, True]
+    assert "the model call for repair 2 failed: compat answered 400: context length exceeded" in text
+    assert "problems with answer 1:" in text and "unknown tool 'list_dir'" in text
+    assert "problems with answer 2:" in text and "'9ls' is not a valid id" in text
+    assert isinstance(info.value.__cause__, PermanentError)
+
+
+async def test_a_model_error_before_any_answer_is_raised_as_it_is() -> None:
+    model = ScriptedModel([PermanentError("compat answered 401: bad key")])
+    with pytest.raises(PermanentError, match="401"):
+        await Planner(model, REG).plan("list and save")
 
 
 async def test_an_empty_request_is_refused_without_asking() -> None:
