@@ -55,7 +55,6 @@ async def _call_tool(name: str, arguments: dict[str, Any], allowed: dict[str, An
         return None, f"the arguments are not a JSON object: {arguments['__unparsed__']!r}"
 
     async def call(key: str) -> Any:
-        return await perform(tool, arguments, ToolContext(ctx.run_id, ctx.step_id, ctx.item, ctx.attempt,
-                                                          f"{ctx.run_id}/{key}"))
+        return await perform(tool, arguments, ToolContext(ctx.run_id, ctx.step_id, ctx.item, ctx.attempt, key))
 
     return await journal.tool(name, arguments, call)

@@ -86,7 +86,9 @@ class Journal:
     ) -> tuple[Any, str | None]:
         """``call(key)`` for a tool, unless an interrupted attempt already did it. Returns (output, error).
 
-        ``key`` is the idempotency key of this call: the same in every attempt that makes it.
+        ``key`` is the idempotency key of this call: the step's key, the call's place in the
+        conversation and what it asks, so the same call in a retried attempt (or a revised plan
+        that kept the step) gets the same key, and a different call a new one.
         """
         index = self._tool_index
         self._tool_index += 1
@@ -96,11 +98,12 @@ class Journal:
             done = self._tools[index]
             return done.output, done.error
         del self._tools[index:]
-        base = f"{self.unit.step}" if self.unit.item is None else f"{self.unit.step}/{self.unit.item}"
+        base = self.unit.key  # set by the attempt's StepStarted
+        assert base is not None, "a tool call outside a started attempt"
         output: Any = None
         error: str | None = None
         try:
-            output = await call(f"{base}/call{index}")
+            output = await call(f"{base}/call{index}-{digest[:8]}")
         except Exception as exc:  # the agent sees the failure and may adapt
             error = f"{type(exc).__name__}: {exc}"
         await self._record(ToolCalled(

@@ -65,6 +65,9 @@ REJECTED = "rejected"
 RUN_DONE = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED})
 
 
+Call = tuple[str, str, Mapping[str, Any]]  # a step's kind, its tool, and the arguments of one unit
+
+
 @dataclass(slots=True)
 class Unit:
     """One executable piece: a step, or one item of a ``for_each`` step."""
@@ -82,6 +85,7 @@ class Unit:
     finished_at: float | None = None
     calls: list[ModelCalled | ToolCalled] = field(default_factory=list)  # what a new attempt may reuse
     deadline: float | None = None  # an approval's: no decision by then fails the step
+    key: str | None = None  # the idempotency key of its attempts, from the first one's StepStarted
 
 
 @dataclass(slots=True)
@@ -128,6 +132,8 @@ class RunState:
     approved_at: float | None = None
     approved_by: str | None = None
     effects: dict[str, Any] = field(default_factory=dict)  # the effect ledger: idempotency key -> result
+    # every key a step's attempts have used, in any plan version, with the call it stood for
+    keyed_calls: dict[str, dict[str, Call]] = field(default_factory=dict)
     max_replans: int = 0
     replans: int = 0
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
@@ -160,9 +166,14 @@ class RunState:
         return self.policies.get(step_id, DEFAULT_RETRY)
 
     def key(self, unit: Unit) -> str:
-        """The idempotency key: the same for every attempt of this unit in this run."""
+        """The unit's place, ``RUN/STEP[/ITEM]``: the idempotency key of its first call (see :func:`effect_key`)."""
         base = f"{self.run_id}/{unit.step}"
         return base if unit.item is None else f"{base}/{unit.item}"
+
+    def call_of(self, step_id: str, args: Mapping[str, Any]) -> Call:
+        """What a unit of the step does with ``args``, as far as an effect is concerned."""
+        step = self.plan.by_id[step_id]
+        return (step.kind, step.tool or "", args)
 
     @property
     def finished(self) -> bool:
@@ -232,6 +243,8 @@ def apply(state: RunState, ev: Event) -> None:
         u.status = RUNNING
         u.attempt = ev.attempt
         u.args = ev.args
+        u.key = ev.key
+        state.keyed_calls.setdefault(ev.step, {}).setdefault(ev.key, state.call_of(ev.step, ev.args))
         u.retry_at = None
         u.started_at = ev.at
         st = state.steps[ev.step]
@@ -627,8 +640,36 @@ def start(state: RunState, unit: Unit, now: float) -> Event:
         return ApprovalRequested(at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, message=message,
                                  deadline=None if timeout is None else now + float(timeout))
     return StepStarted(
-        at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, key=state.key(unit), args=args
+        at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, key=effect_key(state, unit, args), args=args
     )
+
+
+def effect_key(state: RunState, unit: Unit, args: Mapping[str, Any]) -> str:
+    """The idempotency key of an attempt: one key per effect, whatever the plan version.
+
+    Every attempt of a unit shares its key, so a retry or a resumed attempt finds
+    what the ledger recorded. A revised plan keeps a step's key where the call
+    is the same (same tool, same arguments: its effect is not repeated), even if
+    the call moved to another ``for_each`` item, and gives a changed call a new
+    key, ``RUN/STEP[/ITEM]@vN``: it is a new effect, which the ledger must not
+    answer with the old one's result.
+    """
+    if unit.key is not None:
+        return unit.key
+    base = state.key(unit)
+    used = state.keyed_calls.get(unit.step, {})
+    taken = {u.key for u in state.steps[unit.step].units.values() if u.key is not None}
+    call = state.call_of(unit.step, args)
+    same = [k for k, c in used.items() if c == call and k not in taken]
+    if same:
+        return base if base in same else same[0]
+    if base not in used and base not in taken:
+        return base
+    key, n = f"{base}@v{state.plan_version}", 1
+    while key in used or key in taken:
+        n += 1
+        key = f"{base}@v{state.plan_version}.{n}"
+    return key
 
 
 def classify(exc: BaseException, policy: RetryPolicy) -> tuple[ErrorInfo, float | None]:

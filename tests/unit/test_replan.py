@@ -133,3 +133,70 @@ async def test_no_model_means_the_run_fails_with_both_reasons(db_path: Path, mon
     assert report.status == "failed"
     assert report.reason.startswith("1 step(s) failed (get), 1 skipped; no revised plan:") and "no model chosen" in report.reason
     assert not any(isinstance(e, ModelCalled) for e in report.events)
+
+
+posted: list[str] = []
+
+
+@tool(effect="write")
+def post(channel: str, text: str) -> bool:
+    """Post a text to a channel; says whether the channel took it."""
+    if channel == "closed":
+        raise PermanentError("channel closed refuses posts")
+    posted.append(channel)
+    return channel != "archived"
+
+
+@tool
+def channels(names: list[str]) -> list[str]:
+    """The channels to post to."""
+    return names
+
+
+async def _revised_and_approved(db: Path, plan: dict[str, Any], revised: dict[str, Any]) -> Any:
+    posted.clear()
+    app = Charter(db, tools=[post, channels], clock=FakeClock(auto_advance=True))
+    app.engine().model = ScriptedModel([revised])
+    first = await run(app, plan, max_replans=1)
+    assert first.status == "created" and first.plan_version == 2  # a changed write goes back to review
+    app.engine().approve(first.id)
+    await app.engine().run_until_settled()
+    return app, app.report(first.id)
+
+
+async def test_a_revised_write_with_new_arguments_is_a_new_effect(db_path: Path) -> None:
+    plan = {"goal": "announce", "steps": [{"id": "pub", "tool": "post", "check": "the channel took it",
+                                           "args": {"channel": "archived", "text": "hello"}}]}
+    revised = {"goal": "announce", "steps": [{"id": "pub", "why": "archived takes nothing", "tool": "post",
+                                              "args": {"channel": "general", "text": "hello"}}]}
+    app, report = await _revised_and_approved(db_path, plan, revised)
+    assert posted == ["archived", "general"]  # the approved v2 call was made, once
+    assert report.status == "succeeded" and report.output is True
+    effects = app.effects(report.id)
+    assert [(e.key.removeprefix(report.id), e.target) for e in effects] == [("/pub", []), ("/pub@v2", [])]
+
+
+async def test_for_each_writes_are_neither_skipped_nor_repeated_across_a_revision(db_path: Path) -> None:
+    plan = {"goal": "announce", "inputs": {"to": ["a", "closed", "b"]}, "steps": [
+        {"id": "pub", "tool": "post", "for_each": "${inputs.to}", "args": {"channel": "${item}", "text": "hi"}}]}
+    revised = {"goal": "announce", "steps": [
+        {"id": "which", "why": "closed refuses", "tool": "channels", "args": {"names": ["c", "a", "d", "b"]}},
+        {"id": "pub", "why": "a and b moved, c and d are new", "tool": "post", "for_each": "${which}",
+         "args": {"channel": "${item}", "text": "hi"}}]}
+    app, report = await _revised_and_approved(db_path, plan, revised)
+    assert report.status == "succeeded"
+    assert sorted(posted) == ["a", "b", "c", "d"]  # a and b not again (they moved), c and d once (not skipped)
+    keys = {e.key.removeprefix(report.id): e.result for e in app.effects(report.id)}
+    assert keys == {"/pub/0": True, "/pub/2": True, "/pub/0@v2": True, "/pub/2@v2": True}
+
+
+async def test_an_unchanged_write_keeps_its_key_and_is_not_repeated(db_path: Path) -> None:
+    plan = {"goal": "announce", "steps": [
+        {"id": "pub", "tool": "post", "args": {"channel": "general", "text": "hi"}},
+        {"id": "bad", "tool": "post", "args": {"channel": "closed", "text": "${pub}"}, "needs": ["pub"]}]}
+    revised = {"goal": "announce", "steps": [
+        {"id": "pub", "why": "as before", "tool": "post", "args": {"channel": "general", "text": "hi"}},
+        {"id": "other", "why": "closed refuses", "tool": "post", "args": {"channel": "news", "text": "hi"}}]}
+    app, report = await _revised_and_approved(db_path, plan, revised)
+    assert report.status == "succeeded" and posted == ["general", "news"]
+    assert [e.key.removeprefix(report.id) for e in app.effects(report.id)] == ["/pub", "/other"]
