@@ -302,8 +302,8 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print(f"[bold]goal:[/] {escape(report.goal)}")
     if report.request:
         console.print(f"[bold]request:[/] {escape(report.request)}")
-    if report.plan_version > 1:
-        console.print(f"[bold]plan version:[/] {report.plan_version}")
+    if len(report.versions) > 1:
+        _print_versions(console, report)
     if report.tokens or report.budget or report.model_calls:
         spend = f"{report.tokens:,} model tokens, {_run_cost(report)}"
         limits = ", ".join(f"{k} {v:g}" for k, v in report.budget.items())
@@ -338,16 +338,18 @@ def print_report(console: Console, report: RunReport) -> None:
             console.print(f"    [dim]output reused from run {s.reused_from}[/]")
         if s.args is not None:
             console.print(f"    [dim]args:[/] {escape(short_json(s.args))}")
+        versioned = len({a.plan_version for a in s.attempts}) > 1
         for attempt in s.attempts:
-            _print_attempt(console, attempt, "    ")
+            _print_attempt(console, attempt, "    ", versioned)
         for item in s.items:
             console.print(Text.assemble("    ", icon(item.status), f" item {item.item}  ",
                                         styled_status(item.status),
                                         (f"  {fmt_duration(item.duration)}", "dim")))
             if item.args is not None:
                 console.print(f"        [dim]args:[/] {escape(short_json(item.args))}")
+            versioned = len({a.plan_version for a in item.attempts}) > 1
             for attempt in item.attempts:
-                _print_attempt(console, attempt, "        ")
+                _print_attempt(console, attempt, "        ", versioned)
         if s.status == "succeeded":
             console.print(f"    [dim]output:[/] {escape(short_json(s.output, 400))}")
         elif s.status == "failed" and s.error:
@@ -359,8 +361,35 @@ def print_report(console: Console, report: RunReport) -> None:
         console.print(f"[bold]result:[/] {escape(short_json(report.output, 2000))}")
 
 
-def _print_attempt(console: Console, a: Any, indent: str) -> None:
-    line = f"{indent}[dim]attempt {a.number}: {a.outcome}"
+def _print_versions(console: Console, report: RunReport) -> None:
+    """The plan's versions: who made and approved each, how its steps ended, and the diff from the one before."""
+    console.print(f"[bold]plan versions:[/] {len(report.versions)} (running v{report.plan_version})")
+    for v in report.versions:
+        made = f" by {v.by}" if v.by else ""
+        line = f"  [bold]v{v.number}[/]{escape(made)}"
+        if v.reason:
+            line += f" [dim]because[/] {escape(v.reason)}"
+        if v.approved_by:
+            line += f" · approved by {escape(v.approved_by)}"
+        elif v.rejected_by:
+            line += f" · [red]rejected[/] by {escape(v.rejected_by)}: {escape(v.rejected_reason)}"
+        elif v.number == report.plan_version and report.status == "created":
+            line += " · [yellow]waits for review[/]"
+        console.print(line)
+        for e in v.ended:
+            style = "red" if e["status"] == "failed" else "dim"
+            console.print(f"    [{style}]{e['status']}:[/] {escape(e['step'])}"
+                          + (f" [dim]({escape(e['detail'])})[/]" if e["detail"] else ""))
+        for diff_line in v.diff.splitlines():
+            if diff_line.startswith(("---", "+++")):
+                continue
+            style = "green" if diff_line.startswith("+") else "red" if diff_line.startswith("-") else "dim"
+            console.print(f"      [{style}]{escape(diff_line)}[/]", soft_wrap=True)
+
+
+def _print_attempt(console: Console, a: Any, indent: str, versioned: bool = False) -> None:
+    where = f"v{a.plan_version} " if versioned else ""
+    line = f"{indent}[dim]{where}attempt {a.number}: {a.outcome}"
     if a.duration is not None:
         line += f" after {fmt_duration(a.duration)}"
     line += "[/]"

@@ -409,7 +409,7 @@ def show(
     if events:
         out.print()
         for i, ev in enumerate(report.events, 1):
-            out.print(f"[dim]{i:4d}[/] {ev.type:16s} {json.dumps(ev.to_data(), default=str)[:300]}")
+            out.print(f"[dim]{i:4d}[/] {ev.type:16s} {escape(json.dumps(ev.to_data(), default=str))}", soft_wrap=True)
 
 
 ModelOpt = Annotated[

@@ -55,6 +55,7 @@ from .journal import Journal, planner_events
 from .leases import claimable, new_owner
 from .llm import run_llm
 from .models import Model, model_from_spec
+from .models.retrying import RetryingModel
 from .plan import Plan, Step
 from .replan import Revision
 from .rules import RUNNING, RunState, Unit
@@ -447,8 +448,10 @@ class Engine:
     async def _replan(self, h: _Hosted) -> None:
         outcome: Revision | Exception | None
         try:
+            # a transient error (a 503, a timeout) is retried as in first-time planning, on the engine's clock
+            model = RetryingModel(self.model_for(None), clock=self.clock)
             with self.clock.in_flight():
-                outcome = await replan.revise(h.state, h.registry, self.model_for(None))
+                outcome = await replan.revise(h.state, h.registry, model)
         except asyncio.CancelledError:
             outcome = None
         except Exception as exc:  # the planner gave up, or no model: the run fails with the reason
@@ -469,7 +472,7 @@ class Engine:
                 events = [RunFailed(at=now, reason=f"{state.reason}; no revised plan: {outcome}",
                                     failed_steps=[s for s, st in state.steps.items() if st.status == rules.FAILED])]
             else:
-                events = list(planner_events(outcome.result.calls, now))
+                events = list(planner_events(outcome.result.calls, now, outcome.result.latencies))
                 events.append(PlanRevised(at=now, version=state.plan_version + 1, plan=outcome.plan.to_json(),
                                           by="planner", reason=state.reason, diff=outcome.diff,
                                           needs_review=outcome.needs_review))

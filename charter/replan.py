@@ -9,13 +9,13 @@ by the run's ``max_replans``.
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from . import report
 from .errors import PlanError
 from .models.base import Message, Model
 from .plan import Plan
@@ -69,10 +69,7 @@ def merge(state: RunState, proposed: Plan, registry: Registry) -> Plan:
 
 
 def plan_diff(old: Plan, new: Plan, old_version: int) -> str:
-    return "".join(difflib.unified_diff(
-        _yaml(old).splitlines(keepends=True), _yaml(new).splitlines(keepends=True),
-        fromfile=f"plan v{old_version}", tofile=f"plan v{old_version + 1}",
-    ))
+    return report.plan_diff(old.to_json(), new.to_json(), old_version)
 
 
 def adds_writes(old: Plan, new: Plan, registry: Registry) -> bool:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from .events import (
     Event,
     ModelCalled,
+    PlanApproved,
+    PlanRejected,
+    PlanRevised,
+    RunCreated,
     StepFailed,
     StepInterrupted,
+    StepSkipped,
     StepStarted,
     StepSucceeded,
 )
@@ -76,6 +84,8 @@ class Attempt:
     error: dict[str, Any] | None = None
     retry_at: float | None = None
     model_calls: list[ModelCall] = field(default_factory=list)
+    plan_version: int = 1  # the version of the plan the attempt ran under
+    key: str = ""  # its idempotency key
 
     @property
     def duration(self) -> float | None:
@@ -84,7 +94,68 @@ class Attempt:
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "started_at": self.started_at, "ended_at": self.ended_at,
                 "duration": self.duration, "outcome": self.outcome, "error": self.error,
-                "retry_at": self.retry_at}
+                "retry_at": self.retry_at, "plan_version": self.plan_version, "key": self.key}
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    """One version of a run's plan: who made it and why, who approved it, and how its steps ended."""
+
+    number: int
+    at: float
+    by: str  # who made it: the planner, a person editing it in review, or "" (a plan file or code)
+    reason: str
+    diff: str  # from the version before; "" for the first
+    approved_by: str | None = None
+    approved_at: float | None = None
+    rejected_by: str | None = None
+    rejected_reason: str = ""
+    # steps that failed or were skipped under this version: {"step", "status", "detail"}
+    ended: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "at": self.at, "by": self.by, "reason": self.reason, "diff": self.diff,
+                "approved_by": self.approved_by, "approved_at": self.approved_at,
+                "rejected_by": self.rejected_by, "rejected_reason": self.rejected_reason, "ended": self.ended}
+
+
+def plan_diff(old: dict[str, Any], new: dict[str, Any], old_version: int) -> str:
+    """A unified diff of two plans (as JSON data), as YAML, for people."""
+    def lines(plan: dict[str, Any]) -> list[str]:
+        return yaml.safe_dump(plan, sort_keys=False, allow_unicode=True, width=100).splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(lines(old), lines(new), fromfile=f"plan v{old_version}",
+                                        tofile=f"plan v{old_version + 1}"))
+
+
+def plan_versions(events: list[Event]) -> list[PlanVersion]:
+    """Every version of the plan, from the log."""
+    versions: list[dict[str, Any]] = []
+    plan: dict[str, Any] = {}
+    for ev in events:
+        if isinstance(ev, RunCreated):
+            plan = ev.plan
+            versions.append({"number": 1, "at": ev.at, "by": "planner" if ev.request else "", "reason": "",
+                             "diff": "", "ended": {}})
+        elif not versions:
+            continue
+        elif isinstance(ev, PlanRevised):
+            diff = ev.diff or plan_diff(plan, ev.plan, versions[-1]["number"])
+            plan = ev.plan
+            versions.append({"number": ev.version, "at": ev.at, "by": ev.by, "reason": ev.reason,
+                             "diff": diff, "ended": {}})
+        elif isinstance(ev, PlanApproved):
+            versions[-1].update(approved_by=ev.by, approved_at=ev.at)
+        elif isinstance(ev, PlanRejected):
+            versions[-1].update(rejected_by=ev.by, rejected_reason=ev.reason)
+        elif isinstance(ev, StepFailed) and ev.retry_at is None and ev.item is None:
+            message = (ev.error or {}).get("message", "")
+            versions[-1]["ended"][ev.step] = {"step": ev.step, "status": "failed", "detail": message}
+        elif isinstance(ev, StepSkipped):
+            versions[-1]["ended"][ev.step] = {"step": ev.step, "status": "skipped", "detail": ev.reason}
+        elif isinstance(ev, StepSucceeded) and ev.item is None:
+            versions[-1]["ended"].pop(ev.step, None)  # retried with success after all
+    return [PlanVersion(**{**v, "ended": list(v["ended"].values())}) for v in versions]
 
 
 @dataclass(frozen=True)
@@ -149,6 +220,7 @@ class RunReport:
     cost_known: float = 0.0  # dollars of the calls whose price is known
     unpriced_models: list[str] = field(default_factory=list)  # models called that have no known price
     model_calls: list[ModelCall] = field(default_factory=list)  # every model call, the planner's too, in order
+    versions: list[PlanVersion] = field(default_factory=list)  # every version of the plan, the first first
 
     @property
     def succeeded(self) -> bool:
@@ -174,6 +246,7 @@ class RunReport:
             "unpriced_models": self.unpriced_models, "budget": self.budget,
             "steps": [s.to_json() for s in self.steps],
             "model_calls": [c.to_json() for c in self.model_calls],
+            "versions": [v.to_json() for v in self.versions],
         }
         if events:
             out["events"] = [{"type": e.type, "at": e.at, **e.to_data()} for e in self.events]
@@ -192,8 +265,19 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
 
     history: dict[tuple[str, int | None], list[Attempt]] = {}
     open_: dict[tuple[str, int | None], StepStarted] = {}
+    version = 1
+    under: dict[int, int] = {}  # id of a StepStarted -> the plan version it ran under
+
+    def attempt(started: StepStarted, ended_at: float | None, outcome: str, error: dict[str, Any] | None = None,
+                retry_at: float | None = None) -> Attempt:
+        return Attempt(started.attempt, started.at, ended_at, outcome, error, retry_at, model_calls=made(started),
+                       plan_version=under.get(id(started), 1), key=started.key)
+
     for ev in events:
-        if isinstance(ev, StepStarted):
+        if isinstance(ev, PlanRevised):
+            version = ev.version
+        elif isinstance(ev, StepStarted):
+            under[id(ev)] = version
             open_[(ev.step, ev.item)] = ev
         elif isinstance(ev, StepSucceeded | StepFailed | StepInterrupted):
             key = (ev.step, ev.item)
@@ -201,17 +285,14 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
             if started is None:
                 continue  # a decision of the rules, not the end of an attempt
             if isinstance(ev, StepSucceeded):
-                attempt = Attempt(started.attempt, started.at, ev.at, "succeeded", model_calls=made(started))
+                ended = attempt(started, ev.at, "succeeded")
             elif isinstance(ev, StepFailed):
-                attempt = Attempt(started.attempt, started.at, ev.at, "failed", ev.error, ev.retry_at,
-                                  model_calls=made(started))
+                ended = attempt(started, ev.at, "failed", ev.error, ev.retry_at)
             else:
-                attempt = Attempt(started.attempt, started.at, ev.at, "interrupted", {"message": ev.reason},
-                                  model_calls=made(started))
-            history.setdefault(key, []).append(attempt)
+                ended = attempt(started, ev.at, "interrupted", {"message": ev.reason})
+            history.setdefault(key, []).append(ended)
     for key, started in open_.items():
-        history.setdefault(key, []).append(Attempt(started.attempt, started.at, None, "running",
-                                                   model_calls=made(started)))
+        history.setdefault(key, []).append(attempt(started, None, "running"))
 
     steps = []
     for step in state.plan.steps:
@@ -241,7 +322,7 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
         created_at=state.created_at, updated_at=state.updated_at, finished_at=state.finished_at,
         parent_run=state.parent_run, steps=steps, events=events, request=state.request,
         plan_version=state.plan_version, tokens=state.tokens, budget=dict(state.budget),
-        **_costs(calls), model_calls=calls,
+        **_costs(calls), model_calls=calls, versions=plan_versions(events),
     )
 
 

@@ -127,7 +127,7 @@ class RunState:
     done_steps: int = 0
     tokens: int = 0  # model tokens used, input and output
     cost: float = 0.0  # dollars, where the price is known
-    attempts: int = 0  # attempts started
+    attempts: int = 0  # attempts started and not interrupted (what the "steps" budget counts)
     budget: dict[str, float] = field(default_factory=dict)
     approved_at: float | None = None
     approved_by: str | None = None
@@ -308,6 +308,8 @@ def apply(state: RunState, ev: Event) -> None:
     elif isinstance(ev, StepInterrupted):
         u = _unit(state, ev.step, ev.item)
         u.status = PENDING
+        # cut short by a crash, a pause or a cancel: like the retry budget, the steps budget does not count it
+        state.attempts -= 1
     elif isinstance(ev, StepSkipped):
         st = state.steps[ev.step]
         st.reason = ev.reason
@@ -475,6 +477,9 @@ def advance(state: RunState, now: float) -> Decision:
             if state.replans < state.max_replans:
                 emit(ReplanRequested(at=now, reason=reason, failed_steps=failed))
             else:
+                if state.max_replans:
+                    reason += (f"; no revision left: the plan was revised {state.replans} time(s), "
+                               "the most this run allows")
                 emit(RunFailed(at=now, reason=reason, failed_steps=failed))
         else:
             emit(RunSucceeded(at=now, output=run_output(state)))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, ConfigError, RetryableError, ToolContext, tool
-from charter.events import ModelCalled
+from charter import Charter, ConfigError, RetryableError, ToolContext, rules, tool
+from charter.events import ModelCalled, PlanApproved, RunCreated, StepInterrupted, StepStarted
 from charter.models import set_price
 from charter.plan import Plan
 from charter.testing import FakeClock, ScriptedModel
@@ -99,3 +99,15 @@ def test_bad_budgets_are_refused(db_path: Path) -> None:
     with pytest.raises(ConfigError, match="must be positive"):
         a.engine().create(plan, a.registry, budget={"tokens": 0})
     assert a.runs() == []
+
+
+def test_an_interrupted_attempt_counts_against_neither_budget() -> None:
+    plan = {"goal": "g", "steps": [{"id": "s", "tool": "step", "args": {"name": "s"}}]}
+    events = [RunCreated(at=0, plan=plan, budget={"steps": 1}), PlanApproved(at=0, by="test"),
+              StepStarted(at=1, step="s", attempt=1, key="r/s", args={"name": "s"}),
+              StepInterrupted(at=2, step="s", attempt=1, reason="the process running it stopped")]
+    state = rules.replay("r", events)
+    unit = state.steps["s"].units[None]
+    assert (state.attempts, unit.failures) == (0, 0)  # both budgets: the attempt runs again, and counts once
+    decision = rules.advance(state, 3)
+    assert [u.step for u in decision.ready] == ["s"]  # the steps budget of 1 still lets it run

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, PermanentError, tool
+from charter import Charter, PermanentError, RetryableError, tool
 from charter.events import ModelCalled, PlanRevised, ReplanRequested
 from charter.plan import Plan
 from charter.testing import FakeClock, ScriptedModel, assert_events_in_order
@@ -200,3 +200,19 @@ async def test_an_unchanged_write_keeps_its_key_and_is_not_repeated(db_path: Pat
     app, report = await _revised_and_approved(db_path, plan, revised)
     assert report.status == "succeeded" and posted == ["general", "news"]
     assert [e.key.removeprefix(report.id) for e in app.effects(report.id)] == ["/pub", "/other"]
+
+
+async def test_a_transient_model_error_during_replanning_is_retried(db_path: Path) -> None:
+    model = ScriptedModel([RetryableError("compat answered 503", next_retry_delay=0), REVISED])
+    report = await run(make(db_path, model), ORIGINAL, max_replans=1)
+    assert report.status == "succeeded" and report.plan_version == 2
+    assert len(model.requests) == 2  # the 503, then the revision
+
+
+async def test_when_no_revision_is_left_the_reason_says_so(db_path: Path) -> None:
+    still_broken = {**ORIGINAL, "steps": [*ORIGINAL["steps"][:1], {**ORIGINAL["steps"][1], "why": "again"},
+                                          ORIGINAL["steps"][2]]}
+    report = await run(make(db_path, ScriptedModel([still_broken])), ORIGINAL, max_replans=1)
+    assert report.status == "failed"
+    assert report.reason == ("1 step(s) failed (get), 1 skipped; no revision left: "
+                             "the plan was revised 1 time(s), the most this run allows")
