@@ -323,7 +323,7 @@ def print_report(console: Console, report: RunReport) -> None:
             _print_call(console, call, "  ")
     console.print()
     for s in report.steps:
-        head = Text.assemble(icon(s.status), " ", (s.id, "bold"), f"  {s.tool}  ", styled_status(s.status))
+        head = Text.assemble(icon(s.status), " ", (s.id, "bold"), f"  {s.tool or s.kind}  ", styled_status(s.status))
         if s.duration is not None:
             head.append(f"  {fmt_duration(s.duration)}", style="dim")
         tries = _tries(s)

@@ -175,6 +175,7 @@ class StepReport:
     items: list[StepReport] = field(default_factory=list)
     started_at: float | None = None
     finished_at: float | None = None
+    kind: str = "tool"  # tool | llm | agent | approval
 
     @property
     def duration(self) -> float | None:
@@ -184,7 +185,7 @@ class StepReport:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "title": self.title, "why": self.why, "tool": self.tool,
+            "id": self.id, "title": self.title, "why": self.why, "kind": self.kind, "tool": self.tool,
             "status": self.status, "item": self.item, "args": self.args, "output": self.output,
             "error": self.error, "reason": self.reason, "reused_from": self.reused_from,
             "started_at": self.started_at, "finished_at": self.finished_at, "duration": self.duration,
@@ -314,7 +315,7 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
             output=st.output if st.status == "succeeded" else None,
             error=st.error or (unit.error if unit else None), reason=st.reason,
             reused_from=st.reused_from, attempts=history.get((step.id, None), []), items=items,
-            started_at=st.started_at, finished_at=st.finished_at,
+            started_at=st.started_at, finished_at=st.finished_at, kind=step.kind,
         ))
     return RunReport(
         id=state.run_id, goal=state.plan.goal, status=state.status, reason=state.reason,

@@ -197,3 +197,17 @@ async def test_an_agents_calls_show_the_tools_it_asked_for_and_what_they_returne
     first, second = report.model_calls
     assert (first.prompt, first.answer) == ("How many notes?", "calls notes({})")
     assert second.prompt.startswith("tool result: ") and "ship it" in second.prompt and second.answer == "Two notes."
+
+
+async def test_show_names_the_kind_of_a_step_without_a_tool(db_path: Path) -> None:
+    from rich.console import Console
+
+    from charter._console import print_report
+
+    app = app_with(db_path, ScriptedModel(["fine"]))
+    report = await app.run({"goal": "g", "steps": [{"id": "ask", "llm": {"prompt": "how are you?"}}]})
+    console = Console(record=True, width=120)
+    print_report(console, report)
+    header = next(line for line in console.export_text().splitlines() if line.startswith("✓ ask"))
+    assert header.split()[:4] == ["✓", "ask", "llm", "succeeded"]
+    assert report.to_json()["steps"][0]["kind"] == "llm"
