@@ -68,6 +68,10 @@ RUN_DONE = frozenset({SUCCEEDED, FAILED, CANCELLED, REJECTED})
 Call = tuple[str, str, Mapping[str, Any]]  # a step's kind, its tool, and the arguments of one unit
 
 
+def _call(step: Step, args: Mapping[str, Any]) -> Call:
+    return (step.kind, step.tool or "", args)
+
+
 @dataclass(slots=True)
 class Unit:
     """One executable piece: a step, or one item of a ``for_each`` step."""
@@ -100,6 +104,7 @@ class StepState:
     reused_from: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    keys: set[str] = field(default_factory=set)  # the idempotency keys its units have under this plan version
 
 
 @dataclass(slots=True)
@@ -132,8 +137,8 @@ class RunState:
     approved_at: float | None = None
     approved_by: str | None = None
     effects: dict[str, Any] = field(default_factory=dict)  # the effect ledger: idempotency key -> result
-    # every key a step's attempts have used, in any plan version, with the call it stood for
-    keyed_calls: dict[str, dict[str, Call]] = field(default_factory=dict)
+    # the keys a step's units used under earlier versions of the plan, with the call each stood for
+    earlier_calls: dict[str, dict[str, Call]] = field(default_factory=dict)
     max_replans: int = 0
     replans: int = 0
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
@@ -172,8 +177,7 @@ class RunState:
 
     def call_of(self, step_id: str, args: Mapping[str, Any]) -> Call:
         """What a unit of the step does with ``args``, as far as an effect is concerned."""
-        step = self.plan.by_id[step_id]
-        return (step.kind, step.tool or "", args)
+        return _call(self.plan.by_id[step_id], args)
 
     @property
     def finished(self) -> bool:
@@ -244,10 +248,10 @@ def apply(state: RunState, ev: Event) -> None:
         u.attempt = ev.attempt
         u.args = ev.args
         u.key = ev.key
-        state.keyed_calls.setdefault(ev.step, {}).setdefault(ev.key, state.call_of(ev.step, ev.args))
         u.retry_at = None
         u.started_at = ev.at
         st = state.steps[ev.step]
+        st.keys.add(ev.key)
         if st.status == PENDING:
             st.status = RUNNING
             st.started_at = ev.at
@@ -375,6 +379,12 @@ def _wake_if_awaiting(state: RunState) -> None:
 def _revise(state: RunState, plan: Plan, version: int) -> None:
     """Adopt a new version of the plan. Steps that succeeded and are still in it keep their results."""
     old = state.steps
+    for sid, st in old.items():  # what each unit did under the old version, for the keys of the new one
+        step = state.plan.by_id[sid]
+        calls = state.earlier_calls.setdefault(sid, {})
+        for u in st.units.values():
+            if u.key is not None and u.args is not None:
+                calls.setdefault(u.key, _call(step, u.args))
     state.plan = plan
     state.plan_version = version
     state.steps = {}
@@ -662,16 +672,18 @@ def effect_key(state: RunState, unit: Unit, args: Mapping[str, Any]) -> str:
     if unit.key is not None:
         return unit.key
     base = state.key(unit)
-    used = state.keyed_calls.get(unit.step, {})
-    taken = {u.key for u in state.steps[unit.step].units.values() if u.key is not None}
+    earlier = state.earlier_calls.get(unit.step)
+    if not earlier:
+        return base  # the step never ran under another version: its units' places are their keys
+    taken = state.steps[unit.step].keys
     call = state.call_of(unit.step, args)
-    same = [k for k, c in used.items() if c == call and k not in taken]
+    same = [k for k, c in earlier.items() if c == call and k not in taken]
     if same:
         return base if base in same else same[0]
-    if base not in used and base not in taken:
+    if base not in earlier and base not in taken:
         return base
     key, n = f"{base}@v{state.plan_version}", 1
-    while key in used or key in taken:
+    while key in earlier or key in taken:
         n += 1
         key = f"{base}@v{state.plan_version}.{n}"
     return key
