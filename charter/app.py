@@ -211,7 +211,7 @@ class Charter:
         if step is None:
             self.engine().approve(run_id, by=by, registry=self._own_tools())
             return "done"
-        return self.engine().decide(run_id, step, True, by=by, note=note)
+        return self.engine().decide(run_id, step, True, by=by, note=note, registry=self._own_tools())
 
     def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
         """Reject a run's plan (the run ends) or an approval step (it fails). Returns as :meth:`approve`."""
@@ -219,7 +219,7 @@ class Charter:
         if step is None:
             self.engine().reject(run_id, reason or "rejected", by=by)
             return "done"
-        return self.engine().decide(run_id, step, False, by=by, note=reason)
+        return self.engine().decide(run_id, step, False, by=by, note=reason, registry=self._own_tools())
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .app import Charter, ToolsLike, make_registry
-from .errors import CharterError
+from .errors import CharterError, PlanError
 from .plan import load_plan
 from .report import RunReport
 from .workspace import Workspace, load_workspace
@@ -39,20 +39,32 @@ app = typer.Typer(
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+# Every argument and option names what it takes (RUN_ID, PATH, N), as `--help` shows it.
+RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")]
+PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")]
+RequestArg = Annotated[str, typer.Argument(metavar="REQUEST", help="What you want done, in words.")]
 DbOpt = Annotated[
-    str, typer.Option("--db", envvar="CHARTER_DB", help="The SQLite store (created if missing).")
+    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH", help="The SQLite store (created if missing).")
 ]
 ToolsOpt = Annotated[
     list[str] | None,
-    typer.Option("--tools", "-t", help="A tools file (path/to/tools.py) or module (pkg.tools); repeatable."),
+    typer.Option("--tools", "-t", metavar="FILE|MODULE",
+                 help="A tools file (path/to/tools.py) or module (pkg.tools); repeatable."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
-ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Attempts running at once.")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", metavar="N", min=1, help="Attempts running at once.")]
 
-MaxTokens = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Budget: model tokens for the run.")]
-MaxCost = Annotated[float | None, typer.Option("--max-cost", help="Budget: dollars of model calls for the run.")]
-MaxTime = Annotated[float | None, typer.Option("--max-time", help="Budget: seconds of wall time from approval.")]
-MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Budget: attempts started.")]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", metavar="N", min=1,
+                                               help="Budget: model tokens for the run.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", metavar="DOLLARS",
+                                               help="Budget: dollars of model calls for the run.")]
+MaxTime = Annotated[float | None, typer.Option("--max-time", metavar="SECONDS",
+                                               help="Budget: seconds of wall time from approval.")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", metavar="N", min=1, help="Budget: attempts started.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", envvar="CHARTER_MODEL", metavar="PROVIDER:MODEL",
+                             help="The model, e.g. openai:gpt-4o-mini, or scripted:answers.yaml (offline).")
+]
 
 
 def _budget(tokens: int | None, cost: float | None, seconds: float | None, steps: int | None) -> dict[str, float]:
@@ -82,10 +94,21 @@ def _fail(exc: Exception) -> typer.Exit:
 _settings: dict[str, Any] = {"config": None}
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        out.print(f"charter {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", is_eager=True, callback=_print_version, help="Print Charter's version and exit.",
+    )] = False,
     config: Annotated[str | None, typer.Option(
-        "--config", envvar="CHARTER_CONFIG",
+        "--config", envvar="CHARTER_CONFIG", metavar="PATH",
         help="The workspace file: root, tools, MCP servers, settings, limits, policy (default: ./charter.yaml).",
     )] = None,
 ) -> None:
@@ -138,7 +161,7 @@ def _run_to_end(charter: Charter, run_id: str, json_out: bool) -> None:
 
 def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` with live progress and Ctrl-C turned into a clean pause."""
-    from ._console import Progress
+    from ._console import Progress, counted
 
     engine = charter.engine()
     progress = Progress(err if json_out else out, live=False if json_out else None)
@@ -162,7 +185,7 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
             engine.stop_all(reason)
             running = sum(len(s.running_units()) for s in engine.hosted())
             if running:
-                err.print(f"[yellow]Pausing:[/] waiting for {running} running attempt(s) to stop "
+                err.print(f"[yellow]Pausing:[/] waiting for {counted(running, 'running attempt')} to stop "
                           "(press Ctrl-C again to leave at once)")
 
         loop.add_signal_handler(signal.SIGINT, on_signal, "interrupted (Ctrl-C)")
@@ -197,11 +220,11 @@ def _finish(report: RunReport, json_out: bool) -> None:
 
 @app.command()
 def run(
-    plan: Annotated[Path, typer.Argument(help="A plan file (YAML or JSON).")],
+    plan: PlanArg,
     tools: ToolsOpt = None,
     db: DbOpt = "charter.db",
     inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="A plan input, NAME=VALUE; repeatable.")
+        list[str] | None, typer.Option("--input", "-i", metavar="NAME=VALUE", help="A plan input; repeatable.")
     ] = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
@@ -209,8 +232,8 @@ def run(
     max_cost: MaxCost = None,
     max_time: MaxTime = None,
     max_steps: MaxSteps = None,
-    replan: Annotated[int, typer.Option("--replan", min=0, help="Revised plans a model ($CHARTER_MODEL) may "
-                                        "propose when steps fail for good.")] = 0,
+    replan: Annotated[int, typer.Option("--replan", metavar="N", min=0,
+                                        help="Revised plans the model may propose when steps fail for good.")] = 0,
 ) -> None:
     """Run a plan file with the given tools, and also continue unfinished runs on the store."""
     values = _parse_inputs(inputs)
@@ -235,14 +258,19 @@ def run(
     _run_to_end(charter, state.run_id, json_out)
 
 
+# For commands that go on with an existing run: by default it loads the tools it recorded.
+RunToolsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tools", "-t", metavar="FILE|MODULE",
+                 help="Load these tools instead of the ones the run recorded (moved files); repeatable."),
+]
+
+
 @app.command()
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
-    tools: Annotated[
-        list[str] | None,
-        typer.Option("--tools", "-t", help="Load these tools instead of the ones the run recorded (moved files)."),
-    ] = None,
+    tools: RunToolsOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
@@ -260,7 +288,7 @@ def resume(
         raise _fail(exc) from None
     if state.finished:
         report = charter.report(rid)
-        err.print(f"run {rid} has already {report.status}")
+        err.print(f"run {rid} has already ended ({report.status})")
         _finish(report, json_out)
 
     _run_to_end(charter, rid, json_out)
@@ -268,17 +296,18 @@ def resume(
 
 @app.command()
 def retry(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
-    step: Annotated[str, typer.Argument(help="The failed step to run again.")],
+    run_id: RunArg,
+    step: Annotated[str, typer.Argument(metavar="STEP", help="The failed step to run again.")],
     db: DbOpt = "charter.db",
+    tools: RunToolsOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a failed step again, with a fresh retry budget, and then what depends on it."""
-    charter = _open(db, None, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True)
     try:
         rid = charter.resolve(run_id)
-        charter.engine().retry(rid, step)
+        charter.engine().retry(rid, step, registry=charter._own_tools())
     except CharterError as exc:
         raise _fail(exc) from None
 
@@ -287,10 +316,10 @@ def retry(
 
 @app.command()
 def rerun(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
-    from_step: Annotated[str, typer.Option("--from", help="The first step to run again.")],
+    run_id: RunArg,
+    from_step: Annotated[str, typer.Option("--from", metavar="STEP", help="The first step to run again.")],
     plan: Annotated[
-        Path | None, typer.Option("--plan", help="Use this (edited) plan file instead of the run's.")
+        Path | None, typer.Option("--plan", metavar="PLAN", help="Use this (edited) plan file instead of the run's.")
     ] = None,
     tools: ToolsOpt = None,
     db: DbOpt = "charter.db",
@@ -314,25 +343,27 @@ def rerun(
 
 @app.command()
 def pause(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
+    json_out: JsonOpt = False,
 ) -> None:
     """Pause a run. Running attempts are interrupted and run again on resume."""
-    _stop(db, run_id, "pause", reason)
+    _stop(db, run_id, "pause", reason, json_out)
 
 
 @app.command()
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
+    json_out: JsonOpt = False,
 ) -> None:
     """Cancel a run for good. Its log is kept."""
-    _stop(db, run_id, "cancel", reason)
+    _stop(db, run_id, "cancel", reason, json_out)
 
 
-def _stop(db: str, run_id: str, action: str, reason: str) -> None:
+def _stop(db: str, run_id: str, action: str, reason: str, json_out: bool) -> None:
     charter = _open(db)
     try:
         rid = charter.resolve(run_id)
@@ -340,26 +371,31 @@ def _stop(db: str, run_id: str, action: str, reason: str) -> None:
     except CharterError as exc:
         raise _fail(exc) from None
     past = "paused" if action == "pause" else "cancelled"
-    if how == "done":
-        out.print(f"run [bold]{rid}[/] {past}")
-        return
-    # Another live process runs it: it picks the request up within a moment.
-    import time
+    confirmed = how == "done"
+    if not confirmed:
+        # Another live process runs it: it picks the request up within a moment.
+        import time
 
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while not confirmed and time.monotonic() < deadline:
+            row = charter.store.get_run(rid)
+            confirmed = row is not None and row.status == past
+            if not confirmed:
+                time.sleep(0.05)
+    if json_out:
         row = charter.store.get_run(rid)
-        if row is not None and row.status == past:
-            out.print(f"run [bold]{rid}[/] {past}")
-            return
-        time.sleep(0.05)
-    out.print(f"asked the process running {rid} to {action}; it has not confirmed yet")
+        out.print_json(json.dumps({"id": rid, "action": action, "confirmed": confirmed,
+                                   "status": row.status if row else None}))
+    elif confirmed:
+        out.print(f"run [bold]{rid}[/] {past}")
+    else:
+        out.print(f"asked the process running {rid} to {action}; it has not confirmed yet")
 
 
 @app.command("runs")
 def runs_cmd(
     db: DbOpt = "charter.db",
-    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, newest first.")] = 20,
     json_out: JsonOpt = False,
 ) -> None:
     """List runs: status, progress, age."""
@@ -382,7 +418,7 @@ def runs_cmd(
 
 @app.command()
 def show(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
     events: Annotated[bool, typer.Option("--events", help="Also print the raw event log.")] = False,
     json_out: JsonOpt = False,
@@ -405,16 +441,12 @@ def show(
             out.print(f"[dim]{i:4d}[/] {ev.type:16s} {json.dumps(ev.to_data(), default=str)[:300]}")
 
 
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", envvar="CHARTER_MODEL", help="provider:model, e.g. openai:gpt-4o-mini.")
-]
-
-
 @app.command("effects")
 def effects_cmd(
-    run_id: Annotated[str | None, typer.Argument(help="A run's id or prefix (default: every run).")] = None,
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID",
+                                                 help="A run's id or prefix (default: every run).")] = None,
     db: DbOpt = "charter.db",
-    limit: Annotated[int, typer.Option(min=1, help="How many, oldest first.")] = 1000,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, oldest first.")] = 1000,
     json_out: JsonOpt = False,
 ) -> None:
     """The effect ledger: every change a write tool made (run, step, tool, target, key, result)."""
@@ -449,10 +481,11 @@ def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
 
 @app.command("plan")
 def plan_cmd(
-    request: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    request: RequestArg,
     tools: ToolsOpt = None,
     model: ModelOpt = None,
-    save: Annotated[Path | None, typer.Option("--save", help="Write the plan to this YAML file.")] = None,
+    save: Annotated[Path | None, typer.Option("--save", metavar="FILE",
+                                              help="Write the plan to this YAML file.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a request into a plan and show it (nothing runs). `charter run FILE` runs a saved plan."""
@@ -474,13 +507,14 @@ def plan_cmd(
 
 @app.command("do")
 def do_cmd(
-    request: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    request: RequestArg,
     tools: ToolsOpt = None,
     model: ModelOpt = None,
     db: DbOpt = "charter.db",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
     auto_approve: Annotated[
-        str | None, typer.Option(help="'never' always asks; 'reads' approves plans that only read; 'policy' also "
+        str | None, typer.Option(metavar="never|reads|policy",
+                                 help="'never' always asks; 'reads' approves plans that only read; 'policy' also "
                                  "plans whose writes the workspace policy allows (default: the policy's "
                                  "'approve', else never).")
     ] = None,
@@ -490,8 +524,8 @@ def do_cmd(
     max_cost: MaxCost = None,
     max_time: MaxTime = None,
     max_steps: MaxSteps = None,
-    max_replans: Annotated[int, typer.Option(min=0, help="Revised plans the planner may propose when steps "
-                                             "fail for good.")] = 2,
+    max_replans: Annotated[int, typer.Option(metavar="N", min=0, help="Revised plans the planner may propose "
+                                             "when steps fail for good.")] = 2,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
     from ._review import edit_plan, show_plan, write_steps, writes_needing_review
@@ -562,8 +596,8 @@ def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: 
 
 @app.command()
 def demo(
-    folder: Annotated[Path, typer.Option("--dir", help="Where the demo's notes, store and report go.")] = Path(
-        "charter-demo"),
+    folder: Annotated[Path, typer.Option("--dir", metavar="DIR",
+                                         help="Where the demo's notes, store and report go.")] = Path("charter-demo"),
 ) -> None:
     """A complete run, offline: a request is planned (by a scripted model), approved, and run on real files."""
     from . import demo as scenario
@@ -605,40 +639,41 @@ def demo(
 
 
 StepArg = Annotated[
-    str | None, typer.Argument(help="An approval step waiting for a decision; without it, the run's plan.")
+    str | None, typer.Argument(metavar="STEP",
+                               help="An approval step waiting for a decision; without it, the run's plan.")
 ]
 
 
 @app.command()
 def approve(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     step: StepArg = None,
-    comment: Annotated[str, typer.Option(help="A note kept with the decision.")] = "",
+    comment: Annotated[str, typer.Option(metavar="TEXT", help="A note kept with the decision.")] = "",
     db: DbOpt = "charter.db",
+    tools: RunToolsOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Approve a plan that waits for review, or an approval step; then run on."""
-    _decide(db, concurrency, run_id, step, True, comment, json_out)
+    _decide(_open(db, tools, concurrency, workspace=True), run_id, step, True, comment, json_out)
 
 
 @app.command()
 def reject(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     step: StepArg = None,
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "rejected in review",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "rejected in review",
     db: DbOpt = "charter.db",
+    tools: RunToolsOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Reject a plan that waits for review (the run ends, nothing runs), or an approval step (it fails)."""
-    _decide(db, concurrency, run_id, step, False, reason, json_out)
+    _decide(_open(db, tools, concurrency, workspace=True), run_id, step, False, reason, json_out)
 
 
-def _decide(db: str, concurrency: int, run_id: str, step: str | None, approve: bool, note: str,
-            json_out: bool) -> None:
+def _decide(charter: Charter, run_id: str, step: str | None, approve: bool, note: str, json_out: bool) -> None:
     """A person's decision on a plan (``step`` None) or an approval step, then the run goes on."""
-    charter = _open(db, None, concurrency, workspace=True)
     by = "user" if step is None else _user()
     try:
         rid = charter.resolve(run_id)
@@ -647,10 +682,18 @@ def _decide(db: str, concurrency: int, run_id: str, step: str | None, approve: b
     except CharterError as exc:
         raise _fail(exc) from None
     if how == "requested":
-        out.print(f"asked the process running {rid} to record the {'approval' if approve else 'rejection'} of {step}")
+        if json_out:
+            out.print_json(json.dumps({"id": rid, "action": "approve" if approve else "reject", "step": step,
+                                       "requested": True}))
+        else:
+            out.print(f"asked the process running {rid} to record the "
+                      f"{'approval' if approve else 'rejection'} of {step}")
         return
     if step is None and not approve:
-        out.print(f"run [bold]{rid}[/] rejected: {escape(note)}")
+        if json_out:
+            out.print_json(json.dumps(charter.report(rid).to_json(), default=str))
+        else:
+            out.print(f"run [bold]{rid}[/] rejected: {escape(note)}")
         return
     _run_to_end(charter, rid, json_out)
 
@@ -666,17 +709,30 @@ def _user() -> str:
 
 @app.command()
 def validate(
-    plan: Annotated[Path, typer.Argument(help="A plan file (YAML or JSON).")],
+    plan: PlanArg,
     tools: ToolsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check a plan without running it: every problem, with where it is."""
+    from ._console import counted
+
     charter = _open(":memory:", tools, workspace=True)
     try:
         loaded = charter.load_plan(plan)
+    except PlanError as exc:
+        if not json_out:
+            raise _fail(exc) from None
+        problems = [{"where": p.where, "message": p.message} for p in exc.problems]
+        out.print_json(json.dumps({"plan": str(plan), "valid": False, "problems": problems}))
+        raise typer.Exit(2) from None
     except CharterError as exc:
         raise _fail(exc) from None
     writes = [s.id for s in loaded.steps if (t := charter.registry.get(s.tool)) and t.effect == "write"]
-    out.print(f"[green]✓[/] {plan}: {len(loaded.steps)} steps, valid"
+    if json_out:
+        out.print_json(json.dumps({"plan": str(plan), "valid": True, "steps": [s.id for s in loaded.steps],
+                                   "write_steps": writes}))
+        return
+    out.print(f"[green]✓[/] {plan}: {counted(len(loaded.steps), 'step')}, valid"
               + (f"; write steps: {', '.join(writes)}" if writes else ""))
 
 
@@ -696,6 +752,9 @@ def tools_cmd(
                for t in listed]
     if json_out:
         out.print_json(json.dumps(catalog))
+        return
+    if not catalog:
+        out.print("no tools loaded: pass --tools FILE|MODULE, or list tools and MCP servers in charter.yaml")
         return
     for t in catalog:
         args = ", ".join(f"{k}{'' if k in t['required'] else '?'}" for k in t["args"])
