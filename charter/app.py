@@ -128,8 +128,14 @@ class Charter:
         return self._engine
 
     async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> str:
-        """Record a new approved run without running it; returns its id."""
-        return self.engine().create(self.load_plan(plan), self.registry, inputs).run_id
+        """Record a new approved run without running it; returns its id.
+
+        The inputs are checked first (:meth:`Plan.check_inputs`): an input that does not
+        fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
+        """
+        loaded = self.load_plan(plan)
+        loaded.check_inputs(inputs, self.registry)
+        return self.engine().create(loaded, self.registry, inputs).run_id
 
     async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """Run a plan to the end (or until it is paused or cancelled)."""
@@ -177,6 +183,7 @@ class Charter:
         # Inputs given to the old run (not its plan's defaults) that the new plan still declares.
         given = {k: v for k, v in old.inputs.items()
                  if k in new_plan.inputs and old.plan.inputs.get(k, object()) != v}
+        new_plan.check_inputs(given, registry)
         reuse = {
             sid: st.output for sid, st in old.steps.items()
             if st.status == rules.SUCCEEDED and sid not in redo and sid in new_plan.by_id

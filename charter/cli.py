@@ -240,6 +240,7 @@ def run(
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
+        loaded.check_inputs(values, registry)
     except CharterError as exc:
         raise _fail(exc) from None
     charter = _open(db, registry, concurrency, workspace=True)
