@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from .app import Charter, ToolsLike, make_registry
 from .errors import CharterError, PlanError
+from .models import Model, model_from_spec
 from .plan import load_plan
 from .report import RunReport
 from .workspace import Workspace, load_workspace
@@ -64,6 +65,12 @@ MaxSteps = Annotated[int | None, typer.Option("--max-steps", metavar="N", min=1,
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", envvar="CHARTER_MODEL", metavar="PROVIDER:MODEL",
                              help="The model, e.g. openai:gpt-4o-mini, or scripted:answers.yaml (offline).")
+]
+# For commands that run steps: without it, $CHARTER_MODEL is read only once a step needs a model.
+StepModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", metavar="PROVIDER:MODEL",
+                             help="The model of llm and agent steps and of replanning, e.g. openai:gpt-4o-mini, "
+                                  "or scripted:answers.yaml (offline) [default: $CHARTER_MODEL].")
 ]
 
 
@@ -127,11 +134,15 @@ def _workspace() -> Workspace:
     return ws
 
 
-def _open(db: str, tools: ToolsLike = None, concurrency: int = 100, *, workspace: bool = False) -> Charter:
-    """The app on ``db``; with ``workspace``, with the workspace's tools, settings and policy too."""
+def _open(db: str, tools: ToolsLike = None, concurrency: int = 100, *, workspace: bool = False,
+          model: Model | str | None = None) -> Charter:
+    """The app on ``db``; with ``workspace``, with the workspace's tools, settings and policy too.
+
+    Without ``model``, steps that need one use ``$CHARTER_MODEL`` (read when the first one runs).
+    """
     try:
         return Charter(db, tools=tools or None, max_concurrency=concurrency,
-                       workspace=_workspace() if workspace else None)
+                       workspace=_workspace() if workspace else None, model=model)
     except CharterError as exc:
         raise _fail(exc) from None
 
@@ -226,6 +237,7 @@ def run(
     inputs: Annotated[
         list[str] | None, typer.Option("--input", "-i", metavar="NAME=VALUE", help="A plan input; repeatable.")
     ] = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
@@ -241,9 +253,10 @@ def run(
         registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
         loaded.check_inputs(values, registry)
+        chosen = model_from_spec(model) if model else None
     except CharterError as exc:
         raise _fail(exc) from None
-    charter = _open(db, registry, concurrency, workspace=True)
+    charter = _open(db, registry, concurrency, workspace=True, model=chosen)
     try:
         engine = charter.engine()
         state = engine.create(loaded, charter.registry, values,
@@ -272,6 +285,7 @@ def resume(
     run_id: RunArg,
     db: DbOpt = "charter.db",
     tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
@@ -280,7 +294,7 @@ def resume(
     max_steps: MaxSteps = None,
 ) -> None:
     """Continue a paused or interrupted run (raising its budget, if given). Finished steps never run again."""
-    charter = _open(db, tools, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True, model=model)
     try:
         rid = charter.resolve(run_id)
         state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps),
@@ -301,11 +315,12 @@ def retry(
     step: Annotated[str, typer.Argument(metavar="STEP", help="The failed step to run again.")],
     db: DbOpt = "charter.db",
     tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a failed step again, with a fresh retry budget, and then what depends on it."""
-    charter = _open(db, tools, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True, model=model)
     try:
         rid = charter.resolve(run_id)
         charter.engine().retry(rid, step, registry=charter._own_tools())
@@ -324,11 +339,12 @@ def rerun(
     ] = None,
     tools: ToolsOpt = None,
     db: DbOpt = "charter.db",
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """A new run that reuses the outputs of everything not downstream of a step."""
-    charter = _open(db, tools, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True, model=model)
     try:
         if plan is not None and not tools:
             rid = charter.resolve(run_id)
@@ -467,15 +483,19 @@ def effects_cmd(
     out.print(effects_table(rows))
 
 
-def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
-    """Plan ``request`` with the chosen model, showing what happens; exit 2 on failure."""
+def _make_plan(request: str, registry: Any, model_spec: str | None) -> tuple[Any, Model]:
+    """Plan ``request`` with the chosen model, showing what happens; exit 2 on failure.
+
+    Returns the plan and the model, for the run's steps to go on with (a scripted
+    model then gives the steps the answers after the plan's).
+    """
     from .models import RetryingModel, model_from_spec
     from .planner import Planner
 
     try:
-        model = RetryingModel(model_from_spec(model_spec))
+        model = model_from_spec(model_spec)
         err.print(f"[dim]planning with {model.name}…[/]")
-        return asyncio.run(Planner(model, registry).plan(request))
+        return asyncio.run(Planner(RetryingModel(model), registry).plan(request)), model
     except CharterError as exc:
         raise _fail(exc) from None
 
@@ -496,7 +516,7 @@ def plan_cmd(
         registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
         raise _fail(exc) from None
-    result = _make_plan(request, registry, model)
+    result, _ = _make_plan(request, registry, model)
     if json_out:
         out.print_json(json.dumps(result.plan.to_json()))
     else:
@@ -539,8 +559,8 @@ def do_cmd(
         registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
         raise _fail(exc) from None
-    result = _make_plan(request, registry, model)
-    charter = _open(db, registry, concurrency, workspace=True)
+    result, chosen = _make_plan(request, registry, model)
+    charter = _open(db, registry, concurrency, workspace=True, model=chosen)
     engine = charter.engine()
     try:
         rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps),
@@ -652,11 +672,12 @@ def approve(
     comment: Annotated[str, typer.Option(metavar="TEXT", help="A note kept with the decision.")] = "",
     db: DbOpt = "charter.db",
     tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Approve a plan that waits for review, or an approval step; then run on."""
-    _decide(_open(db, tools, concurrency, workspace=True), run_id, step, True, comment, json_out)
+    _decide(_open(db, tools, concurrency, workspace=True, model=model), run_id, step, True, comment, json_out)
 
 
 @app.command()
@@ -666,11 +687,12 @@ def reject(
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "rejected in review",
     db: DbOpt = "charter.db",
     tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Reject a plan that waits for review (the run ends, nothing runs), or an approval step (it fails)."""
-    _decide(_open(db, tools, concurrency, workspace=True), run_id, step, False, reason, json_out)
+    _decide(_open(db, tools, concurrency, workspace=True, model=model), run_id, step, False, reason, json_out)
 
 
 def _decide(charter: Charter, run_id: str, step: str | None, approve: bool, note: str, json_out: bool) -> None:

@@ -10,6 +10,8 @@ from each provider's usual environment variable.
 | ``openrouter`` | ``OPENROUTER_API_KEY`` | OpenRouter's |
 | ``ollama`` | none | ``OLLAMA_BASE_URL`` or ``http://localhost:11434/v1`` |
 | ``compat`` | ``CHARTER_API_KEY`` (optional) | ``CHARTER_BASE_URL`` (any OpenAI-compatible server: vLLM, llama.cpp) |
+
+``scripted:FILE`` answers from a YAML or JSON file, offline (see :func:`~charter.models.scripted.load_script`).
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ def model_from_spec(spec: str | None = None, env: Mapping[str, str] | None = Non
         else:
             api_key = _key(env, key_var, provider)
         return OpenAIModel(name, api_key=api_key, base_url=base_url, provider=provider, timeout=timeout)
-    if provider == "scripted":
-        raise ConfigError("scripted models are built in code (charter.testing.ScriptedModel) or by `charter demo`")
-    known = ", ".join(["anthropic", *_OPENAI_LIKE])
+    if provider == "scripted":  # answers from a file, offline: scripted:answers.yaml
+        return ScriptedModel.from_file(name)
+    known = ", ".join(["anthropic", *_OPENAI_LIKE, "scripted"])
     raise ConfigError(f"unknown model provider {provider!r} (known: {known})")
 
 
