@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import rules
-from .clock import Clock
+from .clock import Clock, SystemClock
 from .engine import Engine, Observer
 from .errors import ConfigError, RunNotFoundError, RunStateError
+from .events import Event
 from .journal import planner_events
+from .leases import claimable
 from .models import Model, RetryingModel, model_from_spec
 from .plan import Plan, load_plan
 from .planner import Planner, PlanningResult
@@ -28,6 +31,20 @@ from .workspace import Workspace, load_workspace
 
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What :meth:`Charter.watch` yields: a run's state just after one committed ``event``.
+
+    ``state`` is the watcher's own, brought up to date in place as the run goes
+    on: keep the events if you need the past. The last update of a run whose
+    process is gone has ``interrupted`` set and no event.
+    """
+
+    state: rules.RunState
+    event: Event | None
+    interrupted: bool = False
 
 
 def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Registry:
@@ -275,6 +292,43 @@ class Charter:
         events = self.store.events(run_id)
         return build_report(rules.replay(run_id, events), events)
 
+    async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
+        """Follow a run from its log, whichever process executes it: one update per committed
+        event, those already there first, until the run settles (it ends, pauses, or waits for
+        a decision) or is interrupted (no live process holds it; it goes on with ``resume``).
+
+        Watching only reads: the run is never claimed or changed. The log is read
+        again every ``interval`` seconds of this app's clock.
+        """
+        run_id = self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        events = self.store.events(run_id)
+        state = rules.replay(run_id, events[:1])
+        seen = 0
+        while True:
+            for ev in events:
+                if seen:  # the first, RunCreated, made the state
+                    rules.apply(state, ev)
+                seen += 1
+                state.last_seq = seen
+                yield RunUpdate(state, ev)
+            if state.status not in (rules.RUNNING, rules.REPLANNING):
+                return
+            await clock.sleep(interval)
+            events = self.store.events(run_id, after=seen)
+            if not events and self._owner_gone(run_id, clock.now()):
+                # Read again: the run may have moved on just before its owner let go of it.
+                events = self.store.events(run_id, after=seen)
+                if not events:
+                    yield RunUpdate(state, None, interrupted=True)
+                    return
+
+    def _owner_gone(self, run_id: str, now: float) -> bool:
+        """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
+        row = self.store.get_run(run_id)
+        return (row is not None and row.status in (rules.RUNNING, rules.REPLANNING)
+                and claimable(row.owner, row.lease_expires, now))
+
     def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
         return self.store.effects(self.resolve(run_id) if run_id else None, limit)
@@ -293,4 +347,4 @@ class Charter:
         self.close()
 
 
-__all__: Sequence[str] = ["Charter", "make_registry"]
+__all__: Sequence[str] = ["Charter", "RunUpdate", "make_registry"]

@@ -434,6 +434,59 @@ def runs_cmd(
 
 
 @app.command()
+def watch(
+    run_id: RunArg,
+    db: DbOpt = "charter.db",
+    json_out: JsonOpt = False,
+) -> None:
+    """Follow a run that another process executes, live, until it ends. Only reads; Ctrl-C detaches."""
+    from ._console import Progress, print_outcome
+
+    charter = _open(db)
+    try:
+        rid = charter.resolve(run_id)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    progress = Progress(err if json_out else out, live=False if json_out else None)
+
+    async def follow() -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        # Ctrl-C leaves this process only; the run goes on where it runs.
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            async for update in charter.watch(rid):
+                if update.interrupted:
+                    return True
+                if update.event is not None:
+                    progress(update.state, [update.event])
+            return False
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        with progress:
+            interrupted = asyncio.run(follow())
+    except asyncio.CancelledError:
+        err.print(f"Detached; run {rid} goes on. Follow it again with: [bold]charter watch {rid}[/]")
+        raise typer.Exit(130) from None
+    except CharterError as exc:
+        raise _fail(exc) from None
+    report = charter.report(rid)
+    if json_out:
+        out.print_json(json.dumps({**report.to_json(), "interrupted": interrupted}, default=str))
+    elif interrupted:
+        out.print(f"[yellow]⏸[/] run [bold]{rid}[/] is interrupted: the process running it is gone. "
+                  f"Resume it with: [bold]charter resume {rid}[/]")
+    else:
+        print_outcome(out, report)
+    raise typer.Exit(3 if interrupted else EXIT.get(report.status, 1))
+
+
+@app.command()
 def show(
     run_id: RunArg,
     db: DbOpt = "charter.db",
