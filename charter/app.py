@@ -18,6 +18,7 @@ from .clock import Clock, SystemClock
 from .engine import Engine, Observer
 from .errors import ConfigError, RunNotFoundError, RunStateError
 from .events import Event
+from .inputs import check_inputs
 from .journal import planner_events
 from .leases import claimable
 from .models import Model, RetryingModel, model_from_spec
@@ -147,11 +148,11 @@ class Charter:
     async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> str:
         """Record a new approved run without running it; returns its id.
 
-        The inputs are checked first (:meth:`Plan.check_inputs`): an input that does not
-        fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
+        The inputs are checked first (:func:`charter.inputs.check_inputs`): an input that
+        does not fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
         """
         loaded = self.load_plan(plan)
-        loaded.check_inputs(inputs, self.registry)
+        check_inputs(loaded, inputs, self.registry)
         return self.engine().create(loaded, self.registry, inputs).run_id
 
     async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
@@ -200,7 +201,7 @@ class Charter:
         # Inputs given to the old run (not its plan's defaults) that the new plan still declares.
         given = {k: v for k, v in old.inputs.items()
                  if k in new_plan.inputs and old.plan.inputs.get(k, object()) != v}
-        new_plan.check_inputs(given, registry)
+        check_inputs(new_plan, given, registry)
         reuse = {
             sid: st.output for sid, st in old.steps.items()
             if st.status == rules.SUCCEEDED and sid not in redo and sid in new_plan.by_id

@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from .app import Charter, ToolsLike, make_registry
 from .errors import CharterError, PlanError
+from .inputs import check_inputs
 from .models import Model, model_from_spec
 from .plan import load_plan
 from .report import RunReport
@@ -252,7 +253,7 @@ def run(
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
-        loaded.check_inputs(values, registry)
+        check_inputs(loaded, values, registry)
         chosen = model_from_spec(model) if model else None
     except CharterError as exc:
         raise _fail(exc) from None

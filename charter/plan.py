@@ -17,8 +17,8 @@ from typing import Any
 import pydantic
 import yaml
 
-from .errors import ConfigError, PlanError, Problem
-from .refs import Ref, RefSyntaxError, ResolveError, compile_template, has_refs, refs_in, render
+from .errors import PlanError, Problem
+from .refs import Ref, RefSyntaxError, compile_template, has_refs, refs_in
 from .retry import RetryPolicy
 from .tools import Registry
 
@@ -219,32 +219,6 @@ class Plan:
     def sinks(self) -> list[str]:
         """Steps nothing depends on: by default, the run's output."""
         return [s.id for s in self.steps if not self.dependents.get(s.id)]
-
-    def check_inputs(self, inputs: Mapping[str, Any] | None = None, registry: Registry | None = None) -> dict[str, Any]:
-        """A run's inputs: the plan's defaults with ``inputs`` over them, checked before anything runs.
-
-        Every input must be declared and JSON data; every ``${inputs...}`` must lead
-        to a value; a ``for_each`` over an input needs a list; and an argument built
-        from inputs alone is checked against its tool's schema (with ``registry``),
-        like any literal argument. Raises :class:`~charter.ConfigError` naming each
-        problem and where the input goes.
-        """
-        given = dict(inputs or {})
-        unknown = sorted(set(given) - set(self.inputs))
-        if unknown:
-            declared = ", ".join(sorted(self.inputs)) or "none"
-            raise ConfigError(f"unknown input(s) {', '.join(unknown)} (the plan declares: {declared})")
-        values = {**self.inputs, **given}
-        try:
-            json.dumps(values)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"inputs must be JSON data: {exc}") from None
-        problems = _input_problems(self, values, registry)
-        if len(problems) == 1:
-            raise ConfigError(str(problems[0]))
-        if problems:
-            raise ConfigError("invalid inputs:\n" + "\n".join(f"  - {p}" for p in problems))
-        return values
 
 
 def load_plan(source: str | Path, registry: Registry | None = None) -> Plan:
@@ -506,60 +480,6 @@ def _compile_step(
         ),
         problems,
     )
-
-
-def _input_problems(plan: Plan, values: Mapping[str, Any], registry: Registry | None) -> list[Problem]:
-    """Where the inputs go and do not fit: each problem names the input(s) and the place they go to."""
-    problems: list[Problem] = []
-
-    def lookup(root: str) -> Any:
-        return values  # only ``inputs`` references are resolved here
-
-    def inputs_of(refs: list[Ref]) -> str:
-        names = list(dict.fromkeys(str(r.path[0]) for r in refs if r.path))
-        return ("input " if len(names) == 1 else "inputs ") + ", ".join(names)
-
-    for i, step in enumerate(plan.steps):
-        where = f"steps[{i}]"
-        if step.for_each_ref is not None and step.for_each_ref.root == "inputs":
-            ref = step.for_each_ref
-            try:
-                items = ref.resolve(lookup)
-            except ResolveError as exc:
-                problems.append(Problem(inputs_of([ref]), f"{exc} (at {where}.for_each)"))
-            else:
-                if not isinstance(items, list):
-                    problems.append(Problem(inputs_of([ref]), f"{_short(items)} is not a list, and "
-                                            f"{where}.for_each iterates over it"))
-        tool = registry.get(step.tool) if registry is not None and step.kind == "tool" else None
-        for name, template in (step.args_template or {}).items():
-            refs = list(refs_in(template))
-            at = f"{where}.args.{name}" if step.kind == "tool" else f"{where}.{step.kind}.{name}"
-            if not refs or any(r.root != "inputs" for r in refs):
-                # Built from other steps' outputs too: checked when the step starts.
-                for ref in (r for r in refs if r.root == "inputs"):
-                    try:
-                        ref.resolve(lookup)
-                    except ResolveError as exc:
-                        problems.append(Problem(inputs_of([ref]), f"{exc} (at {at})"))
-                continue
-            try:
-                value = render(template, lookup)
-            except ResolveError as exc:
-                problems.append(Problem(inputs_of(refs), f"{exc} (at {at})"))
-                continue
-            if tool is None or not tool.has_arg(name):
-                continue
-            for p in tool.check_arg(name, value):
-                target = f"{where}.args.{p.where}"
-                problems.append(Problem(inputs_of(refs), f"{_short(value)} does not fit {target} of tool "
-                                        f"{tool.name!r}: {p.message}"))
-    return problems
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def _schema_problems(schema: dict[str, Any]) -> list[str]:
