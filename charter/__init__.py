@@ -1,6 +1,6 @@
 """Charter: explicit plans, run as durable, observable work across real tools."""
 
-from .app import Charter
+from .app import Charter, RunUpdate
 from .clock import Clock, SystemClock
 from .engine import Engine
 from .errors import (
@@ -44,6 +44,7 @@ __all__ = [
     "RunNotFoundError",
     "RunReport",
     "RunStateError",
+    "RunUpdate",
     "SQLiteStore",
     "Step",
     "StepReport",

@@ -63,6 +63,11 @@ def styled_status(status: str) -> Text:
     return Text(status, style=ICONS.get(status, ("", ""))[1])
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 step``, ``2 steps``: a count with its noun, singular or plural."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -121,7 +126,8 @@ class Progress:
             self.states[state.run_id] = state
             if not self.live_mode:
                 total = len(state.steps)
-                self.console.print(f"run [bold]{state.run_id}[/]: {escape(state.plan.goal)} ({total} steps)")
+                self.console.print(f"run [bold]{state.run_id}[/]: {escape(state.plan.goal)} "
+                                   f"({counted(total, 'step')})")
         if not self.live_mode:
             for ev in events:
                 line = _event_line(state, ev)
@@ -233,7 +239,7 @@ def print_outcome(console: Console, report: RunReport) -> None:
                 t.add_row(s.id, styled_status("skipped"), "0", escape(s.reason))
         console.print(t)
         done = sum(1 for s in report.steps if s.status == "succeeded")
-        console.print(f"{done} of {len(report.steps)} steps succeeded.")
+        console.print(f"{done} of {counted(len(report.steps), 'step')} succeeded.")
         failed = report.failed_steps()
         if failed:
             console.print(f"Fix the cause, then: [bold]charter retry {rid} {failed[0].id}[/]")

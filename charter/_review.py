@@ -88,7 +88,9 @@ def show_plan(console: Console, plan: Plan, registry: Registry, *, title: str = 
             text = text if len(text) <= 300 else text[:299] + "…"
             console.print(f"     [dim]{escape(name)}:[/] {escape(text)}")
     if writes:
-        console.print(f"[bold red]⚠[/] {len(writes)} step(s) change the world: {', '.join(sorted(writes))}")
+        many = len(writes) > 1
+        console.print(f"[bold red]⚠[/] {len(writes)} step{'s' if many else ''} change{'' if many else 's'} the world: "
+                      f"{', '.join(sorted(writes))}")
 
 
 def plan_yaml(plan: Plan) -> str:

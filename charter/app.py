@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import rules
-from .clock import Clock
+from .clock import Clock, SystemClock
 from .engine import Engine, Observer
 from .errors import ConfigError, PlanError, Problem, RunNotFoundError, RunStateError
+from .events import Event
+from .inputs import check_inputs
 from .journal import planner_events
+from .leases import claimable
 from .models import Model, RetryingModel, check_spec, model_from_spec
 from .plan import Plan, load_plan
 from .planner import Planner, PlanningResult
@@ -29,6 +33,20 @@ from .workspace import Workspace, load_workspace
 
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What :meth:`Charter.watch` yields: a run's state just after one committed ``event``.
+
+    ``state`` is the watcher's own, brought up to date in place as the run goes
+    on: keep the events if you need the past. The last update of a run whose
+    process is gone has ``interrupted`` set and no event.
+    """
+
+    state: rules.RunState
+    event: Event | None
+    interrupted: bool = False
 
 
 def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Registry:
@@ -175,8 +193,14 @@ class Charter:
         return self._engine
 
     async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> str:
-        """Record a new approved run without running it; returns its id."""
-        return self.engine().create(self.load_plan(plan), self.registry, inputs).run_id
+        """Record a new approved run without running it; returns its id.
+
+        The inputs are checked first (:func:`charter.inputs.check_inputs`): an input that
+        does not fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
+        """
+        loaded = self.load_plan(plan)
+        check_inputs(loaded, inputs, self.registry)
+        return self.engine().create(loaded, self.registry, inputs).run_id
 
     async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """Run a plan to the end (or until it is paused or cancelled)."""
@@ -224,6 +248,7 @@ class Charter:
         # Inputs given to the old run (not its plan's defaults) that the new plan still declares.
         given = {k: v for k, v in old.inputs.items()
                  if k in new_plan.inputs and old.plan.inputs.get(k, object()) != v}
+        check_inputs(new_plan, given, registry)
         reuse = {
             sid: st.output for sid, st in old.steps.items()
             if st.status == rules.SUCCEEDED and sid not in redo and sid in new_plan.by_id
@@ -261,7 +286,7 @@ class Charter:
         if step is None:
             self.engine().approve(run_id, by=by, registry=self._own_tools())
             return "done"
-        return self.engine().decide(run_id, step, True, by=by, note=note)
+        return self.engine().decide(run_id, step, True, by=by, note=note, registry=self._own_tools())
 
     def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
         """Reject a run's plan (the run ends) or an approval step (it fails). Returns as :meth:`approve`."""
@@ -269,7 +294,7 @@ class Charter:
         if step is None:
             self.engine().reject(run_id, reason or "rejected", by=by)
             return "done"
-        return self.engine().decide(run_id, step, False, by=by, note=reason)
+        return self.engine().decide(run_id, step, False, by=by, note=reason, registry=self._own_tools())
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""
@@ -318,6 +343,43 @@ class Charter:
         events = self.store.events(run_id)
         return build_report(rules.replay(run_id, events), events)
 
+    async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
+        """Follow a run from its log, whichever process executes it: one update per committed
+        event, those already there first, until the run settles (it ends, pauses, or waits for
+        a decision) or is interrupted (no live process holds it; it goes on with ``resume``).
+
+        Watching only reads: the run is never claimed or changed. The log is read
+        again every ``interval`` seconds of this app's clock.
+        """
+        run_id = self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        events = self.store.events(run_id)
+        state = rules.replay(run_id, events[:1])
+        seen = 0
+        while True:
+            for ev in events:
+                if seen:  # the first, RunCreated, made the state
+                    rules.apply(state, ev)
+                seen += 1
+                state.last_seq = seen
+                yield RunUpdate(state, ev)
+            if state.status not in (rules.RUNNING, rules.REPLANNING):
+                return
+            await clock.sleep(interval)
+            events = self.store.events(run_id, after=seen)
+            if not events and self._owner_gone(run_id, clock.now()):
+                # Read again: the run may have moved on just before its owner let go of it.
+                events = self.store.events(run_id, after=seen)
+                if not events:
+                    yield RunUpdate(state, None, interrupted=True)
+                    return
+
+    def _owner_gone(self, run_id: str, now: float) -> bool:
+        """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
+        row = self.store.get_run(run_id)
+        return (row is not None and row.status in (rules.RUNNING, rules.REPLANNING)
+                and claimable(row.owner, row.lease_expires, now))
+
     def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
         return self.store.effects(self.resolve(run_id) if run_id else None, limit)
@@ -336,4 +398,4 @@ class Charter:
         self.close()
 
 
-__all__: Sequence[str] = ["Charter", "make_registry", "model_problems", "require_models"]
+__all__: Sequence[str] = ["Charter", "RunUpdate", "make_registry", "model_problems", "require_models"]

@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from .app import Charter, ToolsLike, make_registry, require_models
-from .errors import CharterError, ConfigError
-from .models import check_spec
+from .errors import CharterError, ConfigError, PlanError
+from .inputs import check_inputs
+from .models import Model, check_spec, model_from_spec
 from .plan import load_plan
 from .report import RunReport
 from .workspace import Workspace, load_workspace
@@ -40,20 +41,38 @@ app = typer.Typer(
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+# Every argument and option names what it takes (RUN_ID, PATH, N), as `--help` shows it.
+RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")]
+PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")]
+RequestArg = Annotated[str, typer.Argument(metavar="REQUEST", help="What you want done, in words.")]
 DbOpt = Annotated[
-    str, typer.Option("--db", envvar="CHARTER_DB", help="The SQLite store (created if missing).")
+    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH", help="The SQLite store (created if missing).")
 ]
 ToolsOpt = Annotated[
     list[str] | None,
-    typer.Option("--tools", "-t", help="A tools file (path/to/tools.py) or module (pkg.tools); repeatable."),
+    typer.Option("--tools", "-t", metavar="FILE|MODULE",
+                 help="A tools file (path/to/tools.py) or module (pkg.tools); repeatable."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
-ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Attempts running at once.")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", "-c", metavar="N", min=1, help="Attempts running at once.")]
 
-MaxTokens = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Budget: model tokens for the run.")]
-MaxCost = Annotated[float | None, typer.Option("--max-cost", help="Budget: dollars of model calls for the run.")]
-MaxTime = Annotated[float | None, typer.Option("--max-time", help="Budget: seconds of wall time from approval.")]
-MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Budget: attempts started.")]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", metavar="N", min=1,
+                                               help="Budget: model tokens for the run.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", metavar="DOLLARS",
+                                               help="Budget: dollars of model calls for the run.")]
+MaxTime = Annotated[float | None, typer.Option("--max-time", metavar="SECONDS",
+                                               help="Budget: seconds of wall time from approval.")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", metavar="N", min=1, help="Budget: attempts started.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", envvar="CHARTER_MODEL", metavar="PROVIDER:MODEL",
+                             help="The model, e.g. openai:gpt-4o-mini, or scripted:answers.yaml (offline).")
+]
+# For commands that run steps: without it, $CHARTER_MODEL is read only once a step needs a model.
+StepModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", metavar="PROVIDER:MODEL",
+                             help="The model of llm and agent steps and of replanning, e.g. openai:gpt-4o-mini, "
+                                  "or scripted:answers.yaml (offline) [default: $CHARTER_MODEL].")
+]
 
 
 def _budget(tokens: int | None, cost: float | None, seconds: float | None, steps: int | None) -> dict[str, float]:
@@ -83,10 +102,21 @@ def _fail(exc: Exception) -> typer.Exit:
 _settings: dict[str, Any] = {"config": None}
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        out.print(f"charter {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", is_eager=True, callback=_print_version, help="Print Charter's version and exit.",
+    )] = False,
     config: Annotated[str | None, typer.Option(
-        "--config", envvar="CHARTER_CONFIG",
+        "--config", envvar="CHARTER_CONFIG", metavar="PATH",
         help="The workspace file: root, tools, MCP servers, settings, limits, policy (default: ./charter.yaml).",
     )] = None,
 ) -> None:
@@ -105,11 +135,15 @@ def _workspace() -> Workspace:
     return ws
 
 
-def _open(db: str, tools: ToolsLike = None, concurrency: int = 100, *, workspace: bool = False) -> Charter:
-    """The app on ``db``; with ``workspace``, with the workspace's tools, settings and policy too."""
+def _open(db: str, tools: ToolsLike = None, concurrency: int = 100, *, workspace: bool = False,
+          model: Model | str | None = None) -> Charter:
+    """The app on ``db``; with ``workspace``, with the workspace's tools, settings and policy too.
+
+    Without ``model``, steps that need one use ``$CHARTER_MODEL`` (read when the first one runs).
+    """
     try:
         return Charter(db, tools=tools or None, max_concurrency=concurrency,
-                       workspace=_workspace() if workspace else None)
+                       workspace=_workspace() if workspace else None, model=model)
     except CharterError as exc:
         raise _fail(exc) from None
 
@@ -139,7 +173,7 @@ def _run_to_end(charter: Charter, run_id: str, json_out: bool) -> None:
 
 def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` with live progress and Ctrl-C turned into a clean pause."""
-    from ._console import Progress
+    from ._console import Progress, counted
 
     engine = charter.engine()
     progress = Progress(err if json_out else out, live=False if json_out else None)
@@ -163,7 +197,7 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
             engine.stop_all(reason)
             running = sum(len(s.running_units()) for s in engine.hosted())
             if running:
-                err.print(f"[yellow]Pausing:[/] waiting for {running} running attempt(s) to stop "
+                err.print(f"[yellow]Pausing:[/] waiting for {counted(running, 'running attempt')} to stop "
                           "(press Ctrl-C again to leave at once)")
 
         loop.add_signal_handler(signal.SIGINT, on_signal, "interrupted (Ctrl-C)")
@@ -198,35 +232,38 @@ def _finish(report: RunReport, json_out: bool) -> None:
 
 @app.command()
 def run(
-    plan: Annotated[Path, typer.Argument(help="A plan file (YAML or JSON).")],
+    plan: PlanArg,
     tools: ToolsOpt = None,
     db: DbOpt = "charter.db",
     inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="A plan input, NAME=VALUE; repeatable.")
+        list[str] | None, typer.Option("--input", "-i", metavar="NAME=VALUE", help="A plan input; repeatable.")
     ] = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
     max_cost: MaxCost = None,
     max_time: MaxTime = None,
     max_steps: MaxSteps = None,
-    replan: Annotated[int, typer.Option("--replan", min=0, help="Revised plans a model ($CHARTER_MODEL) may "
-                                        "propose when steps fail for good.")] = 0,
+    replan: Annotated[int, typer.Option("--replan", metavar="N", min=0,
+                                        help="Revised plans the model may propose when steps fail for good.")] = 0,
 ) -> None:
     """Run a plan file with the given tools, and also continue unfinished runs on the store."""
     values = _parse_inputs(inputs)
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
         loaded = load_plan(plan, registry)
-        require_models(loaded, source=str(plan))  # llm and agent steps: a model, before any step runs
+        check_inputs(loaded, values, registry)
+        chosen = model_from_spec(model) if model else None
+        require_models(loaded, chosen, source=str(plan))  # llm and agent steps: a model, before any step runs
+        if replan and chosen is None:
+            try:
+                check_spec(None)
+            except ConfigError as exc:
+                raise ConfigError(f"--replan needs a model to revise the plan: {exc}") from None
     except CharterError as exc:
         raise _fail(exc) from None
-    if replan:
-        try:
-            check_spec(None)
-        except ConfigError as exc:
-            raise _fail(ConfigError(f"--replan needs a model to revise the plan: {exc}")) from None
-    charter = _open(db, registry, concurrency, workspace=True)
+    charter = _open(db, registry, concurrency, workspace=True, model=chosen)
     try:
         engine = charter.engine()
         state = engine.create(loaded, charter.registry, values,
@@ -242,14 +279,20 @@ def run(
     _run_to_end(charter, state.run_id, json_out)
 
 
+# For commands that go on with an existing run: by default it loads the tools it recorded.
+RunToolsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tools", "-t", metavar="FILE|MODULE",
+                 help="Load these tools instead of the ones the run recorded (moved files); repeatable."),
+]
+
+
 @app.command()
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
-    tools: Annotated[
-        list[str] | None,
-        typer.Option("--tools", "-t", help="Load these tools instead of the ones the run recorded (moved files)."),
-    ] = None,
+    tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
     max_tokens: MaxTokens = None,
@@ -258,7 +301,7 @@ def resume(
     max_steps: MaxSteps = None,
 ) -> None:
     """Continue a paused or interrupted run (raising its budget, if given). Finished steps never run again."""
-    charter = _open(db, tools, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True, model=model)
     try:
         rid = charter.resolve(run_id)
         state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps),
@@ -267,7 +310,7 @@ def resume(
         raise _fail(exc) from None
     if state.finished:
         report = charter.report(rid)
-        err.print(f"run {rid} has already {report.status}")
+        err.print(f"run {rid} has already ended ({report.status})")
         _finish(report, json_out)
 
     _run_to_end(charter, rid, json_out)
@@ -275,17 +318,19 @@ def resume(
 
 @app.command()
 def retry(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
-    step: Annotated[str, typer.Argument(help="The failed step to run again.")],
+    run_id: RunArg,
+    step: Annotated[str, typer.Argument(metavar="STEP", help="The failed step to run again.")],
     db: DbOpt = "charter.db",
+    tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a failed step again, with a fresh retry budget, and then what depends on it."""
-    charter = _open(db, None, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True, model=model)
     try:
         rid = charter.resolve(run_id)
-        charter.engine().retry(rid, step)
+        charter.engine().retry(rid, step, registry=charter._own_tools())
     except CharterError as exc:
         raise _fail(exc) from None
 
@@ -294,18 +339,19 @@ def retry(
 
 @app.command()
 def rerun(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
-    from_step: Annotated[str, typer.Option("--from", help="The first step to run again.")],
+    run_id: RunArg,
+    from_step: Annotated[str, typer.Option("--from", metavar="STEP", help="The first step to run again.")],
     plan: Annotated[
-        Path | None, typer.Option("--plan", help="Use this (edited) plan file instead of the run's.")
+        Path | None, typer.Option("--plan", metavar="PLAN", help="Use this (edited) plan file instead of the run's.")
     ] = None,
     tools: ToolsOpt = None,
     db: DbOpt = "charter.db",
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """A new run that reuses the outputs of everything not downstream of a step."""
-    charter = _open(db, tools, concurrency, workspace=True)
+    charter = _open(db, tools, concurrency, workspace=True, model=model)
     try:
         if plan is not None and not tools:
             rid = charter.resolve(run_id)
@@ -321,25 +367,27 @@ def rerun(
 
 @app.command()
 def pause(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
+    json_out: JsonOpt = False,
 ) -> None:
     """Pause a run. Running attempts are interrupted and run again on resume."""
-    _stop(db, run_id, "pause", reason)
+    _stop(db, run_id, "pause", reason, json_out)
 
 
 @app.command()
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
+    json_out: JsonOpt = False,
 ) -> None:
     """Cancel a run for good. Its log is kept."""
-    _stop(db, run_id, "cancel", reason)
+    _stop(db, run_id, "cancel", reason, json_out)
 
 
-def _stop(db: str, run_id: str, action: str, reason: str) -> None:
+def _stop(db: str, run_id: str, action: str, reason: str, json_out: bool) -> None:
     charter = _open(db)
     try:
         rid = charter.resolve(run_id)
@@ -347,26 +395,31 @@ def _stop(db: str, run_id: str, action: str, reason: str) -> None:
     except CharterError as exc:
         raise _fail(exc) from None
     past = "paused" if action == "pause" else "cancelled"
-    if how == "done":
-        out.print(f"run [bold]{rid}[/] {past}")
-        return
-    # Another live process runs it: it picks the request up within a moment.
-    import time
+    confirmed = how == "done"
+    if not confirmed:
+        # Another live process runs it: it picks the request up within a moment.
+        import time
 
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while not confirmed and time.monotonic() < deadline:
+            row = charter.store.get_run(rid)
+            confirmed = row is not None and row.status == past
+            if not confirmed:
+                time.sleep(0.05)
+    if json_out:
         row = charter.store.get_run(rid)
-        if row is not None and row.status == past:
-            out.print(f"run [bold]{rid}[/] {past}")
-            return
-        time.sleep(0.05)
-    out.print(f"asked the process running {rid} to {action}; it has not confirmed yet")
+        out.print_json(json.dumps({"id": rid, "action": action, "confirmed": confirmed,
+                                   "status": row.status if row else None}))
+    elif confirmed:
+        out.print(f"run [bold]{rid}[/] {past}")
+    else:
+        out.print(f"asked the process running {rid} to {action}; it has not confirmed yet")
 
 
 @app.command("runs")
 def runs_cmd(
     db: DbOpt = "charter.db",
-    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, newest first.")] = 20,
     json_out: JsonOpt = False,
 ) -> None:
     """List runs: status, progress, age."""
@@ -388,8 +441,61 @@ def runs_cmd(
 
 
 @app.command()
+def watch(
+    run_id: RunArg,
+    db: DbOpt = "charter.db",
+    json_out: JsonOpt = False,
+) -> None:
+    """Follow a run that another process executes, live, until it ends. Only reads; Ctrl-C detaches."""
+    from ._console import Progress, print_outcome
+
+    charter = _open(db)
+    try:
+        rid = charter.resolve(run_id)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    progress = Progress(err if json_out else out, live=False if json_out else None)
+
+    async def follow() -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        # Ctrl-C leaves this process only; the run goes on where it runs.
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            async for update in charter.watch(rid):
+                if update.interrupted:
+                    return True
+                if update.event is not None:
+                    progress(update.state, [update.event])
+            return False
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        with progress:
+            interrupted = asyncio.run(follow())
+    except asyncio.CancelledError:
+        err.print(f"Detached; run {rid} goes on. Follow it again with: [bold]charter watch {rid}[/]")
+        raise typer.Exit(130) from None
+    except CharterError as exc:
+        raise _fail(exc) from None
+    report = charter.report(rid)
+    if json_out:
+        out.print_json(json.dumps({**report.to_json(), "interrupted": interrupted}, default=str))
+    elif interrupted:
+        out.print(f"[yellow]⏸[/] run [bold]{rid}[/] is interrupted: the process running it is gone. "
+                  f"Resume it with: [bold]charter resume {rid}[/]")
+    else:
+        print_outcome(out, report)
+    raise typer.Exit(3 if interrupted else EXIT.get(report.status, 1))
+
+
+@app.command()
 def show(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     db: DbOpt = "charter.db",
     events: Annotated[bool, typer.Option("--events", help="Also print the raw event log.")] = False,
     json_out: JsonOpt = False,
@@ -412,16 +518,12 @@ def show(
             out.print(f"[dim]{i:4d}[/] {ev.type:16s} {escape(json.dumps(ev.to_data(), default=str))}", soft_wrap=True)
 
 
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", envvar="CHARTER_MODEL", help="provider:model, e.g. openai:gpt-4o-mini.")
-]
-
-
 @app.command("effects")
 def effects_cmd(
-    run_id: Annotated[str | None, typer.Argument(help="A run's id or prefix (default: every run).")] = None,
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID",
+                                                 help="A run's id or prefix (default: every run).")] = None,
     db: DbOpt = "charter.db",
-    limit: Annotated[int, typer.Option(min=1, help="How many, oldest first.")] = 1000,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, oldest first.")] = 1000,
     json_out: JsonOpt = False,
 ) -> None:
     """The effect ledger: every change a write tool made (run, step, tool, target, key, result)."""
@@ -441,8 +543,12 @@ def effects_cmd(
     out.print(effects_table(rows))
 
 
-def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
-    """Plan ``request`` with the chosen model, showing what happens; exit 2 on failure."""
+def _make_plan(request: str, registry: Any, model_spec: str | None) -> tuple[Any, Model]:
+    """Plan ``request`` with the chosen model, showing what happens; exit 2 on failure.
+
+    Returns the plan and the model, for the run's steps to go on with (a scripted
+    model then gives the steps the answers after the plan's).
+    """
     from .models import RetryingModel, model_from_spec
     from .planner import Planner
 
@@ -450,21 +556,21 @@ def _make_plan(request: str, registry: Any, model_spec: str | None) -> Any:
         err.print(f"[yellow]{escape(str(notice))}[/]", soft_wrap=True)
 
     try:
-        inner = model_from_spec(model_spec)
-        model = RetryingModel(inner, on_retry=retrying)
-        where = getattr(inner, "base_url", None)
+        model = model_from_spec(model_spec)
+        where = getattr(model, "base_url", None)
         err.print(f"[dim]planning with {model.name}{f' at {where}' if where else ''}…[/]", soft_wrap=True)
-        return asyncio.run(Planner(model, registry).plan(request))
+        return asyncio.run(Planner(RetryingModel(model, on_retry=retrying), registry).plan(request)), model
     except CharterError as exc:
         raise _fail(exc) from None
 
 
 @app.command("plan")
 def plan_cmd(
-    request: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    request: RequestArg,
     tools: ToolsOpt = None,
     model: ModelOpt = None,
-    save: Annotated[Path | None, typer.Option("--save", help="Write the plan to this YAML file.")] = None,
+    save: Annotated[Path | None, typer.Option("--save", metavar="FILE",
+                                              help="Write the plan to this YAML file.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a request into a plan and show it (nothing runs). `charter run FILE` runs a saved plan."""
@@ -474,7 +580,7 @@ def plan_cmd(
         registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
         raise _fail(exc) from None
-    result = _make_plan(request, registry, model)
+    result, _ = _make_plan(request, registry, model)
     if json_out:
         out.print_json(json.dumps(result.plan.to_json()))
     else:
@@ -486,13 +592,14 @@ def plan_cmd(
 
 @app.command("do")
 def do_cmd(
-    request: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    request: RequestArg,
     tools: ToolsOpt = None,
     model: ModelOpt = None,
     db: DbOpt = "charter.db",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
     auto_approve: Annotated[
-        str | None, typer.Option(help="'never' always asks; 'reads' approves plans that only read; 'policy' also "
+        str | None, typer.Option(metavar="never|reads|policy",
+                                 help="'never' always asks; 'reads' approves plans that only read; 'policy' also "
                                  "plans whose writes the workspace policy allows (default: the policy's "
                                  "'approve', else never).")
     ] = None,
@@ -502,8 +609,8 @@ def do_cmd(
     max_cost: MaxCost = None,
     max_time: MaxTime = None,
     max_steps: MaxSteps = None,
-    max_replans: Annotated[int, typer.Option(min=0, help="Revised plans the planner may propose when steps "
-                                             "fail for good.")] = 2,
+    max_replans: Annotated[int, typer.Option(metavar="N", min=0, help="Revised plans the planner may propose "
+                                             "when steps fail for good.")] = 2,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
     from ._review import edit_plan, show_plan, write_steps, writes_needing_review
@@ -516,8 +623,8 @@ def do_cmd(
         registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
         raise _fail(exc) from None
-    result = _make_plan(request, registry, model)
-    charter = _open(db, registry, concurrency, workspace=True)
+    result, chosen = _make_plan(request, registry, model)
+    charter = _open(db, registry, concurrency, workspace=True, model=chosen)
     engine = charter.engine()
     try:
         rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps),
@@ -574,8 +681,8 @@ def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: 
 
 @app.command()
 def demo(
-    folder: Annotated[Path, typer.Option("--dir", help="Where the demo's notes, store and report go.")] = Path(
-        "charter-demo"),
+    folder: Annotated[Path, typer.Option("--dir", metavar="DIR",
+                                         help="Where the demo's notes, store and report go.")] = Path("charter-demo"),
 ) -> None:
     """A complete run, offline: a request is planned (by a scripted model), approved, and run on real files."""
     from . import demo as scenario
@@ -617,40 +724,43 @@ def demo(
 
 
 StepArg = Annotated[
-    str | None, typer.Argument(help="An approval step waiting for a decision; without it, the run's plan.")
+    str | None, typer.Argument(metavar="STEP",
+                               help="An approval step waiting for a decision; without it, the run's plan.")
 ]
 
 
 @app.command()
 def approve(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     step: StepArg = None,
-    comment: Annotated[str, typer.Option(help="A note kept with the decision.")] = "",
+    comment: Annotated[str, typer.Option(metavar="TEXT", help="A note kept with the decision.")] = "",
     db: DbOpt = "charter.db",
+    tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Approve a plan that waits for review, or an approval step; then run on."""
-    _decide(db, concurrency, run_id, step, True, comment, json_out)
+    _decide(_open(db, tools, concurrency, workspace=True, model=model), run_id, step, True, comment, json_out)
 
 
 @app.command()
 def reject(
-    run_id: Annotated[str, typer.Argument(help="The run's id (or a unique prefix).")],
+    run_id: RunArg,
     step: StepArg = None,
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "rejected in review",
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "rejected in review",
     db: DbOpt = "charter.db",
+    tools: RunToolsOpt = None,
+    model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Reject a plan that waits for review (the run ends, nothing runs), or an approval step (it fails)."""
-    _decide(db, concurrency, run_id, step, False, reason, json_out)
+    _decide(_open(db, tools, concurrency, workspace=True, model=model), run_id, step, False, reason, json_out)
 
 
-def _decide(db: str, concurrency: int, run_id: str, step: str | None, approve: bool, note: str,
-            json_out: bool) -> None:
+def _decide(charter: Charter, run_id: str, step: str | None, approve: bool, note: str, json_out: bool) -> None:
     """A person's decision on a plan (``step`` None) or an approval step, then the run goes on."""
-    charter = _open(db, None, concurrency, workspace=True)
     by = "user" if step is None else _user()
     try:
         rid = charter.resolve(run_id)
@@ -659,10 +769,18 @@ def _decide(db: str, concurrency: int, run_id: str, step: str | None, approve: b
     except CharterError as exc:
         raise _fail(exc) from None
     if how == "requested":
-        out.print(f"asked the process running {rid} to record the {'approval' if approve else 'rejection'} of {step}")
+        if json_out:
+            out.print_json(json.dumps({"id": rid, "action": "approve" if approve else "reject", "step": step,
+                                       "requested": True}))
+        else:
+            out.print(f"asked the process running {rid} to record the "
+                      f"{'approval' if approve else 'rejection'} of {step}")
         return
     if step is None and not approve:
-        out.print(f"run [bold]{rid}[/] rejected: {escape(note)}")
+        if json_out:
+            out.print_json(json.dumps(charter.report(rid).to_json(), default=str))
+        else:
+            out.print(f"run [bold]{rid}[/] rejected: {escape(note)}")
         return
     _run_to_end(charter, rid, json_out)
 
@@ -678,17 +796,30 @@ def _user() -> str:
 
 @app.command()
 def validate(
-    plan: Annotated[Path, typer.Argument(help="A plan file (YAML or JSON).")],
+    plan: PlanArg,
     tools: ToolsOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check a plan without running it: every problem, with where it is."""
+    from ._console import counted
+
     charter = _open(":memory:", tools, workspace=True)
     try:
         loaded = charter.load_plan(plan)
+    except PlanError as exc:
+        if not json_out:
+            raise _fail(exc) from None
+        problems = [{"where": p.where, "message": p.message} for p in exc.problems]
+        out.print_json(json.dumps({"plan": str(plan), "valid": False, "problems": problems}))
+        raise typer.Exit(2) from None
     except CharterError as exc:
         raise _fail(exc) from None
     writes = [s.id for s in loaded.steps if (t := charter.registry.get(s.tool)) and t.effect == "write"]
-    out.print(f"[green]✓[/] {plan}: {len(loaded.steps)} steps, valid"
+    if json_out:
+        out.print_json(json.dumps({"plan": str(plan), "valid": True, "steps": [s.id for s in loaded.steps],
+                                   "write_steps": writes}))
+        return
+    out.print(f"[green]✓[/] {plan}: {counted(len(loaded.steps), 'step')}, valid"
               + (f"; write steps: {', '.join(writes)}" if writes else ""))
 
 
@@ -708,6 +839,9 @@ def tools_cmd(
                for t in listed]
     if json_out:
         out.print_json(json.dumps(catalog))
+        return
+    if not catalog:
+        out.print("no tools loaded: pass --tools FILE|MODULE, or list tools and MCP servers in charter.yaml")
         return
     for t in catalog:
         args = ", ".join(f"{k}{'' if k in t['required'] else '?'}" for k in t["args"])

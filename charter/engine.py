@@ -351,7 +351,7 @@ class Engine:
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
         if row.status in rules.RUN_DONE:
-            raise RunStateError(f"run {run_id} has already {row.status}")
+            raise RunStateError(f"run {run_id} has already ended ({row.status})")
         if action == "pause" and row.status == rules.PAUSED:
             raise RunStateError(f"run {run_id} is already paused")
         now = self.clock.now()
@@ -364,9 +364,11 @@ class Engine:
         self._release(run_id)
         return "done"
 
-    def decide(self, run_id: str, step_id: str, approve: bool, by: str = "user", note: str = "") -> str:
+    def decide(self, run_id: str, step_id: str, approve: bool, by: str = "user", note: str = "",
+               registry: Registry | None = None) -> str:
         """A person's decision on an approval step. ``"done"``: recorded here, and the run is
-        hosted by this engine to go on; ``"requested"``: the process running it was asked."""
+        hosted by this engine (with ``registry``, else the tools it recorded) to go on;
+        ``"requested"``: the process running it was asked."""
         action = "approve" if approve else "reject"
         payload = json.dumps({"step": step_id, "by": by, "note": note})
         if run_id in self._hosted and self._wake is not None:
@@ -380,7 +382,7 @@ class Engine:
         if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
             self.store.add_request(run_id, action, payload, now)
             return "requested"
-        state = self.adopt(run_id)
+        state = self.adopt(run_id, registry)
         try:
             ev = rules.decision(state, step_id, approve, by, note, now)
         except (KeyError, ValueError) as exc:

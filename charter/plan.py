@@ -135,12 +135,18 @@ class Step:
         return base.merged(dict(self.retry)) if self.retry else base
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "title": self.title, "why": self.why}
+        """The step as a plan file writes it: fields left at their defaults are left out."""
+        out: dict[str, Any] = {"id": self.id}
+        if self.title:
+            out["title"] = self.title
+        if self.why:
+            out["why"] = self.why
         if self.kind != "tool":
             out[self.kind] = dict(self.args)
         else:
             out["tool"] = self.tool
-            out["args"] = dict(self.args)
+            if self.args:
+                out["args"] = dict(self.args)
         if self.needs:
             out["needs"] = list(self.needs)
         if self.for_each is not None:
@@ -178,7 +184,10 @@ class Plan:
         return _compile(data, registry, source)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"goal": self.goal, "assumptions": list(self.assumptions)}
+        """The plan as a plan file writes it: fields left at their defaults are left out."""
+        out: dict[str, Any] = {"goal": self.goal}
+        if self.assumptions:
+            out["assumptions"] = list(self.assumptions)
         if self.inputs:
             out["inputs"] = dict(self.inputs)
         out["steps"] = [s.to_json() for s in self.steps]

@@ -14,6 +14,8 @@ from each provider's usual environment variable.
 A spec may end with options: ``compat:qwen2.5?response_format=json_object``
 fixes the structured-output form an OpenAI-compatible server is sent (``auto``,
 the default, negotiates it).
+
+``scripted:FILE`` answers from a YAML or JSON file, offline (see :func:`~charter.models.scripted.load_script`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..errors import ConfigError
 from .base import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from .prices import cost, set_price
 from .retrying import Retrying, RetryingModel
-from .scripted import ScriptedModel
+from .scripted import ScriptedModel, load_script
 
 __all__ = [
     "Message",
@@ -57,6 +59,8 @@ def model_from_spec(spec: str | None = None, env: Mapping[str, str] | None = Non
     """The model named ``provider:model`` (default: ``$CHARTER_MODEL``)."""
     env = os.environ if env is None else env
     provider, name, options = _parse(spec or env.get("CHARTER_MODEL"))
+    if provider == "scripted":  # answers from a file, offline: scripted:answers.yaml
+        return ScriptedModel.from_file(name)
     timeout = _timeout(env)
     if provider == "anthropic":
         from ._anthropic import AnthropicModel
@@ -76,7 +80,10 @@ def check_spec(spec: str | None = None, env: Mapping[str, str] | None = None) ->
     """Raise :class:`ConfigError` if :func:`model_from_spec` would, without building the model
     (nor importing its SDK): for checking a plan before anything runs."""
     env = os.environ if env is None else env
-    provider, _, _ = _parse(spec or env.get("CHARTER_MODEL"))
+    provider, name, _ = _parse(spec or env.get("CHARTER_MODEL"))
+    if provider == "scripted":
+        load_script(name)  # a missing or bad file is said before anything runs
+        return
     _timeout(env)
     if provider == "anthropic":
         _key(env, "ANTHROPIC_API_KEY", provider)
@@ -94,9 +101,11 @@ def _parse(spec: str | None) -> tuple[str, str, dict[str, str]]:
     if not sep or not name:
         raise ConfigError(f"model {spec!r} is not provider:model (for example openai:gpt-4o-mini)")
     if provider == "scripted":
-        raise ConfigError("scripted models are built in code (charter.testing.ScriptedModel) or by `charter demo`")
+        if query:
+            raise ConfigError(f"model {spec!r}: a scripted model takes no options")
+        return provider, name, {}
     if provider != "anthropic" and provider not in _OPENAI_LIKE:
-        known = ", ".join(["anthropic", *_OPENAI_LIKE])
+        known = ", ".join(["anthropic", *_OPENAI_LIKE, "scripted"])
         raise ConfigError(f"unknown model provider {provider!r} (known: {known})")
     try:
         options = dict(parse_qsl(query, strict_parsing=True)) if query else {}

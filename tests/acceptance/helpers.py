@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 # Commands that take --db.
-DB_COMMANDS = {"run", "resume", "retry", "rerun", "pause", "cancel", "runs", "show", "do", "approve", "reject"}
+DB_COMMANDS = {"run", "resume", "retry", "rerun", "pause", "cancel", "runs", "show", "do", "approve", "reject",
+               "watch"}
 
 TOOLS = '''\
 """Tools for Charter's acceptance tests: each call is logged to calls.log beside this file."""

@@ -653,7 +653,7 @@ def test_pause_a_run_in_another_process_then_resume(ws: Workspace) -> None:
     assert len(ws.calls("last")) == 1
 
     done = ws("resume", run_id)
-    assert done.rc == 0 and "already succeeded" in done.err, done
+    assert done.rc == 0 and "has already ended (succeeded)" in done.err, done
     assert len(ws.calls("last")) == 1
 
 
@@ -668,13 +668,13 @@ def test_cancel_a_run_in_another_process(ws: Workspace) -> None:
 
     (ws.root / "gate").unlink()
     later = ws("resume", run_id)
-    assert later.rc == 3 and "already cancelled" in later.err, later
+    assert later.rc == 3 and "has already ended (cancelled)" in later.err, later
     assert ws.status(run_id) == "cancelled"
     assert ws.calls("last") == []
     assert len(ws.calls("wait")) == 1
 
     pause = ws("pause", run_id)
-    assert pause.rc == 2 and "already cancelled" in pause.err, pause
+    assert pause.rc == 2 and "has already ended (cancelled)" in pause.err, pause
 
 
 def test_resume_refuses_a_run_another_live_process_is_running(ws: Workspace) -> None:

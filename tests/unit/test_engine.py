@@ -262,7 +262,7 @@ async def test_cancel_ends_a_run_for_good(make_app: Any) -> None:
     app.cancel(run_id, "not needed")
     await task
     assert app.report(run_id).status == "cancelled"
-    with pytest.raises(RunStateError, match="already cancelled"):
+    with pytest.raises(RunStateError, match=r"has already ended \(cancelled\)"):
         app.cancel(run_id)
 
 
