@@ -10,21 +10,7 @@ import json
 import signal
 
 from .helpers import Proc, Workspace, step, wait_until
-
-HELD = """\
-goal: Wait at a gate
-steps:
-  - id: first
-    tool: echo
-    args: {name: first}
-  - id: wait
-    tool: hold
-    args: {name: wait}
-    needs: [first]
-  - id: last
-    tool: echo
-    args: {name: last, value: "${wait}"}
-"""
+from .test_cli import HELD  # a run held at a gate the test opens
 
 
 def start_held(ws: Workspace) -> tuple[Proc, str]:
