@@ -9,6 +9,7 @@ garbage; a tools file that does not exist; a folder that cannot be written.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -139,3 +140,18 @@ def test_a_mistake_is_one_clear_error(shop: tuple[Workspace, str], command: str)
     assert not wrong, "\n\n".join(wrong)
     assert not (ws.root / "typo.db").exists(), "a command created a store at a mistyped path"
     assert (ws.root / "not-a-demo" / "thesis.tex").exists(), "the demo deleted a folder that was not its own"
+
+
+def test_the_demo_starts_again_in_its_own_folder_and_leaves_any_other_alone(ws: Workspace) -> None:
+    demo = ws.root / "demo"
+    for _ in range(2):  # the second time, the first demo's folder is replaced
+        res = ws("demo", "--dir", demo, timeout=120)
+        assert res.rc == 0, res
+    assert len(json.loads(ws("runs", "--db", demo / "charter.db", "--json", db=False).out)) == 1
+
+    mine = ws.root / "mine"
+    mine.mkdir()
+    ws.write("mine/notes.md", "my own notes")
+    refused = ws("demo", "--dir", mine)
+    assert refused.rc == 2 and "holds files that are not the demo's (notes.md)" in refused.err, refused
+    assert (mine / "notes.md").read_text(encoding="utf-8") == "my own notes"
