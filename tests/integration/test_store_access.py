@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,7 +151,30 @@ async def test_a_run_of_a_live_process_here_is_not_interrupted_past_its_lease(db
     clock = FakeClock()
     app = Charter(db_path, tools=[one], clock=clock)
     run_id = await app.start(PLAN)
-    parent = f"{os.uname().nodename}:{os.getppid()}:cafe"  # a process on this machine that is alive
+    parent = f"{socket.gethostname()}:{os.getppid()}:cafe"  # a process on this machine that is alive
     assert app.store.claim(run_id, parent, clock.now() + 30, expected_owner=app.engine().owner)
     clock.advance(3600)
     assert app.interrupted() == [] and app.report(run_id).interrupted is False
+
+
+async def test_a_run_whose_process_here_is_a_zombie_is_interrupted(db_path: Path) -> None:
+    """A process killed but not yet reaped by its parent still answers kill(pid, 0): it is dead all the same."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    clock = FakeClock()
+    app = Charter(db_path, tools=[one], clock=clock)
+    run_id = await app.start(PLAN)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: once it exits, a zombie
+    try:
+        def state() -> str:
+            return Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+        deadline = time.monotonic() + 30
+        while state() != "Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        zombie = f"{socket.gethostname()}:{child.pid}:dead"
+        assert app.store.claim(run_id, zombie, clock.now() + 30, expected_owner=app.engine().owner)
+        assert [r.id for r in app.interrupted()] == [run_id]
+    finally:
+        child.wait()
