@@ -9,6 +9,8 @@ and `charter resume RUN` or `charter resume --all` continues it.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 from .helpers import Proc, Workspace, step, wait_until
 
@@ -36,10 +38,10 @@ steps:
 """
 
 
-def start_killable(ws: Workspace, name: str = "killed.yaml") -> tuple[Proc, str]:
+def start_killable(ws: Workspace, name: str = "killed.yaml", tools: Path | None = None) -> tuple[Proc, str]:
     """Start a run of KILLED and wait until its `wait` step executes; returns the process and run id."""
     ws.write("gate", "closed")
-    proc = ws.start("run", ws.write(name, KILLED), "--tools", ws.tools)
+    proc = ws.start("run", ws.write(name, KILLED), "--tools", tools or ws.tools)
 
     def waiting() -> str | None:
         if not proc.alive():
@@ -146,3 +148,21 @@ def test_resume_wants_a_run_or_all(ws: Workspace) -> None:
     for args in (("resume",), ("resume", "abc", "--all")):
         res = ws(*args)
         assert res.rc == 2 and "give a run id, or --all" in res.err, (args, res)
+
+
+def test_resume_all_goes_on_when_one_run_cannot_be_taken_over(ws: Workspace) -> None:
+    first, good = start_killable(ws, "a.yaml")
+    kill(first)
+    other_tools = ws.root / "other_tools.py"
+    shutil.copy(ws.tools, other_tools)
+    second, broken = start_killable(ws, "b.yaml", tools=other_tools)
+    kill(second)
+    other_tools.write_text("raise ImportError('the SDK is gone')\n", encoding="utf-8")
+    (ws.root / "gate").unlink()
+
+    res = ws("resume", "--all")
+    assert res.rc == 2, res
+    assert f"cannot resume run {broken}" in res.err and "the SDK is gone" in res.err, res
+    assert "Traceback" not in res.err
+    assert ws.status(good) == "succeeded"
+    assert row(ws, broken)["interrupted"] is True  # left as it was, for when its tools are back
