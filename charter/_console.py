@@ -51,6 +51,7 @@ ICONS = {
     "rejected": ("✗", "red"),
     "replanning": ("↺", "yellow"),
     "created": ("·", "dim"),
+    "interrupted": ("⚠", "yellow"),
 }
 
 
@@ -281,7 +282,7 @@ def runs_table(rows: Sequence[RunRow]) -> Table:
         t.add_column(col, overflow="ellipsis", no_wrap=col != "goal")
     now = time.time()
     for r in rows:
-        t.add_row(r.id, styled_status(r.status), f"{r.steps_done}/{r.steps_total}",
+        t.add_row(r.id, styled_status("interrupted" if r.interrupted else r.status), f"{r.steps_done}/{r.steps_total}",
                   fmt_age(r.created_at, now), escape(r.goal))
     return t
 
@@ -303,8 +304,12 @@ def effects_table(rows: Sequence[EffectRow]) -> Table:
 def print_report(console: Console, report: RunReport) -> None:
     """`charter show`: the run, then each step's status, attempts, arguments, output, error and why."""
     took = fmt_duration((report.finished_at or report.updated_at) - report.created_at)
-    console.print(f"[bold]run {report.id}[/] · {styled_status(report.status)} · {took}"
+    shown = "interrupted" if report.interrupted else report.status
+    console.print(f"[bold]run {report.id}[/] · {styled_status(shown)} · {took}"
                   + (f" · {escape(report.reason)}" if report.reason else ""))
+    if report.interrupted:
+        console.print(f"[yellow]nobody is running it: the process running it stopped.[/] Continue it with "
+                      f"[bold]charter resume {report.id}[/] (finished steps do not run again)")
     console.print(f"[bold]goal:[/] {escape(report.goal)}")
     if report.request:
         console.print(f"[bold]request:[/] {escape(report.request)}")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import rules
 from .clock import Clock, SystemClock
 from .engine import Engine, Observer
-from .errors import ConfigError, PlanError, Problem, RunNotFoundError, RunStateError
+from .errors import CharterError, ConfigError, PlanError, Problem, RunNotFoundError, RunStateError
 from .events import Event
 from .inputs import check_inputs
 from .journal import planner_events
@@ -140,6 +140,9 @@ class Charter:
             steps (default: ``$CHARTER_MODEL`` when one is needed).
         workspace: a :class:`~charter.workspace.Workspace` or the path of a ``charter.yaml``:
             its root, tools, MCP servers, settings, limits and policy.
+        mode: how to open a store given by path: ``"rwc"`` creates it if missing, ``"rw"``
+            wants an existing one, ``"ro"`` only reads (to inspect a store, even in a
+            folder one may not write to).
     """
 
     def __init__(
@@ -151,8 +154,9 @@ class Charter:
         max_concurrency: int = 100,
         model: Model | str | None = None,
         workspace: Workspace | str | Path | None = None,
+        mode: str = "rwc",
     ) -> None:
-        self.store = db if isinstance(db, SQLStore) else open_store(db)
+        self.store = db if isinstance(db, SQLStore) else open_store(db, mode=mode)
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
         self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
         self.registry = make_registry(tools, self.workspace)
@@ -228,6 +232,24 @@ class Charter:
         new_id = self.start_rerun(run_id, from_step, plan=plan)
         await self.engine().run_until_settled()
         return self.report(new_id)
+
+    async def resume_all(self) -> tuple[list[RunReport], list[CharterError]]:
+        """Continue every interrupted run (see :meth:`interrupted`); returns their reports and,
+        for the runs that could not be taken over (say, their tools no longer import), why not."""
+        taken: list[str] = []
+        problems: list[CharterError] = []
+        for row in self.interrupted():
+            try:
+                self.engine().resume(row.id, registry=self._own_tools())
+            except RunStateError:
+                continue  # another process took it first
+            except CharterError as exc:
+                problems.append(CharterError(f"cannot resume run {row.id}: {exc}"))
+                continue
+            taken.append(row.id)
+        if taken:
+            await self.engine().run_until_settled()
+        return [self.report(r) for r in taken], problems
 
     def _own_tools(self) -> Registry | None:
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
@@ -331,7 +353,20 @@ class Charter:
 
     def runs(self, limit: int = 50) -> list[RunRow]:
         """The latest runs, newest first."""
-        return self.store.list_runs(limit)
+        now = self._now()
+        return [_mark(r, now) for r in self.store.list_runs(limit)]
+
+    def interrupted(self) -> list[RunRow]:
+        """The runs that stopped in the middle, oldest first: their log says they are running, but
+        the process running them is gone (dead on this machine, or its lease expired).
+        :meth:`resume` or :meth:`resume_all` continues them; nothing else does."""
+        now = self._now()
+        rows = (self.store.get_run(run_id) for run_id, owner, lease in self.store.unfinished_runs()
+                if claimable(owner, lease, now))
+        return [_mark(r, now) for r in rows if r is not None]
+
+    def _now(self) -> float:
+        return (self.clock or SystemClock()).now()
 
     def state(self, run_id: str) -> rules.RunState:
         run_id = self.resolve(run_id)
@@ -341,7 +376,11 @@ class Charter:
         """A run's status, output and timeline, from its log."""
         run_id = self.resolve(run_id)
         events = self.store.events(run_id)
-        return build_report(rules.replay(run_id, events), events)
+        report = build_report(rules.replay(run_id, events), events)
+        row = self.store.get_run(run_id)
+        if row is not None and _mark(row, self._now()).interrupted:
+            report = replace(report, interrupted=True)
+        return report
 
     async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
         """Follow a run from its log, whichever process executes it: one update per committed
@@ -377,8 +416,7 @@ class Charter:
     def _owner_gone(self, run_id: str, now: float) -> bool:
         """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
         row = self.store.get_run(run_id)
-        return (row is not None and row.status in (rules.RUNNING, rules.REPLANNING)
-                and claimable(row.owner, row.lease_expires, now))
+        return row is not None and _mark(row, now).interrupted
 
     def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
@@ -396,6 +434,12 @@ class Charter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _mark(row: RunRow, now: float) -> RunRow:
+    """``row``, marked interrupted if it is in flight and whoever ran it is gone."""
+    gone = row.status in (rules.RUNNING, rules.REPLANNING) and claimable(row.owner, row.lease_expires, now)
+    return replace(row, interrupted=True) if gone else row
 
 
 __all__: Sequence[str] = ["Charter", "RunUpdate", "make_registry", "model_problems", "require_models"]

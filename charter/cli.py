@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -46,7 +46,8 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or 
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")]
 RequestArg = Annotated[str, typer.Argument(metavar="REQUEST", help="What you want done, in words.")]
 DbOpt = Annotated[
-    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH", help="The SQLite store (created if missing).")
+    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH",
+                      help="The SQLite store (`run` and `do` create it if missing)."),
 ]
 ToolsOpt = Annotated[
     list[str] | None,
@@ -89,8 +90,8 @@ def main() -> None:
     """The console script."""
     try:
         app()
-    except CharterError as exc:  # pragma: no cover - commands handle their own errors
-        err.print(f"[red]error:[/] {exc}")
+    except (CharterError, OSError) as exc:  # a user's mistake the command did not name itself: still one line
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 
@@ -136,16 +137,33 @@ def _workspace() -> Workspace:
 
 
 def _open(db: str, tools: ToolsLike = None, concurrency: int = 100, *, workspace: bool = False,
-          model: Model | str | None = None) -> Charter:
+          model: Model | str | None = None, mode: str = "rw") -> Charter:
     """The app on ``db``; with ``workspace``, with the workspace's tools, settings and policy too.
 
     Without ``model``, steps that need one use ``$CHARTER_MODEL`` (read when the first one runs).
+    ``mode`` (see :class:`Charter`): only ``run`` and ``do`` create a store (``"rwc"``); commands
+    about existing runs want one (``"rw"``); commands that only look open it read-only (``"ro"``).
     """
     try:
         return Charter(db, tools=tools or None, max_concurrency=concurrency,
-                       workspace=_workspace() if workspace else None, model=model)
+                       workspace=_workspace() if workspace else None, model=model, mode=mode)
     except CharterError as exc:
         raise _fail(exc) from None
+
+
+def _note_interrupted(charter: Charter, *, besides: str | None = None) -> None:
+    """One line on stderr about interrupted runs: this command does not continue them."""
+    try:
+        rows = [r for r in charter.interrupted() if r.id != besides]
+    except CharterError:
+        return  # only a note: the command itself says what is wrong with the store
+    if rows:
+        ids = ", ".join(r.id for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+        many = len(rows) != 1
+        err.print(f"[yellow]note:[/] {len(rows)} interrupted run{'s' if many else ''} on this store ({ids}): "
+                  f"{'their process' if many else 'its process'} stopped. Continue "
+                  f"{'them' if many else 'it'} with [bold]charter resume RUN[/] or [bold]charter resume --all[/]",
+                  soft_wrap=True)
 
 
 def _parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
@@ -168,6 +186,7 @@ def _run_to_end(charter: Charter, run_id: str, json_out: bool) -> None:
         await charter.engine().run_until_settled()
         return charter.report(run_id)
 
+    _note_interrupted(charter, besides=run_id)
     _finish(_drive(charter, json_out, work), json_out)
 
 
@@ -248,7 +267,8 @@ def run(
     replan: Annotated[int, typer.Option("--replan", metavar="N", min=0,
                                         help="Revised plans the model may propose when steps fail for good.")] = 0,
 ) -> None:
-    """Run a plan file with the given tools, and also continue unfinished runs on the store."""
+    """Run a plan file with the given tools. Runs another process left unfinished are not touched:
+    `charter resume` continues them."""
     values = _parse_inputs(inputs)
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
@@ -263,19 +283,13 @@ def run(
                 raise ConfigError(f"--replan needs a model to revise the plan: {exc}") from None
     except CharterError as exc:
         raise _fail(exc) from None
-    charter = _open(db, registry, concurrency, workspace=True, model=chosen)
+    charter = _open(db, registry, concurrency, workspace=True, model=chosen, mode="rwc")
     try:
         engine = charter.engine()
         state = engine.create(loaded, charter.registry, values,
                               budget=_budget(max_tokens, max_cost, max_time, max_steps), max_replans=replan)
     except CharterError as exc:
         raise _fail(exc) from None
-    adopted, problems = engine.adopt_orphans()
-    for orphan in adopted:
-        err.print(f"continuing unfinished run [bold]{orphan.run_id}[/]")
-    for problem in problems:
-        err.print(f"[yellow]{escape(str(problem))}[/]")
-
     _run_to_end(charter, state.run_id, json_out)
 
 
@@ -289,7 +303,9 @@ RunToolsOpt = Annotated[
 
 @app.command()
 def resume(
-    run_id: RunArg,
+    run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every interrupted run: those whose process "
+                                           "stopped in the middle.")] = False,
     db: DbOpt = "charter.db",
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
@@ -301,11 +317,15 @@ def resume(
     max_steps: MaxSteps = None,
 ) -> None:
     """Continue a paused or interrupted run (raising its budget, if given). Finished steps never run again."""
+    if all_runs == (run_id is not None):
+        raise _fail(ValueError("give a run id, or --all for every interrupted run"))
     charter = _open(db, tools, concurrency, workspace=True, model=model)
+    budget = _budget(max_tokens, max_cost, max_time, max_steps)
+    if run_id is None:
+        _resume_all(charter, budget, json_out)
     try:
         rid = charter.resolve(run_id)
-        state = charter.engine().resume(rid, budget=_budget(max_tokens, max_cost, max_time, max_steps),
-                                        registry=charter._own_tools())
+        state = charter.engine().resume(rid, budget=budget, registry=charter._own_tools())
     except CharterError as exc:
         raise _fail(exc) from None
     if state.finished:
@@ -314,6 +334,39 @@ def resume(
         _finish(report, json_out)
 
     _run_to_end(charter, rid, json_out)
+
+
+def _resume_all(charter: Charter, budget: dict[str, float], json_out: bool) -> NoReturn:
+    """`charter resume --all`: continue every interrupted run, then exit with the worst outcome."""
+    from ._console import print_outcome
+
+    if budget:  # a budget is a decision about one run; `resume RUN --max-...` raises it
+        raise _fail(ValueError("--all takes no budget: raise a run's budget with charter resume RUN --max-..."))
+    try:
+        pending = charter.interrupted()
+    except CharterError as exc:
+        raise _fail(exc) from None
+    if not pending:
+        if json_out:
+            out.print_json("[]")
+        else:
+            out.print(f"no interrupted runs in {charter.store.location}")
+        raise typer.Exit(0)
+    if not json_out:
+        err.print(f"resuming {len(pending)} interrupted run{'s' if len(pending) != 1 else ''}: "
+                  + ", ".join(r.id for r in pending))
+    reports, problems = _drive(charter, json_out, charter.resume_all)
+    for problem in problems:
+        err.print(f"[red]error:[/] {escape(str(problem))}", soft_wrap=True)
+    if json_out:
+        out.print_json(json.dumps([r.to_json() for r in reports], default=str))
+    else:
+        for report in reports:
+            print_outcome(out, report)
+    codes = [EXIT.get(r.status, 1) for r in reports]
+    if problems:
+        raise typer.Exit(2)
+    raise typer.Exit(1 if 1 in codes else max(codes, default=0))
 
 
 @app.command()
@@ -425,19 +478,26 @@ def runs_cmd(
     """List runs: status, progress, age."""
     from ._console import runs_table
 
-    charter = _open(db)
-    rows = charter.runs(limit)
+    charter = _open(db, mode="ro")
+    try:
+        rows = charter.runs(limit)
+    except CharterError as exc:
+        raise _fail(exc) from None
     if json_out:
         out.print_json(json.dumps([{
-            "id": r.id, "status": r.status, "goal": r.goal, "steps_done": r.steps_done,
-            "steps_total": r.steps_total, "created_at": r.created_at, "updated_at": r.updated_at,
-            "finished_at": r.finished_at, "reason": r.reason, "parent_run": r.parent_run,
+            "id": r.id, "status": r.status, "interrupted": r.interrupted, "goal": r.goal,
+            "steps_done": r.steps_done, "steps_total": r.steps_total, "created_at": r.created_at,
+            "updated_at": r.updated_at, "finished_at": r.finished_at, "reason": r.reason,
+            "parent_run": r.parent_run,
         } for r in rows]))
         return
     if not rows:
         out.print(f"no runs in {charter.store.location}")
         return
     out.print(runs_table(rows))
+    if any(r.interrupted for r in rows):
+        out.print("[yellow]interrupted[/]: the process running it stopped; continue with "
+                  "[bold]charter resume RUN[/] or [bold]charter resume --all[/]")
 
 
 @app.command()
@@ -449,7 +509,7 @@ def watch(
     """Follow a run that another process executes, live, until it ends. Only reads; Ctrl-C detaches."""
     from ._console import Progress, print_outcome
 
-    charter = _open(db)
+    charter = _open(db, mode="ro")
     try:
         rid = charter.resolve(run_id)
     except CharterError as exc:
@@ -503,7 +563,7 @@ def show(
     """A run's timeline: each step's status, attempts, durations, arguments, output, error and why."""
     from ._console import print_report
 
-    charter = _open(db)
+    charter = _open(db, mode="ro")
     try:
         report = charter.report(run_id)
     except CharterError as exc:
@@ -527,7 +587,7 @@ def effects_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """The effect ledger: every change a write tool made (run, step, tool, target, key, result)."""
-    charter = _open(db)
+    charter = _open(db, mode="ro")
     try:
         rows = charter.effects(run_id, limit)
     except CharterError as exc:
@@ -624,7 +684,7 @@ def do_cmd(
     except CharterError as exc:
         raise _fail(exc) from None
     result, chosen = _make_plan(request, registry, model)
-    charter = _open(db, registry, concurrency, workspace=True, model=chosen)
+    charter = _open(db, registry, concurrency, workspace=True, model=chosen, mode="rwc")
     engine = charter.engine()
     try:
         rid = _planned_run(engine, result, registry, request, _budget(max_tokens, max_cost, max_time, max_steps),
@@ -691,8 +751,13 @@ def demo(
     from .planner import Planner
 
     workdir = folder.resolve()
-    scenario.reset(workdir)
-    notes, report_path = scenario.prepare(workdir)
+    try:
+        scenario.reset(workdir)
+        notes, report_path = scenario.prepare(workdir)
+    except CharterError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(ValueError(f"cannot write the demo's files in {workdir}: {exc.strerror or exc}")) from None
     out.rule("[bold]Charter demo[/] (offline)")
     out.print("[yellow]The model in this demo is SCRIPTED[/] (charter.testing.ScriptedModel): it proposes a "
               "prepared plan and writes its summary from the data it is given. No key, no network. "
@@ -701,7 +766,7 @@ def demo(
     registry = scenario.registry()
     model = scenario.scripted_model(str(notes), str(report_path))
     result = asyncio.run(Planner(model, registry).plan(scenario.REQUEST))
-    charter = Charter(workdir / "charter.db", tools=registry)
+    charter = _open(str(workdir / "charter.db"), registry, mode="rwc")
     engine = charter.engine()
     engine.model = model
     rid = _planned_run(engine, result, registry, scenario.REQUEST)
@@ -803,7 +868,7 @@ def validate(
     """Check a plan without running it: every problem, with where it is."""
     from ._console import counted
 
-    charter = _open(":memory:", tools, workspace=True)
+    charter = _open(":memory:", tools, workspace=True, mode="rwc")
     try:
         loaded = charter.load_plan(plan)
     except PlanError as exc:
@@ -829,7 +894,7 @@ def tools_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """List the tools in files or modules: name, effect, arguments, description."""
-    charter = _open(":memory:", tools, workspace=True)
+    charter = _open(":memory:", tools, workspace=True, mode="rwc")
     try:
         listed = list(charter.registry)
     except CharterError as exc:

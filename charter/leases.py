@@ -24,11 +24,22 @@ def claimable(owner: str | None, lease_expires: float | None, now: float) -> boo
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host == socket.gethostname() and pid_text.isdigit() and int(pid_text) != os.getpid():
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return not _alive(int(pid_text))
     return lease_expires is not None and lease_expires < now
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    # A killed process whose parent has not reaped it yet (a zombie) still answers the signal; where
+    # nothing reaps orphans (a container without an init), it stays that way.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rpartition(")")[2].split()[:1]
+    except OSError:
+        return True  # no /proc: take the signal's word
+    return state != ["Z"]

@@ -222,6 +222,9 @@ class RunReport:
     unpriced_models: list[str] = field(default_factory=list)  # models called that have no known price
     model_calls: list[ModelCall] = field(default_factory=list)  # every model call, the planner's too, in order
     versions: list[PlanVersion] = field(default_factory=list)  # every version of the plan, the first first
+    #: ``status`` is ``running`` (or ``replanning``) but the process running it is gone:
+    #: it stopped in the middle and waits for ``charter resume``
+    interrupted: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -245,6 +248,7 @@ class RunReport:
             "request": self.request, "plan_version": self.plan_version,
             "tokens": self.tokens, "cost": self.cost, "cost_known": self.cost_known,
             "unpriced_models": self.unpriced_models, "budget": self.budget,
+            "interrupted": self.interrupted,
             "steps": [s.to_json() for s in self.steps],
             "model_calls": [c.to_json() for c in self.model_calls],
             "versions": [v.to_json() for v in self.versions],

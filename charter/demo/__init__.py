@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import RetryableError
+from ..errors import ConfigError, RetryableError
 from ..models.base import ModelRequest
 from ..models.scripted import ScriptedModel
 from ..tools import Registry, ToolContext, tool
@@ -136,6 +136,19 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     return notes, workdir / "action-items.md"
 
 
+#: what a demo folder holds: the only names :func:`reset` will delete
+DEMO_FILES = frozenset({"notes", "charter.db", "charter.db-wal", "charter.db-shm", "action-items.md",
+                        "action-items.tmp"})
+
+
 def reset(workdir: Path) -> None:
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    """Empty ``workdir`` of an earlier demo; a folder holding anything else is left alone and refused."""
+    if not workdir.exists():
+        return
+    if not workdir.is_dir():
+        raise ConfigError(f"cannot use {workdir} for the demo: it is a file, not a folder")
+    others = sorted(p.name for p in workdir.iterdir() if p.name not in DEMO_FILES)
+    if others:
+        raise ConfigError(f"{workdir} holds files that are not the demo's ({', '.join(others[:3])}"
+                          f"{', ...' if len(others) > 3 else ''}): give the demo an empty or new folder with --dir")
+    shutil.rmtree(workdir)

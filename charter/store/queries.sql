@@ -40,7 +40,7 @@ SELECT id, status, goal, tool_sources, parent_run, steps_total, steps_done, reas
 FROM runs ORDER BY created_at DESC LIMIT :limit
 
 -- name: select_unfinished_runs
-SELECT id, owner, lease_expires FROM runs WHERE status = 'running' ORDER BY created_at
+SELECT id, owner, lease_expires FROM runs WHERE status IN ('running', 'replanning') ORDER BY created_at
 
 -- name: select_steps
 SELECT step_id, item, status, attempt, retry_at, started_at, finished_at, output, error

@@ -90,6 +90,9 @@ class RunRow:
     last_seq: int
     owner: str | None
     lease_expires: float | None
+    #: in flight by its log, but whoever ran it is gone; set by :class:`~charter.Charter`,
+    #: which knows how to tell (the store only keeps the owner and its lease)
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,13 @@ class SQLStore(ABC):
 
     #: a human-readable location, for messages
     location: str = ""
+    #: opened only to read: nothing is migrated or written
+    read_only: bool = False
+
+    def __init__(self) -> None:
+        # The runs this handle has claimed and not let go of. When none is left the process
+        # is idle, and a dialect may tidy up (SQLite truncates its write-ahead log).
+        self._held: set[str] = set()
 
     # --- what a dialect provides -------------------------------------------------
 
@@ -142,30 +152,38 @@ class SQLStore(ABC):
     def _sql(self, name: str) -> str:
         return QUERIES[name]
 
+    def _idle(self) -> None:  # noqa: B027 - a hook: most dialects have nothing to tidy up
+        """Called when this handle holds no run any more."""
+
     # --- schema ------------------------------------------------------------------
 
     def migrate(self) -> None:
         """Apply the migrations this database has not seen yet (and write nothing if there are none,
         so that a store one may only read can still be inspected)."""
         known = migrations()
+        latest = known[-1][0]
         try:
             current = self._fetchall(self._sql("select_schema_version"))[0][0]
         except StoreError:
             current = None  # no schema yet
-        if current is not None and current == known[-1][0]:
+        if current is not None and current > latest:
+            raise StoreError(
+                f"{self.location} has schema version {current}, newer than this Charter "
+                f"understands ({latest}): upgrade Charter"
+            )
+        if current is not None and current == latest:
             return
+        if self.read_only:
+            raise StoreError(
+                f"{self.location} has schema version {current}, older than this Charter's ({latest}), "
+                "and is open only to read: open it once with write access to upgrade it"
+            )
         with self.transaction():
             self._execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
             )
             done = {r[0] for r in self._fetchall("SELECT version FROM schema_migrations")}
-            known = migrations()
-            if done and max(done) > known[-1][0]:
-                raise StoreError(
-                    f"{self.location} has schema version {max(done)}, newer than this Charter "
-                    f"understands ({known[-1][0]}): upgrade Charter"
-                )
             for version, name, sql in known:
                 if version in done:
                     continue
@@ -196,6 +214,7 @@ class SQLStore(ABC):
                  "data": _dumps(created.to_data())},
             )
         state.last_seq = 1
+        self._held.add(state.run_id)
 
     def append(
         self, batch: Sequence[tuple[RunState, Sequence[Event]]], owner: str, requests_done: Sequence[int] = ()
@@ -271,6 +290,8 @@ class SQLStore(ABC):
                 {"id": run_id, "owner": owner, "lease_expires": lease_expires,
                  "expected_owner": expected_owner or ""},
             )
+        if n == 1:
+            self._held.add(run_id)
         return bool(n == 1)
 
     def renew(self, run_ids: Sequence[str], owner: str, lease_expires: float) -> None:
@@ -283,6 +304,10 @@ class SQLStore(ABC):
         with self.transaction():
             self._executemany(self._sql("release_run"), [{"id": r, "owner": owner} for r in run_ids])
             self._executemany(self._sql("drop_finished_requests"), [{"id": r} for r in run_ids])
+        if self._held:
+            self._held.difference_update(run_ids)
+            if not self._held:
+                self._idle()
 
     # --- requests to the engine that owns a run --------------------------------------
 

@@ -275,6 +275,8 @@ class Workspace:
     # --- the store, through the CLI ----------------------------------------------------
 
     def runs(self) -> list[dict[str, Any]]:
+        if not Path(self.db).exists():  # `charter runs` would say there is no store (it creates none)
+            return []
         res = self("runs", "--json")
         assert res.rc == 0, res
         return json.loads(res.out)

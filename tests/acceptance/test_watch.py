@@ -108,6 +108,10 @@ def test_ctrl_c_detaches_and_the_run_goes_on(ws: Workspace) -> None:
 
 
 def test_watch_an_unknown_run(ws: Workspace) -> None:
+    none = ws("watch", "nope")
+    assert none.rc == 2 and "no store at" in none.err, none  # watching only reads: it creates no store
+    plan = ws.write("gated.yaml", "goal: Gated\nsteps:\n  - {id: only, tool: gated, args: {name: only}}\n")
+    assert ws("run", plan, "--tools", ws.tools).rc == 1
     res = ws("watch", "nope")
     assert res.rc == 2, res
     assert "no run 'nope'" in res.err
