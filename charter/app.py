@@ -16,15 +16,15 @@ from typing import Any
 from . import rules
 from .clock import Clock, SystemClock
 from .engine import Engine, Observer
-from .errors import CharterError, ConfigError, PlanError, Problem, RunNotFoundError, RunStateError
+from .errors import CharterError, ConfigError, RunNotFoundError, RunStateError
 from .events import Event
 from .inputs import check_inputs
 from .journal import planner_events
 from .leases import claimable
-from .models import Model, RetryingModel, check_spec, model_from_spec
+from .models import Model, RetryingModel, model_from_spec
+from .needs import model_problems, require_models
 from .plan import Plan, load_plan
 from .planner import Planner, PlanningResult
-from .refs import has_refs
 from .report import RunReport, build_report
 from .store import SQLStore, open_store
 from .store.sql import EffectRow, RunRow
@@ -86,42 +86,6 @@ def _registry(tools: ToolsLike) -> Registry:
         if importable and module not in registry.sources:
             registry.sources.append(module)
     return registry
-
-
-def model_problems(plan: Plan, model: Model | None = None, env: Mapping[str, str] | None = None, *,
-                   steps: Iterable[str] | None = None) -> list[Problem]:
-    """Why the plan's ``llm`` and ``agent`` steps (or those of ``steps``) would find no model when
-    they run (empty if they would): a step's own ``model``, else ``model``, else ``$CHARTER_MODEL``.
-    Nothing is built or called."""
-    problems: list[Problem] = []
-    only = None if steps is None else set(steps)
-    for i, step in enumerate(plan.steps):
-        if step.kind not in ("llm", "agent") or (only is not None and step.id not in only):
-            continue
-        spec = step.args.get("model")
-        if spec and has_refs((step.args_template or {}).get("model")):
-            continue  # chosen by a reference (an input, an earlier output): known only when the step runs
-        if spec:
-            try:
-                check_spec(str(spec), env)
-            except ConfigError as exc:
-                problems.append(Problem(f"steps[{i}].{step.kind}.model", str(exc)))
-        elif model is None:
-            try:
-                check_spec(None, env)
-            except ConfigError as exc:
-                why = ("none is chosen: set CHARTER_MODEL=provider:model (for example openai:gpt-4o-mini), "
-                       "or name one in the step (model: provider:model)") if "no model chosen" in str(exc) else exc
-                problems.append(Problem(f"steps[{i}].{step.kind}", f"an {step.kind} step needs a model, and {why}"))
-    return problems
-
-
-def require_models(plan: Plan, model: Model | None = None, source: str | None = None, *,
-                   steps: Iterable[str] | None = None) -> None:
-    """Raise :class:`PlanError` naming every step that would find no model, before anything runs."""
-    problems = model_problems(plan, model, steps=steps)
-    if problems:
-        raise PlanError(problems, source)
 
 
 class Charter:

@@ -56,6 +56,7 @@ from .leases import claimable, new_owner
 from .llm import run_llm
 from .models import Model, model_from_spec
 from .models.retrying import RetryingModel
+from .needs import model_problems
 from .plan import Plan, Step
 from .replan import Revision
 from .rules import RUNNING, RunState, Unit
@@ -213,6 +214,7 @@ class Engine:
                     registry = Registry()
             if need_tools and not state.finished:
                 _check_tools(state, registry)
+                _check_models(state, self.model)
             state.policies = rules.retry_policies(state.plan, registry)
             now = self.clock.now()
             self._commit_now(state, [
@@ -792,6 +794,15 @@ def _check_tools(state: RunState, registry: Registry) -> None:
         where = ", ".join(state.tool_sources) or "code that recorded no tool source"
         raise ConfigError(f"run {state.run_id} needs tools that are not loaded: {', '.join(missing)} "
                           f"(its tools came from {where}; pass them with --tools)")
+
+
+def _check_models(state: RunState, model: Model | None) -> None:
+    """Refuse to take on a run whose remaining ``llm`` or ``agent`` steps would find no model."""
+    remaining = [s.id for s in state.plan.steps if state.steps[s.id].status not in rules.STEP_DONE]
+    problems = model_problems(state.plan, model, steps=remaining)
+    if problems:
+        raise ConfigError(f"run {state.run_id} cannot go on: " + "; ".join(str(p) for p in problems)
+                          + " (pass --model, or set CHARTER_MODEL)")
 
 
 def _stop_event(action: str, reason: str, now: float) -> Event:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, PlanError, RetryableError, tool
+from charter import Charter, ConfigError, PlanError, RetryableError, tool
 from charter.engine import Engine
 from charter.events import Event, ModelCalled
 from charter.plan import Plan
@@ -211,3 +211,18 @@ async def test_show_names_the_kind_of_a_step_without_a_tool(db_path: Path) -> No
     header = next(line for line in console.export_text().splitlines() if line.startswith("✓ ask"))
     assert header.split()[:4] == ["✓", "ask", "llm", "succeeded"]
     assert report.to_json()["steps"][0]["kind"] == "llm"
+
+
+async def test_a_run_whose_remaining_llm_steps_find_no_model_is_not_taken_over(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHARTER_MODEL", raising=False)
+    app = Charter(db_path, tools=[notes], clock=FakeClock(auto_advance=True))
+    plan = Plan.from_dict({"goal": "g", "steps": [
+        {"id": "n", "tool": "notes"}, {"id": "sum", "llm": {"prompt": "Summarize: ${n}"}}]}, app.registry)
+    run_id = app.engine().create(plan, app.registry).run_id  # recorded by a process that had a model
+    app.engine()._release(run_id)  # as if that process had stopped
+    with pytest.raises(ConfigError, match=r"cannot go on: steps\[1\]\.llm: an llm step needs a model"):
+        await app.resume(run_id)
+    assert app.report(run_id).steps[0].status == "pending"  # nothing ran
+    app.engine().model = ScriptedModel(["two notes"])
+    assert (await app.resume(run_id)).output == "two notes"
