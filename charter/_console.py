@@ -313,7 +313,7 @@ def print_report(console: Console, report: RunReport) -> None:
     console.print(f"[bold]goal:[/] {escape(report.goal)}")
     if report.request:
         console.print(f"[bold]request:[/] {escape(report.request)}")
-    if len(report.versions) > 1:
+    if report.versions:
         _print_versions(console, report)
     if report.tokens or report.budget or report.model_calls:
         spend = f"{report.tokens:,} model tokens, {_run_cost(report)}"
@@ -374,18 +374,22 @@ def print_report(console: Console, report: RunReport) -> None:
 
 def _print_versions(console: Console, report: RunReport) -> None:
     """The plan's versions: who made and approved each, how its steps ended, and the diff from the one before."""
-    console.print(f"[bold]plan versions:[/] {len(report.versions)} (running v{report.plan_version})")
+    if len(report.versions) > 1:
+        console.print(f"[bold]plan versions:[/] {len(report.versions)} (v{report.plan_version} is the current one)")
     for v in report.versions:
         made = f" by {v.by}" if v.by else ""
-        line = f"  [bold]v{v.number}[/]{escape(made)}"
+        line = (f"  [bold]v{v.number}[/]" if len(report.versions) > 1 else "[bold]plan:[/] v1") + escape(made)
         if v.reason:
             line += f" [dim]because[/] {escape(v.reason)}"
         if v.approved_by:
             line += f" · approved by {escape(v.approved_by)}"
+            if v.approval_note:
+                line += f": {escape(v.approval_note)}"
         elif v.rejected_by:
             line += f" · [red]rejected[/] by {escape(v.rejected_by)}: {escape(v.rejected_reason)}"
         elif v.number == report.plan_version and report.status == "created":
-            line += " · [yellow]waits for review[/]"
+            line += (f" · [yellow]waits for review:[/] [bold]charter approve {report.id}[/] or "
+                     f"[bold]charter reject {report.id} --reason ...[/]")
         console.print(line)
         for e in v.ended:
             style = "red" if e["status"] == "failed" else "dim"

@@ -270,7 +270,7 @@ class Charter:
         """
         run_id = self.resolve(run_id)
         if step is None:
-            self.engine().approve(run_id, by=by, registry=self._own_tools())
+            self.engine().approve(run_id, by=by, registry=self._own_tools(), note=note)
             return "done"
         return self.engine().decide(run_id, step, True, by=by, note=note, registry=self._own_tools())
 

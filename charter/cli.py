@@ -826,7 +826,7 @@ def reject(
 
 def _decide(charter: Charter, run_id: str, step: str | None, approve: bool, note: str, json_out: bool) -> None:
     """A person's decision on a plan (``step`` None) or an approval step, then the run goes on."""
-    by = "user" if step is None else _user()
+    by = _user()
     try:
         rid = charter.resolve(run_id)
         how = (charter.approve(rid, step, by=by, note=note) if approve

@@ -288,10 +288,10 @@ class Engine:
             self._release(run_id)  # nothing to do: let go of it
         return state
 
-    def approve(self, run_id: str, by: str = "user", registry: Registry | None = None) -> RunState:
+    def approve(self, run_id: str, by: str = "user", registry: Registry | None = None, note: str = "") -> RunState:
         """Approve the plan of a run that waits for review; the run is then ready to go."""
         state = self._awaiting_review(run_id, registry)
-        self._commit_now(state, [PlanApproved(at=self.clock.now(), by=by)])
+        self._commit_now(state, [PlanApproved(at=self.clock.now(), by=by, note=note)])
         return state
 
     def reject(self, run_id: str, reason: str, by: str = "user") -> RunState:

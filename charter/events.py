@@ -66,6 +66,7 @@ class RunCreated(Event):
 @dataclass(frozen=True, slots=True)
 class PlanApproved(Event):
     by: str = ""
+    note: str = ""  # what the approver said, if anything
 
 
 @dataclass(frozen=True, slots=True)

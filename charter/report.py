@@ -108,6 +108,7 @@ class PlanVersion:
     diff: str  # from the version before; "" for the first
     approved_by: str | None = None
     approved_at: float | None = None
+    approval_note: str = ""
     rejected_by: str | None = None
     rejected_reason: str = ""
     # steps that failed or were skipped under this version: {"step", "status", "detail"}
@@ -115,7 +116,7 @@ class PlanVersion:
 
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "at": self.at, "by": self.by, "reason": self.reason, "diff": self.diff,
-                "approved_by": self.approved_by, "approved_at": self.approved_at,
+                "approved_by": self.approved_by, "approved_at": self.approved_at, "approval_note": self.approval_note,
                 "rejected_by": self.rejected_by, "rejected_reason": self.rejected_reason, "ended": self.ended}
 
 
@@ -145,7 +146,7 @@ def plan_versions(events: list[Event]) -> list[PlanVersion]:
             versions.append({"number": ev.version, "at": ev.at, "by": ev.by, "reason": ev.reason,
                              "diff": diff, "ended": {}})
         elif isinstance(ev, PlanApproved):
-            versions[-1].update(approved_by=ev.by, approved_at=ev.at)
+            versions[-1].update(approved_by=ev.by, approved_at=ev.at, approval_note=ev.note)
         elif isinstance(ev, PlanRejected):
             versions[-1].update(rejected_by=ev.by, rejected_reason=ev.reason)
         elif isinstance(ev, StepFailed) and ev.retry_at is None and ev.item is None:

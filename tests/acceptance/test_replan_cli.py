@@ -39,7 +39,7 @@ def test_a_replan_survives_a_503_goes_to_review_and_show_tells_the_whole_story(w
     shown = ws("show", run_id)
     assert shown.rc == 0, shown
     text = shown.out
-    assert "plan versions: 2 (running v2)" in text
+    assert "plan versions: 2 (v2 is the current one)" in text
     assert "v1 · approved by plan file" in text
     assert "failed: zero (assumption does not hold: the sum is positive" in text
     assert "skipped: save" in text
@@ -51,3 +51,19 @@ def test_a_replan_survives_a_503_goes_to_review_and_show_tells_the_whole_story(w
     full = ws("show", run_id, "--events")
     revised = next(line for line in full.out.splitlines() if "PlanRevised" in line)
     assert len(revised) > 300 and '"needs_review": true' in full.out  # events are not cut
+
+
+def test_a_plan_approval_keeps_who_and_what_they_said(ws: Workspace) -> None:
+    with provider_server() as server:
+        ws.env.update({"CHARTER_MODEL": "compat:planner", "CHARTER_BASE_URL": server.url + "/v1"})
+        server.reply(openai_reply(json.dumps(REVISED)))
+        res = ws("do", "Add one and one, and record it", "-t", ws.tools)
+        assert res.rc == 3, res  # no terminal: it waits for review
+    run_id = ws.only_run_id()
+    waiting = ws("show", run_id)
+    assert f"waits for review: charter approve {run_id} or charter reject {run_id} --reason" in waiting.out
+    approved = ws("approve", run_id, "--comment", "looks fine")
+    assert approved.rc == 0, approved
+    [version] = json.loads(ws("show", run_id, "--json").out)["versions"]
+    assert version["approval_note"] == "looks fine" and version["approved_by"] not in ("", "user")
+    assert f"plan: v1 by planner · approved by {version['approved_by']}: looks fine" in ws("show", run_id).out
