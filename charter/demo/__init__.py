@@ -148,6 +148,10 @@ def reset(workdir: Path) -> None:
     if not workdir.is_dir():
         raise ConfigError(f"cannot use {workdir} for the demo: it is a file, not a folder")
     others = sorted(p.name for p in workdir.iterdir() if p.name not in DEMO_FILES)
+    notes = workdir / "notes"
+    if notes.is_dir():  # the notes folder too holds only what the demo put there
+        ours = {e.name for e in resources.files(__name__).iterdir() if e.name.endswith(".md")} | {"team.json"}
+        others += sorted(f"notes/{p.name}" for p in notes.iterdir() if p.name not in ours or not p.is_file())
     if others:
         raise ConfigError(f"{workdir} holds files that are not the demo's ({', '.join(others[:3])}"
                           f"{', ...' if len(others) > 3 else ''}): give the demo an empty or new folder with --dir")

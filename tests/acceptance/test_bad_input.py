@@ -155,3 +155,8 @@ def test_the_demo_starts_again_in_its_own_folder_and_leaves_any_other_alone(ws: 
     refused = ws("demo", "--dir", mine)
     assert refused.rc == 2 and "holds files that are not the demo's (notes.md)" in refused.err, refused
     assert (mine / "notes.md").read_text(encoding="utf-8") == "my own notes"
+
+    ws.write("demo/notes/mine.md", "a note of mine, among the demo's")  # inside the demo's own folder
+    refused = ws("demo", "--dir", demo)
+    assert refused.rc == 2 and "(notes/mine.md)" in refused.err, refused
+    assert (demo / "notes" / "mine.md").exists()
