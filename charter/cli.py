@@ -630,12 +630,14 @@ def plan_cmd(
     tools: ToolsOpt = None,
     model: ModelOpt = None,
     save: Annotated[Path | None, typer.Option("--save", metavar="FILE",
-                                              help="Write the plan to this YAML file.")] = None,
+                                              help="Write the plan to this new YAML file.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a request into a plan and show it (nothing runs). `charter run FILE` runs a saved plan."""
     from ._review import plan_yaml, show_plan
 
+    if save is not None and save.exists():  # said before the model is asked, and nothing is overwritten
+        raise _fail(ValueError(f"{save} exists: give --save a new file (Charter does not overwrite it)"))
     try:
         registry = make_registry(tools or None, _workspace())
     except CharterError as exc:
@@ -646,7 +648,11 @@ def plan_cmd(
     else:
         show_plan(out, result.plan, registry)
     if save is not None:
-        save.write_text(plan_yaml(result.plan), encoding="utf-8")
+        try:
+            with save.open("x", encoding="utf-8") as f:
+                f.write(plan_yaml(result.plan))
+        except OSError as exc:
+            raise _fail(ValueError(f"cannot save the plan to {save}: {exc.strerror or exc}")) from None
         err.print(f"saved to {save}; run it with: charter run {save}" + "".join(f" -t {s}" for s in tools or []))
 
 

@@ -121,6 +121,9 @@ def test_plan_shows_and_saves_a_plan_that_run_accepts(ws: Workspace, model: Prov
     assert ws.runs() == [] if Path(ws.db).exists() else True
     ran = ws("run", "saved.yaml", "-t", ws.tools)
     assert ran.rc == 0, ran
+    again = ws("plan", "Say hello", "-t", ws.tools, "--save", ws.tools)  # a slip that would lose the tools file
+    assert again.rc == 2 and "exists: give --save a new file" in again.err, again
+    assert "@tool" in Path(ws.tools).read_text(encoding="utf-8") and len(model.received) == 1  # not even asked
 
 
 def test_no_model_no_planning(ws: Workspace) -> None:
