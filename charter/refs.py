@@ -93,17 +93,26 @@ def _compile_str(s: str) -> Any:
     pos = 0
     for m in _REF.finditer(s):
         if m.start() > pos:
-            parts.append(s[pos : m.start()])
+            parts.append(_literal(s[pos : m.start()]))
         parts.append("${" if m.group(0) == "$${" else parse_ref(m.group(1)))
         pos = m.end()
     if pos < len(s):
-        parts.append(s[pos:])
+        parts.append(_literal(s[pos:]))
     refs = [p for p in parts if isinstance(p, Ref)]
     if not refs:
         return "".join(p for p in parts if isinstance(p, str))
     if len(parts) == 1:
         return parts[0]
     return Interp(tuple(parts))
+
+
+def _literal(text: str) -> str:
+    """Text between references; a ``${`` left in it was never closed."""
+    if "${" in text:
+        start = text[text.index("${"):]
+        raise RefSyntaxError(f"{start!r} opens a reference that is not closed with }} "
+                             "(write ${step} or ${step.field}, or $${ for a literal ${)")
+    return text
 
 
 def refs_in(template: Any) -> Iterator[Ref]:

@@ -41,6 +41,10 @@ def test_escape_and_nested_structures() -> None:
 def test_bad_syntax_and_missing_values() -> None:
     with pytest.raises(RefSyntaxError):
         compile_template("${a..b}")
+    for unclosed in ("${ok2", "see ${a} and ${b", "${a}${"):
+        with pytest.raises(RefSyntaxError, match="not closed"):
+            compile_template(unclosed)
+    assert compile_template("$${ok2") == "${ok2"  # escaped: a literal, not a reference
     with pytest.raises(ResolveError, match="has no field 'nope'"):
         render(compile_template("${a.nope}"), lookup)
     with pytest.raises(ResolveError, match="has no index 5"):
