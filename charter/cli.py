@@ -267,8 +267,8 @@ def run(
     replan: Annotated[int, typer.Option("--replan", metavar="N", min=0,
                                         help="Revised plans the model may propose when steps fail for good.")] = 0,
 ) -> None:
-    """Run a plan file with the given tools. Runs another process left unfinished are not touched:
-    `charter resume` continues them."""
+    """Run a plan file with the given tools. It runs only this plan: runs that another process left
+    unfinished are continued by `charter resume`."""
     values = _parse_inputs(inputs)
     try:  # a plan that cannot run leaves the store untouched
         registry = make_registry(tools or None, _workspace())
@@ -425,7 +425,7 @@ def pause(
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
-    """Pause a run. Running attempts are interrupted and run again on resume."""
+    """Pause a run. Running attempts are interrupted and run again on resume; a sync tool's call finishes first."""
     _stop(db, run_id, "pause", reason, json_out)
 
 

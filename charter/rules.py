@@ -589,7 +589,8 @@ def _activate(state: RunState, step: Step, now: float, emit: Any) -> None:
             return
         if not isinstance(items, list):
             kind = type(items).__name__
-            message = f"for_each: {step.for_each} is a {kind}, not a list"
+            article = "an" if kind[:1] in "aeiou" else "a"
+            message = f"for_each: {step.for_each} is {article} {kind}, not a list"
             emit(StepFailed(at=now, step=step.id, error=_permanent(message)))
             return
         st.items = items
