@@ -38,8 +38,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a long line is the terminal's to wrap, so a command printed for copying stays one line;
+# a pipe gets room for tables (Rich would squeeze them into 80 columns)
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 # Every argument and option names what it takes (RUN_ID, PATH, N), as `--help` shows it.
 RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")]

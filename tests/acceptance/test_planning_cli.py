@@ -39,6 +39,7 @@ def events(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
 
 
 def test_the_demo_runs_offline_end_to_end(ws: Workspace) -> None:
+    del ws.env["COLUMNS"]  # as in a pipe: no terminal, no width given
     res = ws("demo", "--dir", ws.root / "demo", timeout=120)
     assert res.rc == 0, res
     assert "SCRIPTED" in res.out and "Plan for run" in res.out and "⚠ WRITE" in res.out
@@ -46,6 +47,8 @@ def test_the_demo_runs_offline_end_to_end(ws: Workspace) -> None:
     assert "8 open action items across 4 notes: Bo has 3, Ana has 2, Chidi has 1." in report
     assert "**Ana** <ana@example.com>: write the rollback runbook for billing" in report
     run_id = res.out.split("Plan for run ")[1].split(":")[0]
+    hint = f"charter show {run_id} --db {ws.root / 'demo' / 'charter.db'}"
+    assert hint in res.out.splitlines()[-1], res.out  # one line, to copy, even in a pipe
     shown = ws("show", run_id, "--json", "--events", db=False, cwd=ws.root / "demo")
     assert shown.rc == 0, shown
     data = json.loads(shown.out)
