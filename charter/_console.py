@@ -72,6 +72,7 @@ def counted(n: int, noun: str) -> str:
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    seconds = max(0.0, seconds)  # a planned run's model calls are logged a moment before the run itself
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
@@ -246,7 +247,8 @@ def print_outcome(console: Console, report: RunReport) -> None:
             console.print(f"Fix the cause, then: [bold]charter retry {rid} {failed[0].id}[/]")
         return
     if report.status == "created":
-        console.print(f"[yellow]⏳[/] run [bold]{rid}[/] waits for its plan to be reviewed: {escape(report.reason)}")
+        console.print(f"[yellow]⏳[/] run [bold]{rid}[/] waits for its plan to be reviewed"
+                      + (f": {escape(report.reason)}" if report.reason else ""))
         console.print(f"  see it: [bold]charter show {rid}[/]   approve: [bold]charter approve {rid}[/]   "
                       f"reject: [bold]charter reject {rid} --reason ...[/]")
         return

@@ -872,12 +872,13 @@ def _user() -> str:
 def validate(
     plan: PlanArg,
     tools: ToolsOpt = None,
+    model: StepModelOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a plan without running it: every problem, with where it is."""
     from ._console import counted
 
-    charter = _open(":memory:", tools, workspace=True, mode="rwc")
+    charter = _open(":memory:", tools, workspace=True, mode="rwc", model=model)
     try:
         loaded = charter.load_plan(plan)
     except PlanError as exc:

@@ -37,8 +37,10 @@ def model_problems(plan: Plan, model: Model | None = None, env: Mapping[str, str
             try:
                 check_spec(None, env)
             except ConfigError as exc:
-                why = ("none is chosen: set CHARTER_MODEL=provider:model (for example openai:gpt-4o-mini), "
-                       "or name one in the step (model: provider:model)") if "no model chosen" in str(exc) else exc
+                why: object = exc
+                if "no model chosen" in str(exc):
+                    why = ("none is chosen: pass --model or set CHARTER_MODEL=provider:model (for example "
+                           "openai:gpt-4o-mini), or name one in the step (model: provider:model)")
                 problems.append(Problem(f"steps[{i}].{step.kind}", f"an {step.kind} step needs a model, and {why}"))
     return problems
 

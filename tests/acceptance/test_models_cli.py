@@ -31,10 +31,14 @@ def test_validate_and_run_say_up_front_that_the_plan_needs_a_model(ws: Workspace
         res = ws(command, plan, "-t", ws.tools)
         assert res.rc == 2, res
         assert "Traceback" not in res.err and f"invalid plan {plan}: 2 problem(s)" in res.err, res
-        assert "steps[1].llm: an llm step needs a model, and none is chosen: set CHARTER_MODEL=" in res.err, res
+        assert ("steps[1].llm: an llm step needs a model, and none is chosen: pass --model or set CHARTER_MODEL="
+                in res.err), res
         assert "steps[2].agent: an agent step needs a model" in res.err, res
     assert ws.calls() == [] and not Path(ws.db).exists()  # the first step did not run; no store was made
-    # With a model chosen, the same plan is valid (nothing is called to check it).
+    # With a model chosen, the same plan is valid (nothing is called to check it): by --model, or the environment.
+    answers = ws.write("answers.yaml", "- fine\n")
+    res = ws("validate", plan, "-t", ws.tools, "--model", f"scripted:{answers}")
+    assert res.rc == 0 and "3 steps, valid" in res.out, res
     ws.env.update({"CHARTER_MODEL": "compat:small", "CHARTER_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
     res = ws("validate", plan, "-t", ws.tools)
     assert res.rc == 0 and "3 steps, valid" in res.out, res

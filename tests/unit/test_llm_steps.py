@@ -97,7 +97,7 @@ async def test_without_a_model_the_plan_is_refused_before_anything_runs(
     with pytest.raises(PlanError) as info:
         await app.run(plan)
     found = [str(p) for p in info.value.problems]
-    assert found[0].startswith("steps[1].llm: an llm step needs a model, and none is chosen: set CHARTER_MODEL=")
+    assert found[0].startswith("steps[1].llm: an llm step needs a model, and none is chosen: pass --model or set CHARTER_MODEL=")
     assert found[1].startswith("steps[2].agent: an agent step needs a model, and none is chosen")
     assert found[2] == "steps[3].llm.model: OPENAI_API_KEY is not set: the openai provider needs an API key"
     assert ran == [] and app.runs() == []  # nothing ran, no run was recorded
