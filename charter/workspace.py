@@ -221,6 +221,9 @@ def load_workspace(path: str | Path | None = None) -> Workspace:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, not {type(data).__name__}")
+    if "steps" in data and not set(data) & set(WorkspaceConfig.model_fields):
+        raise ConfigError(f"{path} is a plan, not a workspace file (charter.yaml) or a tools file: "
+                          f"run it with `charter run {path} --tools TOOLS`")
     try:
         config = WorkspaceConfig.model_validate(data)
     except pydantic.ValidationError as exc:

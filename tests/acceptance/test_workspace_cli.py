@@ -186,6 +186,13 @@ def test_a_config_file_that_does_not_exist_is_an_error(ws: Workspace) -> None:
     assert res.rc == 2 and "workspace file not found: nowhere/charter.yaml" in res.err, res
 
 
+def test_a_plan_where_a_tools_or_workspace_file_belongs_is_named_as_a_plan(ws: Workspace) -> None:
+    plan = ws.write("plan.yaml", "goal: g\nsteps:\n  - {id: a, tool: echo, args: {name: a}}\n")
+    res = charter(ws, "run", ws.tools, "-t", str(plan))  # the two swapped
+    assert res.rc == 2 and "plan.yaml is a plan, not a workspace file (charter.yaml) or a tools file" in res.err, res
+    assert "Traceback" not in res.err and ws.calls() == []
+
+
 # --- MCP servers from the file ---------------------------------------------------------
 
 
