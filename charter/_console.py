@@ -244,7 +244,8 @@ def print_outcome(console: Console, report: RunReport) -> None:
         console.print(f"{done} of {counted(len(report.steps), 'step')} succeeded.")
         failed = report.failed_steps()
         if failed:
-            console.print(f"Fix the cause, then: [bold]charter retry {rid} {failed[0].id}[/]")
+            retries = "   ".join(f"[bold]charter retry {rid} {s.id}[/]" for s in failed)
+            console.print(f"Fix the cause, then: {retries}")
         return
     if report.status == "created":
         console.print(f"[yellow]⏳[/] run [bold]{rid}[/] waits for its plan to be reviewed"
