@@ -41,8 +41,22 @@ app = typer.Typer(
 # soft_wrap: a long line is the terminal's to wrap, so a command printed for copying stays one line;
 # a pipe gets room for tables (Rich would squeeze them into 80 columns)
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+
+
+class _Console(Console):
+    """A console that falls silent when its reader goes away (`charter run plan | head -1`).
+
+    Rich exits the process at a broken pipe, which would leave a run half done;
+    the run goes on instead, and the command's exit code is the run's.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), (sys.stderr if self.stderr else sys.stdout).fileno())
+
+
+out = _Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 # Every argument and option names what it takes (RUN_ID, PATH, N), as `--help` shows it.
 RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")]
@@ -93,6 +107,9 @@ def main() -> None:
     """The console script."""
     try:
         app()
+    except BrokenPipeError:  # the reader went away (`charter runs | head`): the work is done, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint when Python flushes at exit
+        sys.exit(141)  # as if killed by SIGPIPE, the shell's convention
     except (CharterError, OSError) as exc:  # a user's mistake the command did not name itself: still one line
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import secrets
 from collections import Counter
@@ -65,6 +66,7 @@ from .store.sql import SQLStore
 from .tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
 from .workspace import Policy, Workspace, activate
 
+log = logging.getLogger("charter.engine")
 Observer = Callable[[RunState, Sequence[Event]], None]
 UnitKey = tuple[str, str, int | None]  # run, step, item
 
@@ -748,8 +750,12 @@ class Engine:
             self._notify(state, evs)
 
     def _notify(self, state: RunState, events: Sequence[Event]) -> None:
-        for observer in self.observers:
-            observer(state, events)
+        for observer in list(self.observers):
+            try:
+                observer(state, events)
+            except Exception as exc:  # a watcher cannot stop a run (a closed pipe, a broken display)
+                self.observers.remove(observer)
+                log.warning("an observer of the engine failed and no longer gets events: %r", exc)
 
     def _settle(self) -> None:
         active = (RUNNING, rules.REPLANNING)
