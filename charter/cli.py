@@ -252,7 +252,7 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
             result = asyncio.run(guarded())
     except CharterError as exc:
         raise _fail(exc) from None
-    if stopped:
+    if len(stopped) > 1:  # one run's outcome says how to resume it; several are named here
         err.print(f"[yellow]Interrupted.[/] Paused; resume with: [bold]{resume_hint()}[/]")
     return result
 
