@@ -332,7 +332,7 @@ def print_report(console: Console, report: RunReport) -> None:
         console.print(f"[bold]inputs:[/] {escape(short_json(report.inputs))}")
     planner = [c for c in report.model_calls if not c.step]
     if planner:
-        console.print(f"[bold]planner:[/] {len(planner)} model call{'s' if len(planner) != 1 else ''}")
+        console.print(f"[bold]planner:[/] {counted(len(planner), 'model call')}")
         for call in planner:
             _print_call(console, call, "  ")
     console.print()
@@ -342,7 +342,7 @@ def print_report(console: Console, report: RunReport) -> None:
             head.append(f"  {fmt_duration(s.duration)}", style="dim")
         tries = _tries(s)
         if tries:
-            head.append(f"  {tries} attempt{'s' if tries != 1 else ''}", style="dim")
+            head.append(f"  {counted(tries, 'attempt')}", style="dim")
         console.print(head)
         if s.title:
             console.print(f"    {escape(s.title)}")

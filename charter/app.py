@@ -325,9 +325,8 @@ class Charter:
         the process running them is gone (dead on this machine, or its lease expired).
         :meth:`resume` or :meth:`resume_all` continues them; nothing else does."""
         now = self._now()
-        rows = (self.store.get_run(run_id) for run_id, owner, lease in self.store.unfinished_runs()
-                if claimable(owner, lease, now))
-        return [_mark(r, now) for r in rows if r is not None]
+        rows = (self.store.get_run(run_id) for run_id, _, _ in self.store.unfinished_runs())
+        return [marked for r in rows if r is not None and (marked := _mark(r, now)).interrupted]
 
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()
@@ -341,10 +340,7 @@ class Charter:
         run_id = self.resolve(run_id)
         events = self.store.events(run_id)
         report = build_report(rules.replay(run_id, events), events)
-        row = self.store.get_run(run_id)
-        if row is not None and _mark(row, self._now()).interrupted:
-            report = replace(report, interrupted=True)
-        return report
+        return replace(report, interrupted=True) if self._owner_gone(run_id, self._now()) else report
 
     async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
         """Follow a run from its log, whichever process executes it: one update per committed

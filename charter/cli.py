@@ -107,9 +107,6 @@ def main() -> None:
     """The console script."""
     try:
         app()
-    except BrokenPipeError:  # the reader went away (`charter runs | head`): the work is done, nothing to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint when Python flushes at exit
-        sys.exit(141)  # as if killed by SIGPIPE, the shell's convention
     except (CharterError, OSError) as exc:  # a user's mistake the command did not name itself: still one line
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
@@ -178,9 +175,11 @@ def _note_interrupted(charter: Charter, *, besides: str | None = None) -> None:
     except CharterError:
         return  # only a note: the command itself says what is wrong with the store
     if rows:
+        from ._console import counted
+
         ids = ", ".join(r.id for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
         many = len(rows) != 1
-        err.print(f"[yellow]note:[/] {len(rows)} interrupted run{'s' if many else ''} on this store ({ids}): "
+        err.print(f"[yellow]note:[/] {counted(len(rows), 'interrupted run')} on this store ({ids}): "
                   f"{'their process' if many else 'its process'} stopped. Continue "
                   f"{'them' if many else 'it'} with [bold]charter resume RUN[/] or [bold]charter resume --all[/]",
                   soft_wrap=True)
@@ -358,7 +357,7 @@ def resume(
 
 def _resume_all(charter: Charter, budget: dict[str, float], json_out: bool) -> NoReturn:
     """`charter resume --all`: continue every interrupted run, then exit with the worst outcome."""
-    from ._console import print_outcome
+    from ._console import counted, print_outcome
 
     if budget:  # a budget is a decision about one run; `resume RUN --max-...` raises it
         raise _fail(ValueError("--all takes no budget: raise a run's budget with charter resume RUN --max-..."))
@@ -373,7 +372,7 @@ def _resume_all(charter: Charter, budget: dict[str, float], json_out: bool) -> N
             out.print(f"no interrupted runs in {charter.store.location}")
         raise typer.Exit(0)
     if not json_out:
-        err.print(f"resuming {len(pending)} interrupted run{'s' if len(pending) != 1 else ''}: "
+        err.print(f"resuming {counted(len(pending), 'interrupted run')}: "
                   + ", ".join(r.id for r in pending))
     reports, problems = _drive(charter, json_out, charter.resume_all)
     for problem in problems:

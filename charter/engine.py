@@ -52,6 +52,7 @@ from .events import (
     StepSucceeded,
     ToolCalled,
 )
+from .inputs import declared_inputs
 from .journal import Journal, planner_events
 from .leases import claimable, new_owner
 from .llm import run_llm
@@ -169,17 +170,10 @@ class Engine:
         ``reuse`` maps step ids to outputs taken as done; ``request`` and ``planning``
         (the planner's model calls) record where a planned run came from.
         """
-        unknown = sorted(set(inputs or {}) - set(plan.inputs))
-        if unknown:
-            declared = ", ".join(sorted(plan.inputs)) or "none"
-            raise ConfigError(f"unknown input(s) {', '.join(unknown)} (the plan declares: {declared})")
-        try:
-            json.dumps(inputs or {})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"inputs must be JSON data: {exc}") from None
+        values = declared_inputs(plan, inputs)
         now = self.clock.now()
         created = RunCreated(
-            at=now, plan=plan.to_json(), inputs={**plan.inputs, **(inputs or {})},
+            at=now, plan=plan.to_json(), inputs=values,
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
             request=request, budget=rules.check_budget(budget), max_replans=max_replans,
         )

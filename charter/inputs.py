@@ -31,6 +31,17 @@ def check_inputs(plan: Plan, inputs: Mapping[str, Any] | None = None,
     like any literal argument. Raises :class:`~charter.ConfigError` naming each
     problem and where the input goes.
     """
+    values = declared_inputs(plan, inputs)
+    problems = _problems(plan, values, registry)
+    if len(problems) == 1:
+        raise ConfigError(str(problems[0]))
+    if problems:
+        raise ConfigError("invalid inputs:\n" + "\n".join(f"  - {p}" for p in problems))
+    return values
+
+
+def declared_inputs(plan: Plan, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The plan's defaults with ``inputs`` over them; every input must be declared, and JSON data."""
     given = dict(inputs or {})
     unknown = sorted(set(given) - set(plan.inputs))
     if unknown:
@@ -41,11 +52,6 @@ def check_inputs(plan: Plan, inputs: Mapping[str, Any] | None = None,
         json.dumps(values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inputs must be JSON data: {exc}") from None
-    problems = _problems(plan, values, registry)
-    if len(problems) == 1:
-        raise ConfigError(str(problems[0]))
-    if problems:
-        raise ConfigError("invalid inputs:\n" + "\n".join(f"  - {p}" for p in problems))
     return values
 
 

@@ -270,35 +270,34 @@ def build_report(state: RunState, events: list[Event]) -> RunReport:
         return by_attempt.get((started.step, started.item, started.attempt), [])
 
     history: dict[tuple[str, int | None], list[Attempt]] = {}
-    open_: dict[tuple[str, int | None], StepStarted] = {}
+    open_: dict[tuple[str, int | None], tuple[StepStarted, int]] = {}  # with the plan version it runs under
     version = 1
-    under: dict[int, int] = {}  # id of a StepStarted -> the plan version it ran under
 
-    def attempt(started: StepStarted, ended_at: float | None, outcome: str, error: dict[str, Any] | None = None,
-                retry_at: float | None = None) -> Attempt:
+    def attempt(opened: tuple[StepStarted, int], ended_at: float | None, outcome: str,
+                error: dict[str, Any] | None = None, retry_at: float | None = None) -> Attempt:
+        started, under = opened
         return Attempt(started.attempt, started.at, ended_at, outcome, error, retry_at, model_calls=made(started),
-                       plan_version=under.get(id(started), 1), key=started.key)
+                       plan_version=under, key=started.key)
 
     for ev in events:
         if isinstance(ev, PlanRevised):
             version = ev.version
         elif isinstance(ev, StepStarted):
-            under[id(ev)] = version
-            open_[(ev.step, ev.item)] = ev
+            open_[(ev.step, ev.item)] = (ev, version)
         elif isinstance(ev, StepSucceeded | StepFailed | StepInterrupted):
             key = (ev.step, ev.item)
-            started = open_.pop(key, None)
-            if started is None:
+            opened = open_.pop(key, None)
+            if opened is None:
                 continue  # a decision of the rules, not the end of an attempt
             if isinstance(ev, StepSucceeded):
-                ended = attempt(started, ev.at, "succeeded")
+                ended = attempt(opened, ev.at, "succeeded")
             elif isinstance(ev, StepFailed):
-                ended = attempt(started, ev.at, "failed", ev.error, ev.retry_at)
+                ended = attempt(opened, ev.at, "failed", ev.error, ev.retry_at)
             else:
-                ended = attempt(started, ev.at, "interrupted", {"message": ev.reason})
+                ended = attempt(opened, ev.at, "interrupted", {"message": ev.reason})
             history.setdefault(key, []).append(ended)
-    for key, started in open_.items():
-        history.setdefault(key, []).append(attempt(started, None, "running"))
+    for key, opened in open_.items():
+        history.setdefault(key, []).append(attempt(opened, None, "running"))
 
     steps = []
     for step in state.plan.steps:

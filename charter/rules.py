@@ -69,6 +69,7 @@ Call = tuple[str, str, Mapping[str, Any]]  # a step's kind, its tool, and the ar
 
 
 def _call(step: Step, args: Mapping[str, Any]) -> Call:
+    """What a unit of ``step`` does with ``args``, as far as an effect is concerned."""
     return (step.kind, step.tool or "", args)
 
 
@@ -174,10 +175,6 @@ class RunState:
         """The unit's place, ``RUN/STEP[/ITEM]``: the idempotency key of its first call (see :func:`effect_key`)."""
         base = f"{self.run_id}/{unit.step}"
         return base if unit.item is None else f"{base}/{unit.item}"
-
-    def call_of(self, step_id: str, args: Mapping[str, Any]) -> Call:
-        """What a unit of the step does with ``args``, as far as an effect is concerned."""
-        return _call(self.plan.by_id[step_id], args)
 
     @property
     def finished(self) -> bool:
@@ -677,7 +674,7 @@ def effect_key(state: RunState, unit: Unit, args: Mapping[str, Any]) -> str:
     if not earlier:
         return base  # the step never ran under another version: its units' places are their keys
     taken = state.steps[unit.step].keys
-    call = state.call_of(unit.step, args)
+    call = _call(state.plan.by_id[unit.step], args)
     same = [k for k, c in earlier.items() if c == call and k not in taken]
     if same:
         return base if base in same else same[0]

@@ -90,29 +90,26 @@ def says_request_invalid(exc: Exception) -> bool:
     return bool(_SAYS_INVALID.search(_detail(exc)))
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first (each exception once, should the chain loop)."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not seen for seen in chain):
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return chain
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether a connection error was a refusal: nothing listens at that address."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or getattr(cur, "errno", None) == errno.ECONNREFUSED:
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
+    return any(isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED
+               for e in _chain(exc))
 
 
 def _root_cause(exc: BaseException) -> str:
     """The innermost cause's message: the SDKs' own ("Connection error.") says nothing of why."""
-    seen: set[int] = set()
-    cur: BaseException = exc
-    while id(cur) not in seen:
-        seen.add(id(cur))
-        nxt = cur.__cause__ or cur.__context__
-        if nxt is None:
-            break
-        cur = nxt
-    return str(cur) or type(cur).__name__
+    root = _chain(exc)[-1]
+    return str(root) or type(root).__name__
 
 
 def _detail(exc: Exception) -> str:
