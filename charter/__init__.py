@@ -2,7 +2,8 @@
 
 from .app import Charter, RunUpdate
 from .clock import Clock, SystemClock
-from .engine import Engine
+from .engine.core import Engine
+from .engine.report import Attempt, RunReport, StepReport
 from .errors import (
     CharterError,
     ConfigError,
@@ -17,8 +18,7 @@ from .errors import (
     StoreError,
     ToolArgumentError,
 )
-from .plan import Plan, Step, load_plan
-from .report import Attempt, RunReport, StepReport
+from .plan.model import Plan, Step, load_plan
 from .retry import RetryPolicy
 from .store import SQLiteStore, open_store
 from .tools import Registry, Tool, ToolContext, load_tools, tool

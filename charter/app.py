@@ -13,19 +13,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import rules
 from .clock import Clock, SystemClock
-from .engine import Engine, Observer
+from .engine import rules
+from .engine.core import Engine, Observer
+from .engine.journal import planner_events
+from .engine.leases import claimable
+from .engine.report import RunReport, build_report
 from .errors import CharterError, ConfigError, RunNotFoundError, RunStateError
 from .events import Event
-from .inputs import check_inputs
-from .journal import planner_events
-from .leases import claimable
 from .models import Model, RetryingModel, model_from_spec
-from .needs import model_problems, require_models
-from .plan import Plan, load_plan
-from .planner import Planner, PlanningResult
-from .report import RunReport, build_report
+from .plan.inputs import check_inputs
+from .plan.model import Plan, load_plan
+from .plan.needs import model_problems, require_models
+from .planning.planner import Planner, PlanningResult
 from .store import SQLStore, open_store
 from .store.sql import EffectRow, RunRow
 from .tools import Registry, Tool, load_tools

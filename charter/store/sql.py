@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from ..engine.rules import RunState, StepState, Unit, shown_status
 from ..errors import StoreError
 from ..events import EffectRecorded, Event, RunCreated
-from ..rules import RunState, StepState, Unit, shown_status
-from ..secrets import redact
+from ..workspace.secrets import redact
 
 # ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode

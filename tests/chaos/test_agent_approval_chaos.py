@@ -470,8 +470,8 @@ def check_tool_calls(h: Harness, report: dict[str, Any], run_id: str, epochs: li
 
 
 @pytest.mark.parametrize(("target", "nth"), [
-    ("charter.journal:Journal.complete", 4),  # killed right after the 4th answer was committed
-    ("charter.journal:Journal.tool", 2),  # right after the 2nd tool call, the first of the two of turn 1
+    ("charter.engine.journal:Journal.complete", 4),  # killed right after the 4th answer was committed
+    ("charter.engine.journal:Journal.tool", 2),  # right after the 2nd tool call, the first of the two of turn 1
 ])
 def test_agent_killed_right_after_a_commit_repeats_nothing(
     h: Harness, model: ProviderServer, target: str, nth: int
@@ -508,7 +508,7 @@ def test_llm_step_killed_after_its_answer_was_committed_reuses_it(h: Harness, mo
     """Killed after ModelCalled was committed but before the step succeeded: the answer is reused, not re-asked."""
     plan = h.plan("llm.json", llm_plan())
     # parse_json_answer runs once the answer is in the log, before the step's result is
-    first = h.spawn("run", plan, "-t", str(h.tools), killpoint=("charter.llm:parse_json_answer", 1, "before"))
+    first = h.spawn("run", plan, "-t", str(h.tools), killpoint=("charter.engine.llm:parse_json_answer", 1, "before"))
     assert h.finish(first).rc == -signal.SIGKILL
     run_id = h.only_run_id()
     at_kill = h.show(run_id)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from charter import ToolContext, load_tools, secrets, workspace
+from charter import ToolContext, load_tools, workspace
 from charter.builtins.slack import slack_post
 from charter.errors import PermanentError, RetryableError
-from charter.workspace import Workspace, WorkspaceConfig
+from charter.workspace import Workspace, WorkspaceConfig, secrets
 from tests.loopback_http import Reply, Server
 
 CTX = ToolContext("run1", "step1", None, 1, "run1/step1")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from charter import SQLiteStore, StoreError, open_store
+from charter.engine.rules import RunState, apply
 from charter.events import RunCreated, StepStarted
 from charter.plan import Plan
-from charter.rules import RunState, apply
 from charter.store.sql import migrations
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from charter import Charter, PlanError, ToolContext, tool
 from charter.engine import Engine
+from charter.engine.rules import RunState
 from charter.events import ModelCalled, ToolCalled
 from charter.plan import Plan
-from charter.rules import RunState
 from charter.testing import FakeClock, ScriptedModel
 
 calls: list[tuple[str, Any]] = []

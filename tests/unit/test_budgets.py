@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, ConfigError, RetryableError, ToolContext, rules, tool
+from charter import Charter, ConfigError, RetryableError, ToolContext, tool
+from charter.engine import rules
 from charter.events import ModelCalled, PlanApproved, RunCreated, StepInterrupted, StepStarted
 from charter.models import set_price
 from charter.plan import Plan

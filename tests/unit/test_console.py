@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from charter import PermanentError, tool
-from charter._console import fmt_duration, print_outcome
+from charter.cli.console import fmt_duration, print_outcome
 
 
 @tool

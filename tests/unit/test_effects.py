@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from charter import Charter, PermanentError, ToolContext, tool
-from charter._review import writes_needing_review
 from charter.events import EffectRecorded, StepStarted
 from charter.plan import Plan
+from charter.planning.writes import writes_needing_review
 from charter.testing import FakeClock, ScriptedModel
 from charter.tools import Registry
 from charter.workspace import Workspace, WorkspaceConfig, current

@@ -1,4 +1,4 @@
-"""A run's inputs are checked against where they go before anything runs (charter.inputs.check_inputs)."""
+"""A run's inputs are checked against where they go before anything runs (charter.plan.inputs.check_inputs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from charter import Charter, ConfigError, Plan, Registry, tool
-from charter.inputs import check_inputs
+from charter.plan.inputs import check_inputs
 
 
 @tool

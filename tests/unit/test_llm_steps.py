@@ -10,9 +10,9 @@ import pytest
 
 from charter import Charter, ConfigError, PlanError, RetryableError, tool
 from charter.engine import Engine
+from charter.engine.rules import RunState
 from charter.events import Event, ModelCalled
 from charter.plan import Plan
-from charter.rules import RunState
 from charter.testing import FakeClock, ScriptedModel, assert_events_in_order
 
 SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["ok", "bad"]}}, "required": ["verdict"]}
@@ -202,7 +202,7 @@ async def test_an_agents_calls_show_the_tools_it_asked_for_and_what_they_returne
 async def test_show_names_the_kind_of_a_step_without_a_tool(db_path: Path) -> None:
     from rich.console import Console
 
-    from charter._console import print_report
+    from charter.cli.console import print_report
 
     app = app_with(db_path, ScriptedModel(["fine"]))
     report = await app.run({"goal": "g", "steps": [{"id": "ask", "llm": {"prompt": "how are you?"}}]})

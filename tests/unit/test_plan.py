@@ -211,6 +211,6 @@ def test_an_invalid_id_is_still_checked_for_duplicates_and_problems_keep_their_s
 
 
 def test_the_id_rule_is_said_whole_to_the_planner() -> None:
-    from charter.planner import INSTRUCTIONS
+    from charter.planning.planner import INSTRUCTIONS
 
     assert "a letter or _ first, then letters, digits, _ and -" in INSTRUCTIONS

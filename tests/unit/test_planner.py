@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from charter import PermanentError, Registry, tool
 from charter.models import ModelRequest
-from charter.planner import Planner, PlanningError
+from charter.planning.planner import Planner, PlanningError
 from charter.testing import ScriptedModel
 
 

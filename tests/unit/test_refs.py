@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charter.refs import Interp, Ref, RefSyntaxError, ResolveError, compile_template, refs_in, render
+from charter.plan.refs import Interp, Ref, RefSyntaxError, ResolveError, compile_template, refs_in, render
 
 OUTPUTS: dict[str, Any] = {"a": {"files": ["x.md", "y.md"], "n": 2}, "b": "text", "inputs": {"k": 1}}
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from charter import RetryPolicy
-from charter.errors import ErrorInfo
-from charter.events import PlanApproved, RunCreated, StepsReset
-from charter.plan import Plan
-from charter.rules import (
+from charter.engine.rules import (
     FAILED,
     PAUSED,
     SKIPPED,
@@ -24,6 +21,9 @@ from charter.rules import (
     start,
     success,
 )
+from charter.errors import ErrorInfo
+from charter.events import PlanApproved, RunCreated, StepsReset
+from charter.plan import Plan
 
 
 def make(steps: list[dict[str, Any]], policies: dict[str, RetryPolicy] | None = None, **plan: Any) -> RunState:

@@ -6,9 +6,9 @@ import json
 import re
 from typing import Any
 
-from .errors import RetryableError
+from ..errors import RetryableError
+from ..models.base import Message, Model, ModelRequest
 from .journal import Journal
-from .models.base import Message, Model, ModelRequest
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.S)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .errors import ConfigError, PlanError, Problem
-from .models import Model, check_spec
-from .plan import Plan
+from ..errors import ConfigError, PlanError, Problem
+from ..models import Model, check_spec
+from .model import Plan
 from .refs import has_refs
 
 

@@ -17,7 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .events import (
+from ..engine.report import ModelCall, RunReport, StepReport, preview
+from ..engine.rules import RunState, shown_status
+from ..events import (
     ApprovalRequested,
     Event,
     PlanRevised,
@@ -34,9 +36,7 @@ from .events import (
     StepStarted,
     StepSucceeded,
 )
-from .report import ModelCall, RunReport, StepReport, preview
-from .rules import RunState, shown_status
-from .store.sql import EffectRow, RunRow
+from ..store.sql import EffectRow, RunRow
 
 ICONS = {
     "pending": ("·", "dim"),

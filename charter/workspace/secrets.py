@@ -15,8 +15,8 @@ import re
 import threading
 from typing import Any
 
-from .errors import PermanentError
-from .events import Event
+from ..errors import PermanentError
+from ..events import Event
 
 MASK = "***"
 # Shorter values would mask ordinary words; such a "secret" is not one worth the damage.

@@ -27,12 +27,12 @@ from typing import Any, Literal, overload
 import pydantic
 from pydantic_core import to_jsonable_python
 
-from .errors import ConfigError, PermanentError, Problem, ToolArgumentError
-from .retry import RetryPolicy
+from ..errors import ConfigError, PermanentError, Problem, ToolArgumentError
+from ..retry import RetryPolicy
 
 if typing.TYPE_CHECKING:
+    from ..workspace import Workspace
     from .mcp import MCPServer
-    from .workspace import Workspace
 
 Effect = Literal["read", "write"]
 
@@ -367,7 +367,7 @@ def load_tools(sources: Iterable[str]) -> Registry:
     registry = Registry()
     for source in sources:
         if source.endswith((".yaml", ".yml")):
-            from .workspace import load_workspace
+            from ..workspace import load_workspace
 
             registry.add_workspace(load_workspace(source))
             continue

@@ -15,13 +15,14 @@ from typing import Any
 
 import yaml
 
-from . import report
-from .errors import PlanError
-from .models.base import Message, Model
-from .plan import Plan
+from ..engine.rules import FAILED, SKIPPED, SUCCEEDED, RunState
+from ..errors import PlanError
+from ..models.base import Message, Model
+from ..plan.diff import plan_diff
+from ..plan.model import Plan
+from ..tools import Registry
 from .planner import Planner, PlanningResult, planning_messages
-from .rules import FAILED, SKIPPED, SUCCEEDED, RunState
-from .tools import Registry
+from .writes import write_steps
 
 
 @dataclass
@@ -68,13 +69,8 @@ def merge(state: RunState, proposed: Plan, registry: Registry) -> Plan:
     return Plan.from_dict(data, registry)
 
 
-def plan_diff(old: Plan, new: Plan, old_version: int) -> str:
-    return report.plan_diff(old.to_json(), new.to_json(), old_version)
-
-
 def adds_writes(old: Plan, new: Plan, registry: Registry) -> bool:
     """Whether ``new`` has a write step (or an agent allowed a write tool) that ``old`` did not."""
-    from ._review import write_steps
 
     before = {(s.id, json.dumps(s.to_json(), sort_keys=True)) for s in old.steps if s.id in write_steps(old, registry)}
     return any((s.id, json.dumps(s.to_json(), sort_keys=True)) not in before
@@ -102,7 +98,7 @@ async def revise(state: RunState, registry: Registry, model: Model, max_repairs:
     """Ask the planner for a revised plan of what is left; check it as a whole."""
     planner = _RevisingPlanner(state, model, registry, max_repairs)
     result = await planner.revise(replan_messages(state, registry))
-    return Revision(result.plan, result, plan_diff(state.plan, result.plan, state.plan_version),
+    return Revision(result.plan, result, plan_diff(state.plan.to_json(), result.plan.to_json(), state.plan_version),
                     adds_writes(state.plan, result.plan, registry))
 
 

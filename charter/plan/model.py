@@ -17,10 +17,10 @@ from typing import Any
 import pydantic
 import yaml
 
-from .errors import PlanError, Problem
+from ..errors import PlanError, Problem
+from ..retry import RetryPolicy
+from ..tools import Registry
 from .refs import Ref, RefSyntaxError, compile_template, has_refs, refs_in
-from .retry import RetryPolicy
-from .tools import Registry
 
 RESERVED_ROOTS = frozenset({"item", "inputs"})
 STEP_KINDS = ("tool", "llm", "agent", "approval")

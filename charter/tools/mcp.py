@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 import pydantic
 
-from .errors import ConfigError, PermanentError, Problem, RetryableError, ToolArgumentError
-from .tools import Tool, ToolContext, jsonable
+from ..errors import ConfigError, PermanentError, Problem, RetryableError, ToolArgumentError
+from . import Tool, ToolContext, jsonable
 
 if TYPE_CHECKING:
     from mcp import Client
 
-    from .workspace import MCPServerConfig, Workspace
+    from ..workspace import MCPServerConfig, Workspace
 
 _live: weakref.WeakSet[MCPServer] = weakref.WeakSet()
 

@@ -13,12 +13,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, Problem
+from ..errors import ConfigError, Problem
 from .refs import Ref, ResolveError, refs_in, render
 
 if TYPE_CHECKING:
-    from .plan import Plan
-    from .tools import Registry
+    from ..tools import Registry
+    from .model import Plan
 
 
 def check_inputs(plan: Plan, inputs: Mapping[str, Any] | None = None,

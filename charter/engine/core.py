@@ -19,11 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import replan, rules
-from .agent import run_agent
-from .clock import Clock, SystemClock
-from .effects import ToolLimits, call_tool
-from .errors import (
+from ..clock import Clock, SystemClock
+from ..errors import (
     CharterError,
     ConfigError,
     ErrorInfo,
@@ -33,7 +30,7 @@ from .errors import (
     StepTimeoutError,
     ToolArgumentError,
 )
-from .events import (
+from ..events import (
     BudgetChanged,
     EffectRecorded,
     Event,
@@ -52,20 +49,24 @@ from .events import (
     StepSucceeded,
     ToolCalled,
 )
-from .inputs import declared_inputs
+from ..models import Model, model_from_spec
+from ..models.retrying import RetryingModel
+from ..plan.inputs import declared_inputs
+from ..plan.model import Plan, Step
+from ..plan.needs import model_problems
+from ..planning import replan
+from ..planning.replan import Revision
+from ..store.sql import SQLStore
+from ..tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
+from ..workspace import Policy, Workspace, activate
+from ..workspace.secrets import masked
+from . import rules
+from .agent import run_agent
+from .effects import ToolLimits, call_tool
 from .journal import Journal, planner_events
 from .leases import claimable, new_owner
 from .llm import run_llm
-from .models import Model, model_from_spec
-from .models.retrying import RetryingModel
-from .needs import model_problems
-from .plan import Plan, Step
-from .replan import Revision
 from .rules import RUNNING, RunState, Unit
-from .secrets import masked
-from .store.sql import SQLStore
-from .tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
-from .workspace import Policy, Workspace, activate
 
 log = logging.getLogger("charter.engine")
 Observer = Callable[[RunState, Sequence[Event]], None]

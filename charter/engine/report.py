@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from .events import (
+from ..events import (
     Event,
     ModelCalled,
     PlanApproved,
@@ -22,6 +19,7 @@ from .events import (
     StepStarted,
     StepSucceeded,
 )
+from ..plan.diff import plan_diff
 from .rules import RunState, shown_status
 
 PREVIEW = 200  # characters of a prompt or an answer kept in a report: enough to recognise it
@@ -118,15 +116,6 @@ class PlanVersion:
         return {"number": self.number, "at": self.at, "by": self.by, "reason": self.reason, "diff": self.diff,
                 "approved_by": self.approved_by, "approved_at": self.approved_at, "approval_note": self.approval_note,
                 "rejected_by": self.rejected_by, "rejected_reason": self.rejected_reason, "ended": self.ended}
-
-
-def plan_diff(old: dict[str, Any], new: dict[str, Any], old_version: int) -> str:
-    """A unified diff of two plans (as JSON data), as YAML, for people."""
-    def lines(plan: dict[str, Any]) -> list[str]:
-        return yaml.safe_dump(plan, sort_keys=False, allow_unicode=True, width=100).splitlines(keepends=True)
-
-    return "".join(difflib.unified_diff(lines(old), lines(new), fromfile=f"plan v{old_version}",
-                                        tofile=f"plan v{old_version + 1}"))
 
 
 def plan_versions(events: list[Event]) -> list[PlanVersion]:

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CharterError, PlanError
-from .models.base import Message, Model, ModelRequest, ModelResponse
-from .models.prices import cost
-from .plan import ID_RULE, Plan, parse_plan_text
-from .tools import Registry
+from ..errors import CharterError, PlanError
+from ..models.base import Message, Model, ModelRequest, ModelResponse
+from ..models.prices import cost
+from ..plan.model import ID_RULE, Plan, parse_plan_text
+from ..tools import Registry
 
 PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 import yaml
 
+from ..errors import ConfigError
 from . import secrets
-from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .mcp import MCPServer
-    from .tools import Tool
+    from ..tools import Tool
+    from ..tools.mcp import MCPServer
 
 CONFIG_NAME = "charter.yaml"
 
@@ -189,7 +189,7 @@ class Workspace:
 
     def servers(self) -> dict[str, MCPServer]:
         """The configured MCP servers (not started until a tool of theirs is needed)."""
-        from .mcp import MCPServer
+        from ..tools.mcp import MCPServer
 
         for name, cfg in self.config.mcp.items():
             if name not in self._servers:

@@ -12,11 +12,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import PermanentError
+from ..errors import PermanentError
+from ..models.base import Message, Model, ModelRequest, ToolSpec
+from ..tools import Registry, Tool, ToolContext
 from .journal import Journal
 from .llm import parse_json_answer
-from .models.base import Message, Model, ModelRequest, ToolSpec
-from .tools import Registry, Tool, ToolContext
 
 Perform = Callable[[Tool, dict[str, Any], ToolContext], Awaitable[Any]]
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .clock import Clock
-from .events import Event, ModelCalled, ToolCalled
-from .models.base import Model, ModelRequest, ModelResponse
-from .models.prices import cost
+from ..clock import Clock
+from ..events import Event, ModelCalled, ToolCalled
+from ..models.base import Model, ModelRequest, ModelResponse
+from ..models.prices import cost
 from .rules import Unit
 
 Recorder = Callable[[Event], Awaitable[None]]

@@ -21,13 +21,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .app import Charter, ToolsLike, make_registry, require_models
-from .errors import CharterError, ConfigError, PlanError
-from .inputs import check_inputs
-from .models import Model, check_spec, model_from_spec
-from .plan import load_plan
-from .report import RunReport
-from .workspace import Workspace, load_workspace
+from ..app import Charter, ToolsLike, make_registry, require_models
+from ..engine.report import RunReport
+from ..errors import CharterError, ConfigError, PlanError
+from ..models import Model, check_spec, model_from_spec
+from ..plan.inputs import check_inputs
+from ..plan.model import load_plan
+from ..workspace import Workspace, load_workspace
 
 T = TypeVar("T")
 
@@ -122,7 +122,7 @@ _settings: dict[str, Any] = {"config": None}
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from . import __version__
+        from .. import __version__
 
         out.print(f"charter {__version__}")
         raise typer.Exit()
@@ -175,7 +175,7 @@ def _note_interrupted(charter: Charter, *, besides: str | None = None) -> None:
     except CharterError:
         return  # only a note: the command itself says what is wrong with the store
     if rows:
-        from ._console import counted
+        from .console import counted
 
         ids = ", ".join(r.id for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
         many = len(rows) != 1
@@ -211,7 +211,7 @@ def _run_to_end(charter: Charter, run_id: str, json_out: bool) -> None:
 
 def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` with live progress and Ctrl-C turned into a clean pause."""
-    from ._console import Progress, counted
+    from .console import Progress, counted
 
     engine = charter.engine()
     progress = Progress(err if json_out else out, live=False if json_out else None)
@@ -257,7 +257,7 @@ def _drive(charter: Charter, json_out: bool, work: Callable[[], Coroutine[Any, A
 
 
 def _finish(report: RunReport, json_out: bool) -> None:
-    from ._console import print_outcome
+    from .console import print_outcome
 
     if json_out:
         out.print_json(json.dumps(report.to_json(), default=str))
@@ -357,7 +357,7 @@ def resume(
 
 def _resume_all(charter: Charter, budget: dict[str, float], json_out: bool) -> NoReturn:
     """`charter resume --all`: continue every interrupted run, then exit with the worst outcome."""
-    from ._console import counted, print_outcome
+    from .console import counted, print_outcome
 
     if budget:  # a budget is a decision about one run; `resume RUN --max-...` raises it
         raise _fail(ValueError("--all takes no budget: raise a run's budget with charter resume RUN --max-..."))
@@ -427,7 +427,7 @@ def rerun(
     try:
         if plan is not None and not tools:
             rid = charter.resolve(run_id)
-            from .tools import load_tools
+            from ..tools import load_tools
 
             charter.registry = load_tools(charter.state(rid).tool_sources)
         new_id = charter.start_rerun(run_id, from_step, plan=plan)
@@ -495,7 +495,7 @@ def runs_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """List runs: status, progress, age."""
-    from ._console import runs_table
+    from .console import runs_table
 
     charter = _open(db, mode="ro")
     try:
@@ -526,7 +526,7 @@ def watch(
     json_out: JsonOpt = False,
 ) -> None:
     """Follow a run that another process executes, live, until it ends. Only reads; Ctrl-C detaches."""
-    from ._console import Progress, print_outcome
+    from .console import Progress, print_outcome
 
     charter = _open(db, mode="ro")
     try:
@@ -580,7 +580,7 @@ def show(
     json_out: JsonOpt = False,
 ) -> None:
     """A run's timeline: each step's status, attempts, durations, arguments, output, error and why."""
-    from ._console import print_report
+    from .console import print_report
 
     charter = _open(db, mode="ro")
     try:
@@ -617,7 +617,7 @@ def effects_cmd(
     if not rows:
         out.print("no effects recorded" + (f" for run {run_id}" if run_id else ""))
         return
-    from ._console import effects_table
+    from .console import effects_table
 
     out.print(effects_table(rows))
 
@@ -628,8 +628,8 @@ def _make_plan(request: str, registry: Any, model_spec: str | None) -> tuple[Any
     Returns the plan and the model, for the run's steps to go on with (a scripted
     model then gives the steps the answers after the plan's).
     """
-    from .models import RetryingModel, model_from_spec
-    from .planner import Planner
+    from ..models import RetryingModel, model_from_spec
+    from ..planning.planner import Planner
 
     def retrying(notice: Any) -> None:  # a wait is never silent
         err.print(f"[yellow]{escape(str(notice))}[/]", soft_wrap=True)
@@ -653,7 +653,7 @@ def plan_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a request into a plan and show it (nothing runs). `charter run FILE` runs a saved plan."""
-    from ._review import plan_yaml, show_plan
+    from .review import plan_yaml, show_plan
 
     if save is not None and save.exists():  # said before the model is asked, and nothing is overwritten
         raise _fail(ValueError(f"{save} exists: give --save a new file (Charter does not overwrite it)"))
@@ -698,7 +698,8 @@ def do_cmd(
                                              "when steps fail for good.")] = 2,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
-    from ._review import edit_plan, show_plan, write_steps, writes_needing_review
+    from ..planning.writes import write_steps, writes_needing_review
+    from .review import edit_plan, show_plan
 
     policy = _workspace().config.policy
     mode = auto_approve or policy.approve
@@ -756,7 +757,7 @@ def do_cmd(
 def _planned_run(engine: Any, result: Any, registry: Any, request: str, budget: dict[str, float] | None = None,
                  max_replans: int = 0) -> str:
     """Record a run of a planned request, waiting for review, with the planner's model calls in its log."""
-    from .journal import planner_events
+    from ..engine.journal import planner_events
 
     planning = planner_events(result.calls, engine.clock.now(), result.latencies)
     state = engine.create(result.plan, registry, approved_by=None, request=request, planning=planning,
@@ -770,10 +771,10 @@ def demo(
                                          help="Where the demo's notes, store and report go.")] = Path("charter-demo"),
 ) -> None:
     """A complete run, offline: a request is planned (by a scripted model), approved, and run on real files."""
-    from . import demo as scenario
-    from ._console import print_outcome
-    from ._review import show_plan
-    from .planner import Planner
+    from .. import demo as scenario
+    from ..planning.planner import Planner
+    from .console import print_outcome
+    from .review import show_plan
 
     workdir = folder.resolve()
     try:
@@ -892,7 +893,7 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check a plan without running it: every problem, with where it is."""
-    from ._console import counted
+    from .console import counted
 
     charter = _open(":memory:", tools, workspace=True, mode="rwc", model=model)
     try:

@@ -22,12 +22,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .clock import Clock
-from .errors import PermanentError
-from .events import EffectRecorded, Event
+from ..clock import Clock
+from ..errors import PermanentError
+from ..events import EffectRecorded, Event
+from ..tools import Tool, ToolContext, jsonable
+from ..workspace import Policy
 from .rules import RunState
-from .tools import Tool, ToolContext, jsonable
-from .workspace import Policy
 
 Recorder = Callable[[Event], Awaitable[None]]
 POLICY_PREFIX = "policy"

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ErrorInfo, PermanentError, RetryableError
-from .events import (
+from ..errors import ConfigError, ErrorInfo, PermanentError, RetryableError
+from ..events import (
     ApprovalRequested,
     BudgetChanged,
     EffectRecorded,
@@ -39,12 +39,12 @@ from .events import (
     StepSucceeded,
     ToolCalled,
 )
-from .plan import Plan, Step
-from .refs import ResolveError, render
-from .retry import DEFAULT_RETRY, RetryPolicy
+from ..plan.model import Plan, Step
+from ..plan.refs import ResolveError, render
+from ..retry import DEFAULT_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
-    from .tools import Registry
+    from ..tools import Registry
 
 # unit and step statuses
 PENDING = "pending"
