@@ -15,7 +15,9 @@ from typing import Any
 
 from .clock import Clock, SystemClock
 from .engine import rules
-from .engine.core import Engine, Observer
+from .engine import control
+from .engine.core import Engine
+from .engine.watchers import Feed, Watcher
 from .engine.journal import planner_events
 from .engine.leases import claimable
 from .engine.report import RunReport, build_report
@@ -26,8 +28,7 @@ from .plan.inputs import check_inputs
 from .plan.model import Plan, load_plan
 from .plan.needs import model_problems, require_models
 from .planning.planner import Planner, PlanningResult
-from .store import SQLStore, open_store
-from .store.sql import EffectRow, RunRow
+from .store import EffectRow, RunRow, Store, open_store
 from .tools import Registry, Tool, load_tools
 from .workspace import Workspace, load_workspace
 
@@ -111,7 +112,7 @@ class Charter:
 
     def __init__(
         self,
-        db: str | Path | SQLStore = "charter.db",
+        db: str | Path | Store = "charter.db",
         *,
         tools: ToolsLike = None,
         clock: Clock | None = None,
@@ -120,14 +121,17 @@ class Charter:
         workspace: Workspace | str | Path | None = None,
         mode: str = "rwc",
     ) -> None:
-        self.store = db if isinstance(db, SQLStore) else open_store(db, mode=mode)
+        self.store = db if isinstance(db, Store) else open_store(db, mode=mode)
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
         self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
         self.registry = make_registry(tools, self.workspace)
         self._given_tools = tools is not None
         self.clock = clock
         self.max_concurrency = max_concurrency
-        self.observers: list[Observer] = []
+        #: watchers of every run this app's engine writes (see :meth:`Engine.watch`); add them
+        #: before the engine is made
+        self.watchers: list[Watcher] = []
+        self._feeds: list[Feed] = []
         self._engine: Engine | None = None
 
     # --- plans ---------------------------------------------------------------------
@@ -157,54 +161,54 @@ class Charter:
         if self._engine is None:
             self._engine = Engine(self.store, clock=self.clock, max_concurrency=self.max_concurrency,
                                   model=self.model, workspace=self.workspace)
-            self._engine.observers.extend(self.observers)
+            self._feeds = [self._engine.watch(w) for w in self.watchers]
         return self._engine
 
     async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> str:
         """Record a new approved run without running it; returns its id.
 
-        The inputs are checked first (:func:`charter.inputs.check_inputs`): an input that
+        The inputs are checked first (:func:`charter.plan.inputs.check_inputs`): an input that
         does not fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
         """
         loaded = self.load_plan(plan)
         check_inputs(loaded, inputs, self.registry)
-        return self.engine().create(loaded, self.registry, inputs).run_id
+        return await self.engine().create(loaded, self.registry, inputs)
 
     async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """Run a plan to the end (or until it is paused or cancelled)."""
         run_id = await self.start(plan, inputs=inputs)
         await self.engine().run_until_settled()
-        return self.report(run_id)
+        return await self.report(run_id)
 
     async def resume(self, run_id: str) -> RunReport:
         """Continue a paused, interrupted or just approved run; finished steps are not run again."""
-        run_id = self.resolve(run_id)
-        self.engine().resume(run_id, registry=self._own_tools())
+        run_id = await self.resolve(run_id)
+        await self.engine().control(run_id, control.Resume(), registry=self._own_tools())
         await self.engine().run_until_settled()
-        return self.report(run_id)
+        return await self.report(run_id)
 
     async def retry(self, run_id: str, step_id: str) -> RunReport:
         """Run a failed step, and what depends on it, again."""
-        run_id = self.resolve(run_id)
-        self.engine().retry(run_id, step_id, registry=self._own_tools())
+        run_id = await self.resolve(run_id)
+        await self.engine().control(run_id, control.RetryStep(step_id), registry=self._own_tools())
         await self.engine().run_until_settled()
-        return self.report(run_id)
+        return await self.report(run_id)
 
     async def rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> RunReport:
         """A new run of the same plan (or ``plan``) that reuses the outputs of every
         succeeded step that is not ``from_step`` or downstream of it."""
-        new_id = self.start_rerun(run_id, from_step, plan=plan)
+        new_id = await self.start_rerun(run_id, from_step, plan=plan)
         await self.engine().run_until_settled()
-        return self.report(new_id)
+        return await self.report(new_id)
 
     async def resume_all(self) -> tuple[list[RunReport], list[CharterError]]:
         """Continue every interrupted run (see :meth:`interrupted`); returns their reports and,
         for the runs that could not be taken over (say, their tools no longer import), why not."""
         taken: list[str] = []
         problems: list[CharterError] = []
-        for row in self.interrupted():
+        for row in await self.interrupted():
             try:
-                self.engine().resume(row.id, registry=self._own_tools())
+                await self.engine().control(row.id, control.Resume(), registry=self._own_tools())
             except RunStateError:
                 continue  # another process took it first
             except CharterError as exc:
@@ -213,15 +217,16 @@ class Charter:
             taken.append(row.id)
         if taken:
             await self.engine().run_until_settled()
-        return [self.report(r) for r in taken], problems
+        return [await self.report(r) for r in taken], problems
 
     def _own_tools(self) -> Registry | None:
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
         return self.registry if self._given_tools else None
 
-    def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
-        run_id = self.resolve(run_id)
-        old = self.state(run_id)
+    async def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
+        """Record the new run of :meth:`rerun` without running it; returns its id."""
+        run_id = await self.resolve(run_id)
+        old = await self.state(run_id)
         new_plan = self._check_plan(plan) if plan is not None else None
         if new_plan is None:
             registry = self._own_tools() or load_tools(old.tool_sources)
@@ -242,9 +247,8 @@ class Charter:
         # Only what runs again needs a model: reused outputs are not asked for again.
         require_models(new_plan, self._model(), str(plan) if isinstance(plan, str | Path) else None,
                        steps=[s.id for s in new_plan.steps if s.id not in reuse])
-        state = self.engine().create(new_plan, registry, given, approved_by="rerun",
-                                     parent_run=run_id, from_step=from_step, reuse=reuse)
-        return state.run_id
+        return await self.engine().create(new_plan, registry, given, approved_by="rerun",
+                                          parent_run=run_id, from_step=from_step, reuse=reuse)
 
     # --- planning ----------------------------------------------------------------------
 
@@ -258,29 +262,30 @@ class Charter:
         Then :meth:`approve` (and :meth:`resume`) or :meth:`reject` it."""
         result = await self.plan(request)
         engine = self.engine()
-        state = engine.create(result.plan, self.registry, approved_by=None, request=request,
-                              planning=planner_events(result.calls, engine.clock.now(), result.latencies),
-                              budget=budget, max_replans=max_replans)
-        return state.run_id
+        return await engine.create(result.plan, self.registry, approved_by=None, request=request,
+                                   planning=planner_events(result.calls, engine.clock.now(), result.latencies),
+                                   budget=budget, max_replans=max_replans)
 
-    def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> str:
+    async def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> str:
         """Approve a run's plan (``step=None``) or an approval step; :meth:`resume` then runs it on.
 
         Returns ``"done"``, or ``"requested"`` when another live process runs the run and was asked.
         """
-        run_id = self.resolve(run_id)
-        if step is None:
-            self.engine().approve(run_id, by=by, registry=self._own_tools(), note=note)
-            return "done"
-        return self.engine().decide(run_id, step, True, by=by, note=note, registry=self._own_tools())
+        request = control.ApprovePlan(by, note) if step is None else control.ApproveStep(step, by, note)
+        return await self.engine().control(await self.resolve(run_id), request, registry=self._own_tools())
 
-    def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
+    async def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
         """Reject a run's plan (the run ends) or an approval step (it fails). Returns as :meth:`approve`."""
-        run_id = self.resolve(run_id)
-        if step is None:
-            self.engine().reject(run_id, reason or "rejected", by=by)
-            return "done"
-        return self.engine().decide(run_id, step, False, by=by, note=reason, registry=self._own_tools())
+        request = control.RejectPlan(reason or "rejected", by) if step is None else control.RejectStep(step, by, reason)
+        return await self.engine().control(await self.resolve(run_id), request, registry=self._own_tools())
+
+    async def pause(self, run_id: str, reason: str = "") -> str:
+        """Pause a run: here if no live process runs it, else by asking that process."""
+        return await self.engine().control(await self.resolve(run_id), control.Pause(reason))
+
+    async def cancel(self, run_id: str, reason: str = "") -> str:
+        """Cancel a run for good (its log is kept)."""
+        return await self.engine().control(await self.resolve(run_id), control.Cancel(reason))
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""
@@ -290,69 +295,68 @@ class Charter:
         """:meth:`resume`, for code that is not async."""
         return asyncio.run(self.resume(run_id))
 
-    def pause(self, run_id: str, reason: str = "") -> str:
-        """Pause a run: here if no live process runs it, else by asking that process."""
-        return self.engine().request_stop(self.resolve(run_id), "pause", reason)
-
-    def cancel(self, run_id: str, reason: str = "") -> str:
-        """Cancel a run for good (its log is kept)."""
-        return self.engine().request_stop(self.resolve(run_id), "cancel", reason)
-
     # --- inspecting -----------------------------------------------------------------
 
-    def resolve(self, run_id: str) -> str:
+    async def resolve(self, run_id: str) -> str:
         """A full run id from an id or a unique prefix of one."""
         try:
             run_id.encode("utf-8")
         except UnicodeEncodeError:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}") from None
-        if self.store.get_run(run_id) is not None:
+        if await self.store.get_run(run_id) is not None:
             return run_id
-        matches = self.store.find_run_ids(run_id) if run_id else []
+        matches = await self.store.find_run_ids(run_id) if run_id else []
         if len(matches) == 1:
             return matches[0]
         if not matches:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
         raise RunNotFoundError(f"{run_id!r} matches several runs: {', '.join(matches)}")
 
-    def runs(self, limit: int = 50) -> list[RunRow]:
+    async def runs(self, limit: int = 50) -> list[RunRow]:
         """The latest runs, newest first."""
         now = self._now()
-        return [_mark(r, now) for r in self.store.list_runs(limit)]
+        return [_mark(r, now) for r in await self.store.list_runs(limit)]
 
-    def interrupted(self) -> list[RunRow]:
+    async def interrupted(self) -> list[RunRow]:
         """The runs that stopped in the middle, oldest first: their log says they are running, but
         the process running them is gone (dead on this machine, or its lease expired).
         :meth:`resume` or :meth:`resume_all` continues them; nothing else does."""
         now = self._now()
-        rows = (self.store.get_run(run_id) for run_id, _, _ in self.store.unfinished_runs())
-        return [marked for r in rows if r is not None and (marked := _mark(r, now)).interrupted]
+        out = []
+        for run_id, _, _ in await self.store.unfinished_runs():
+            row = await self.store.get_run(run_id)
+            if row is not None and (marked := _mark(row, now)).interrupted:
+                out.append(marked)
+        return out
 
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()
 
-    def state(self, run_id: str) -> rules.RunState:
-        run_id = self.resolve(run_id)
-        return rules.replay(run_id, self.store.events(run_id))
+    async def state(self, run_id: str) -> rules.RunState:
+        """A run's state as the rules derive it from its log (a copy of its own: change it freely)."""
+        run_id = await self.resolve(run_id)
+        return rules.replay(run_id, await self.store.events(run_id))
 
-    def report(self, run_id: str) -> RunReport:
+    async def report(self, run_id: str) -> RunReport:
         """A run's status, output and timeline, from its log."""
-        run_id = self.resolve(run_id)
-        events = self.store.events(run_id)
+        run_id = await self.resolve(run_id)
+        events = await self.store.events(run_id)
         report = build_report(rules.replay(run_id, events), events)
-        return replace(report, interrupted=True) if self._owner_gone(run_id, self._now()) else report
+        return replace(report, interrupted=True) if await self._owner_gone(run_id, self._now()) else report
 
     async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
         """Follow a run from its log, whichever process executes it: one update per committed
         event, those already there first, until the run settles (it ends, pauses, or waits for
         a decision) or is interrupted (no live process holds it; it goes on with ``resume``).
 
-        Watching only reads: the run is never claimed or changed. The log is read
-        again every ``interval`` seconds of this app's clock.
+        Watching only reads: the run is never claimed or changed. It wakes when the store
+        changes (at once for writers in this process), and looks at least every ``interval``
+        seconds of this app's clock whether the run's owner is still alive.
         """
-        run_id = self.resolve(run_id)
+        run_id = await self.resolve(run_id)
         clock = self.clock or SystemClock()
-        events = self.store.events(run_id)
+        token = await self.store.change()
+        events = await self.store.events(run_id)
         state = rules.replay(run_id, events[:1])
         seen = 0
         while True:
@@ -364,26 +368,34 @@ class Charter:
                 yield RunUpdate(state, ev)
             if state.status not in (rules.RUNNING, rules.REPLANNING):
                 return
-            await clock.sleep(interval)
-            events = self.store.events(run_id, after=seen)
-            if not events and self._owner_gone(run_id, clock.now()):
+            token = await self.store.wait_for_change(token, interval, clock)
+            events = await self.store.events(run_id, after=seen)
+            if not events and await self._owner_gone(run_id, clock.now()):
                 # Read again: the run may have moved on just before its owner let go of it.
-                events = self.store.events(run_id, after=seen)
+                events = await self.store.events(run_id, after=seen)
                 if not events:
                     yield RunUpdate(state, None, interrupted=True)
                     return
 
-    def _owner_gone(self, run_id: str, now: float) -> bool:
+    async def _owner_gone(self, run_id: str, now: float) -> bool:
         """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
-        row = self.store.get_run(run_id)
+        row = await self.store.get_run(run_id)
         return row is not None and _mark(row, now).interrupted
 
-    def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+    async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
-        return self.store.effects(self.resolve(run_id) if run_id else None, limit)
+        return await self.store.effects(await self.resolve(run_id) if run_id else None, limit)
+
+    def flush_watchers(self, timeout: float | None = None) -> None:
+        """Wait until every watcher has been given what was committed so far (before printing a
+        summary after the live view, say)."""
+        for feed in self._feeds:
+            feed.flush(timeout)
 
     def close(self) -> None:
-        """Close the store and stop the MCP servers this app started."""
+        """Close the store and stop the MCP servers and watcher threads this app started."""
+        for feed in self._feeds:
+            feed.close()
         self.registry.close()
         if self.workspace is not None:
             self.workspace.close()

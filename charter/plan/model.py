@@ -131,6 +131,12 @@ class Step:
     for_each_ref: Ref | None = None
     constant_args: bool = True
 
+    def tool_names(self) -> list[str]:
+        """The tools this step may call: its tool, or the tools its agent may use."""
+        if self.kind == "tool":
+            return [self.tool]
+        return list(self.args.get("tools", ())) if self.kind == "agent" else []
+
     def retry_policy(self, base: RetryPolicy) -> RetryPolicy:
         return base.merged(dict(self.retry)) if self.retry else base
 

@@ -1,0 +1,123 @@
+"""What goes in and out of a store: plain, frozen records in the domain's words.
+
+The store never sees the engine's state. The engine hands it the events of a
+batch together with the run's row as the rules project it after them
+(:class:`RunWrite`); it reads back rows (:class:`RunRow`, :class:`EffectRow`,
+:class:`RequestRow`) and events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..events import Event
+
+#: the kinds of control request a store keeps (what each means: :mod:`charter.engine.control`)
+REQUEST_KINDS = (
+    "pause", "cancel", "resume", "approve_plan", "reject_plan", "revise_plan",
+    "approve_step", "reject_step", "retry_step",
+)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """The fixed facts of a run, written once when it is created."""
+
+    id: str
+    goal: str
+    tool_sources: list[str]
+    parent_run: str | None
+    steps_total: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """A run's row after a batch of its events, as the rules project it."""
+
+    status: str
+    steps_done: int
+    reason: str
+    output: Any
+    updated_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class RunWrite:
+    """One run's part of a batch: its new events and the row they lead to.
+
+    ``after_seq`` is the sequence number of the last event the writer saw: the
+    batch lands only if the run is still there (optimistic concurrency), and
+    its events take the numbers after it.
+    """
+
+    run_id: str
+    after_seq: int
+    events: Sequence[Event]
+    run: RunChange
+
+    @property
+    def last_seq(self) -> int:
+        return self.after_seq + len(self.events)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as the store keeps it (derived from its events)."""
+
+    id: str
+    status: str
+    goal: str
+    tool_sources: list[str]
+    parent_run: str | None
+    steps_total: int
+    steps_done: int
+    reason: str
+    output: Any
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    last_seq: int
+    owner: str | None
+    lease_expires: float | None
+    #: in flight by its log, but whoever ran it is gone; set by :class:`~charter.Charter`,
+    #: which knows how to tell (the store only keeps the owner and its lease)
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class EffectRow:
+    """One entry of the effect ledger."""
+
+    run_id: str
+    seq: int
+    step_id: str
+    item: int | None
+    attempt: int
+    key: str
+    tool: str
+    target: list[Any]
+    result: Any
+    at: float
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """A control request waiting for whoever runs ``run_id`` (``id`` is 0 until stored).
+
+    ``kind`` is one of :data:`REQUEST_KINDS`; ``step`` names the step of a step
+    decision or a retry; ``data`` holds what a kind carries beyond that (a
+    revised plan, a new budget).
+    """
+
+    run_id: str
+    kind: str
+    created_at: float
+    step: str | None = None
+    by: str = ""
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int = 0
