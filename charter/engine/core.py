@@ -99,7 +99,9 @@ class Engine:
         self._hosted: dict[str, Hosted] = {}
         self._dirty: set[str] = set()  # runs to look at on the next turn
         self._due: list[tuple[float, str]] = []  # (when, run): a heap of runs to look at again
-        self._starved: set[str] = set()  # runs with ready work that waits for an attempt to end
+        # runs with ready work that waits for a free place, in the order they began to wait: as
+        # places free up, only as many are looked at again as there are places
+        self._starved: dict[str, None] = {}
         self._wake: asyncio.Event | None = None
         self._inbox: dict[str, list[control.Request]] = {}  # requests for hosted runs, from this process
         self._answered: list[int] = []  # stored requests carried out: deleted with the next commit
@@ -378,9 +380,6 @@ class Engine:
                 info, delay = rules.classify(o.error, h.state.policy(u.step))
                 ev = rules.failure(h.state, u, info, now, delay)
             self._add(h.state, masked(ev), batch)
-        if outcomes and self._starved:  # places were given back: whoever waited for one may go
-            self._dirty |= self._starved
-            self._starved.clear()
 
     def _take_revisions(self, now: float, batch: dict[str, list[Event]]) -> None:
         revisions, self.attempts.revisions = self.attempts.revisions, []
@@ -443,8 +442,14 @@ class Engine:
     def _advance(self, now: float, batch: dict[str, list[Event]]) -> bool:
         """Ask the rules what is next for each run that needs a look; start what may start."""
         again = False
-        dirty, self._dirty = self._dirty, set()
         attempts = self.attempts
+        free = attempts.max_concurrency - attempts.running
+        while free > 0 and self._starved:  # places were given back: the runs that waited longest may go
+            run_id = next(iter(self._starved))
+            del self._starved[run_id]
+            self._dirty.add(run_id)
+            free -= 1
+        dirty, self._dirty = self._dirty, set()
         for run_id in dirty:
             h = self._hosted.get(run_id)
             if h is None:
@@ -463,12 +468,12 @@ class Engine:
                 heapq.heappush(self._due, (decision.wake_at, run_id))
             for unit in decision.ready:
                 if attempts.full():
-                    self._starved.add(run_id)
+                    self._starved[run_id] = None
                     break
                 wait = attempts.blocked(h, unit, now)
                 if wait is not None:
                     if wait == math.inf:
-                        self._starved.add(run_id)
+                        self._starved[run_id] = None
                     else:
                         heapq.heappush(self._due, (wait, run_id))
                     continue
@@ -517,13 +522,14 @@ class Engine:
         """Let go of the runs that have nothing left to do here (finished, paused, awaiting review)."""
         done = [r for r in looked if (hosted := self._hosted.get(r)) is not None
                 and hosted.state.status not in (RUNNING, rules.REPLANNING) and not hosted.busy()]
-        for run_id in done:
-            await self._release(run_id)
+        if done:
+            await self._release(*done)
 
-    async def _release(self, run_id: str) -> None:
-        self._hosted.pop(run_id, None)
-        self._starved.discard(run_id)
-        await self.store.release([run_id], self.owner)
+    async def _release(self, *run_ids: str) -> None:
+        for run_id in run_ids:
+            self._hosted.pop(run_id, None)
+            self._starved.pop(run_id, None)
+        await self.store.release(run_ids, self.owner)
 
     async def _abandon(self) -> None:
         """On the way out (an error, or the loop's task cancelled): stop attempts, let go of runs.

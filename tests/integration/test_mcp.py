@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -107,7 +108,7 @@ def test_git_server_on_a_temporary_repository_commits_and_the_ledger_records_it(
         assert report.status == "succeeded", report.reason
         log = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True).stdout
         assert log.split() == ["Add", "notes"]
-        effects = app.effects(report.id)
+        effects = asyncio.run(app.effects(report.id))
         assert [(e.step_id, e.tool, e.target) for e in effects] == [
             ("add", "git.git_add", [str(repo)]), ("commit", "git.git_commit", [str(repo)])]
         assert effects[1].key == f"{report.id}/commit"
@@ -251,7 +252,7 @@ def test_streamable_http_server_with_a_secret_header(tmp_path: Path, http_server
         assert report.status == "succeeded", report.reason
         assert report.step("one").output == {"count": 1}
         assert report.step("n").output == {"result": 1}  # the SDK wraps a non-object result
-        shown = str(app.store.events(report.id)) + str(app.effects(report.id))
+        shown = str(asyncio.run(app.store.events(report.id))) + str(asyncio.run(app.effects(report.id)))
         assert token not in shown
 
 
