@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .clock import Clock, SystemClock
-from .engine import rules
-from .engine import control
+from .engine import control, rules
 from .engine.core import Engine
-from .engine.watchers import Feed, Watcher
 from .engine.journal import planner_events
 from .engine.leases import claimable
 from .engine.report import RunReport, build_report
+from .engine.watchers import Feed, Watcher
 from .errors import CharterError, ConfigError, RunNotFoundError, RunStateError
 from .events import Event
 from .models import Model, RetryingModel, model_from_spec

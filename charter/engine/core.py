@@ -494,10 +494,11 @@ class Engine:
         if not batch and not self._answered:
             return
         states = [self._hosted[r].state for r in batch]
-        writes = [RunWrite(s.run_id, s.last_seq, evs, run_change(s)) for s, evs in zip(states, batch.values())]
+        writes = [RunWrite(s.run_id, s.last_seq, evs, run_change(s))
+                  for s, evs in zip(states, batch.values(), strict=True)]
         await self.store.append(writes, self.owner, self._answered)
         self._answered = []
-        for state, w in zip(states, writes):
+        for state, w in zip(states, writes, strict=True):
             state.last_seq = w.last_seq
             self._tell_watchers(state, w.events)
 

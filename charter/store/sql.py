@@ -102,10 +102,10 @@ class SQLStore(Store):
     def _transaction(self) -> Any:
         """An async context manager: one write transaction (commit on success, else roll back)."""
 
-    def _committed(self) -> None:  # noqa: B027 - a hook: a dialect may tell waiters at once
+    def _committed(self) -> None:
         """Called after every write transaction committed."""
 
-    def _idle(self) -> None:  # noqa: B027 - a hook: most dialects have nothing to tidy up
+    def _idle(self) -> None:
         """Called when this handle holds no run any more."""
 
     @asynccontextmanager
