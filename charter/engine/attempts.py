@@ -40,6 +40,7 @@ class Hosted:
     registry: Registry
     tasks: dict[tuple[str, int | None], asyncio.Task[None]] = field(default_factory=dict)
     replanning: asyncio.Task[None] | None = None
+    stored_status: str = ""  # the status the store has: a batch that leaves it so need not write it
 
     def busy(self) -> bool:
         return bool(self.tasks) or self.replanning is not None

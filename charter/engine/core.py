@@ -171,7 +171,7 @@ class Engine:
         first = RunWrite(state.run_id, 0, events, run_change(state))
         await self.store.create_run(run, first, self.owner, now + self.lease_seconds)  # approved, or not at all
         state.last_seq = first.last_seq
-        self._host(Hosted(state, registry))
+        self._host(Hosted(state, registry, stored_status=state.status))
         self._tell_watchers(state, events)
         return state.run_id
 
@@ -493,14 +493,15 @@ class Engine:
     async def _commit(self, batch: dict[str, list[Event]]) -> None:
         if not batch and not self._answered:
             return
-        states = [self._hosted[r].state for r in batch]
-        writes = [RunWrite(s.run_id, s.last_seq, evs, run_change(s))
-                  for s, evs in zip(states, batch.values(), strict=True)]
+        hosts = [self._hosted[r] for r in batch]
+        writes = [RunWrite(h.state.run_id, h.state.last_seq, evs, run_change(h.state),
+                           status_changed=h.state.status != h.stored_status)
+                  for h, evs in zip(hosts, batch.values(), strict=True)]
         await self.store.append(writes, self.owner, self._answered)
         self._answered = []
-        for state, w in zip(states, writes, strict=True):
-            state.last_seq = w.last_seq
-            self._tell_watchers(state, w.events)
+        for h, w in zip(hosts, writes, strict=True):
+            h.state.last_seq, h.stored_status = w.last_seq, h.state.status
+            self._tell_watchers(h.state, w.events)
 
     async def _commit_one(self, state: RunState, events: list[Event]) -> None:
         if not events:

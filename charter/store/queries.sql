@@ -15,6 +15,12 @@ UPDATE runs SET status = :status, steps_done = :steps_done, reason = :reason, ou
        updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq
 WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
 
+-- name: update_run_same_status
+-- As update_run, for a batch that left the status as it was: the index on the status is not touched.
+UPDATE runs SET steps_done = :steps_done, reason = :reason, output = :output,
+       updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq
+WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
+
 -- name: select_events
 SELECT seq, type, at, data FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq
 

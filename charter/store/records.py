@@ -51,13 +51,15 @@ class RunWrite:
 
     ``after_seq`` is the sequence number of the last event the writer saw: the
     batch lands only if the run is still there (optimistic concurrency), and
-    its events take the numbers after it.
+    its events take the numbers after it. ``status_changed=False`` lets the
+    store leave the run's status (and its index) alone.
     """
 
     run_id: str
     after_seq: int
     events: Sequence[Event]
     run: RunChange
+    status_changed: bool = True
 
     @property
     def last_seq(self) -> int:

@@ -177,7 +177,8 @@ class SQLStore(Store):
         effect_rows: list[dict[str, Any]] = []
         for w in writes:  # the run rows first: a writer that lost its run learns it before writing more
             r = w.run
-            changed = await self._execute(self._sql("update_run"), {
+            query = self._sql("update_run" if w.status_changed else "update_run_same_status")
+            changed = await self._execute(query, {
                 "id": w.run_id, "status": r.status, "steps_done": r.steps_done, "reason": redact(r.reason),
                 "output": None if r.output is None else _dumps(r.output), "updated_at": r.updated_at,
                 "finished_at": r.finished_at, "last_seq": w.last_seq, "owner": owner, "prev_seq": w.after_seq,
