@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-import secrets
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from ..clock import Clock, SystemClock
@@ -27,37 +26,27 @@ from ..events import (
     EffectRecorded,
     Event,
     ModelCalled,
-    PlanApproved,
     PlanRevised,
-    RunCreated,
     RunFailed,
     StepInterrupted,
     StepStarted,
-    StepSucceeded,
     ToolCalled,
 )
 from ..models import Model
-from ..plan.inputs import declared_inputs
 from ..plan.model import Plan
-from ..plan.needs import model_problems
 from ..store.base import Store
-from ..store.records import NewRun, RunWrite
-from ..tools import Registry, load_tools
+from ..tools import Registry
 from ..workspace import Workspace
 from ..workspace.secrets import masked
 from . import control, rules
-from .attempts import Attempts, Hosted
+from .attempts import Attempts
+from .hosting import Hosting
 from .journal import planner_events
 from .leases import claimable, new_owner
-from .projection import run_change
 from .rules import RUNNING, RunState
-from .watchers import Feed, Watcher, snapshot
+from .watchers import Feed, Watcher
 
 ACTIVE = (RUNNING, rules.AWAITING, rules.REPLANNING)
-
-
-def new_run_id() -> str:
-    return secrets.token_hex(6)
 
 
 class Engine:
@@ -91,12 +80,11 @@ class Engine:
             raise ConfigError("max_concurrency must be at least 1")
         self.store = store
         self.clock: Clock = clock or SystemClock()
-        self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.owner = new_owner()
         self.attempts = Attempts(self.clock, max_concurrency, model, workspace, self._wake_up)
-        self._feeds: list[Feed] = []
-        self._hosted: dict[str, Hosted] = {}
+        self.hosting = Hosting(store, self.clock, self.owner, lease_seconds)
+        self._hosted = self.hosting.runs
         self._dirty: set[str] = set()  # runs to look at on the next turn
         self._due: list[tuple[float, str]] = []  # (when, run): a heap of runs to look at again
         # runs with ready work that waits for a free place, in the order they began to wait: as
@@ -119,129 +107,37 @@ class Engine:
 
     def watch(self, watcher: Watcher) -> Feed:
         """Give ``watcher`` a frozen snapshot and the events of each commit, on a thread of its own."""
-        feed = Feed(watcher)
-        self._feeds.append(feed)
-        return feed
-
-    def unwatch(self, feed: Feed) -> None:
-        if feed in self._feeds:
-            self._feeds.remove(feed)
-        feed.close()
+        return self.hosting.watch(watcher)
 
     # --- creating and adopting runs -------------------------------------------------
 
-    async def create(
-        self,
-        plan: Plan,
-        registry: Registry,
-        inputs: Mapping[str, Any] | None = None,
-        *,
-        approved_by: str | None = "plan file",
-        parent_run: str | None = None,
-        from_step: str | None = None,
-        reuse: Mapping[str, Any] | None = None,
-        request: str | None = None,
-        planning: Sequence[ModelCalled] = (),
-        budget: Mapping[str, float] | None = None,
-        max_replans: int = 0,
-    ) -> str:
-        """Record a new run, host it, and return its id.
-
-        With ``approved_by=None`` the run waits for its plan to be approved or rejected.
-        ``reuse`` maps step ids to outputs taken as done; ``request`` and ``planning``
-        (the planner's model calls) record where a planned run came from.
-        """
-        values = declared_inputs(plan, inputs)
-        now = self.clock.now()
-        created = RunCreated(
-            at=now, plan=plan.to_json(), inputs=values,
-            tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
-            request=request, budget=rules.check_budget(budget), max_replans=max_replans,
-        )
-        state = RunState.from_created(new_run_id(), created, plan)
-        state.policies = rules.retry_policies(state.plan, registry)
-        events: list[Event] = [created, *planning]
-        if approved_by is not None:
-            events.append(PlanApproved(at=now, by=approved_by))
-        for sid, output in (reuse or {}).items():
-            events.append(StepSucceeded(at=now, step=sid, output=output, reused_from=parent_run))
-        for ev in events[1:]:
-            rules.apply(state, ev)
-        run = NewRun(state.run_id, plan.goal, list(registry.sources), parent_run, len(state.steps), now)
-        first = RunWrite(state.run_id, 0, events, run_change(state))
-        await self.store.create_run(run, first, self.owner, now + self.lease_seconds)  # approved, or not at all
-        state.last_seq = first.last_seq
-        self._host(Hosted(state, registry, stored_status=state.status))
-        self._tell_watchers(state, events)
-        return state.run_id
+    async def create(self, plan: Plan, registry: Registry, inputs: Mapping[str, Any] | None = None,
+                     **options: Any) -> str:
+        """Record a new run and host it; returns its id. The options are those of :meth:`Hosting.create`:
+        ``approved_by`` (``None``: the run waits for review), ``parent_run``, ``from_step``, ``reuse``,
+        ``request``, ``planning``, ``budget``, ``max_replans``."""
+        h = await self.hosting.create(plan, registry, inputs, **options)
+        self._look_at(h.state.run_id)
+        return h.state.run_id
 
     async def adopt(self, run_id: str, registry: Registry | None = None, *, need_tools: bool = True) -> RunState:
-        """Take charge of an existing run: claim it, rebuild its state from the log, host it.
-
-        Attempts that were running when their process stopped are recorded as
-        interrupted; they run again with the same idempotency key. Unless
-        ``need_tools`` is false (to pause or cancel), every tool the rest of the
-        run needs must load, or the run is left as it is.
-        """
-        if run_id in self._hosted:
-            return self._hosted[run_id].state
-        await self._claim(run_id)
-        try:
-            state = rules.replay(run_id, await self.store.events(run_id))
-            if registry is None:
-                load = need_tools and bool(state.tool_sources)
-                registry = load_tools(state.tool_sources) if load else Registry()
-            if need_tools and not state.finished:
-                _check_tools(state, registry)
-                _check_models(state, self.model)
-            state.policies = rules.retry_policies(state.plan, registry)
-            now = self.clock.now()
-            await self._commit_one(state, [
-                StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt,
-                                reason="the process running it stopped")
-                for u in state.running_units()
-            ])
-        except BaseException:
-            await self.store.release([run_id], self.owner)
-            raise
-        self._host(Hosted(state, registry))
-        return state
+        """Take charge of an existing run (see :meth:`Hosting.adopt`)."""
+        h = await self.hosting.adopt(run_id, registry, self.model, need_tools=need_tools)
+        self._look_at(run_id)
+        return h.state
 
     async def adopt_orphans(self) -> tuple[list[str], list[CharterError]]:
         """Adopt every unfinished run whose owner is gone (dead here, or its lease expired).
 
         Returns the ids of the runs adopted and, for the others, why not (say, their tools no longer import).
         """
-        adopted: list[str] = []
-        problems: list[CharterError] = []
-        now = self.clock.now()
-        for run_id, owner, lease in await self.store.unfinished_runs():
-            if run_id in self._hosted or not claimable(owner, lease, now):
-                continue
-            try:
-                adopted.append((await self.adopt(run_id)).run_id)
-            except RunStateError:
-                continue  # another process took it first
-            except CharterError as exc:
-                problems.append(CharterError(f"cannot continue run {run_id}: {exc}"))
+        adopted, problems = await self.hosting.adopt_orphans(self.model)
+        for run_id in adopted:
+            self._look_at(run_id)
         return adopted, problems
 
-    async def _claim(self, run_id: str) -> None:
-        row = await self.store.get_run(run_id)
-        if row is None:
-            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
-        now = self.clock.now()
-        if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
-            raise RunStateError(
-                f"run {run_id} is being run by another process ({row.owner}); "
-                "use `charter pause` or `charter cancel` to ask it to stop"
-            )
-        if not await self.store.claim(run_id, self.owner, now + self.lease_seconds, row.owner):
-            raise RunStateError(f"run {run_id} was claimed by another process just now")
-
-    def _host(self, h: Hosted) -> None:
-        self._hosted[h.state.run_id] = h
-        self._dirty.add(h.state.run_id)
+    def _look_at(self, run_id: str) -> None:
+        self._dirty.add(run_id)
         self._wake_up()
 
     # --- control ----------------------------------------------------------------------
@@ -272,7 +168,7 @@ class Engine:
             if not hosted_here and not self._hosted[run_id].busy():
                 await self._release(run_id)
             raise
-        await self._commit_one(state, events)
+        await self.hosting.commit_one(state, events)
         if isinstance(request, control.RevisePlan):
             state.policies = rules.retry_policies(state.plan, self._hosted[run_id].registry)
         if state.status not in ACTIVE and not self._hosted[run_id].busy():
@@ -330,8 +226,8 @@ class Engine:
                         fut.set_result(None)
                 await self._settle(looked | set(batch))
                 if now >= next_renew and self._hosted:
-                    next_renew = now + self.lease_seconds / 3
-                    await self.store.renew(list(self._hosted), self.owner, now + self.lease_seconds)
+                    next_renew = now + self.hosting.lease_seconds / 3
+                    await self.hosting.renew()
                 if not self._hosted:
                     break
                 if again or self._dirty or self.attempts.pending() or self._inbox or self._stop_reason:
@@ -491,34 +387,8 @@ class Engine:
         self._dirty.add(state.run_id)
 
     async def _commit(self, batch: dict[str, list[Event]]) -> None:
-        if not batch and not self._answered:
-            return
-        hosts = [self._hosted[r] for r in batch]
-        writes = [RunWrite(h.state.run_id, h.state.last_seq, evs, run_change(h.state),
-                           status_changed=h.state.status != h.stored_status)
-                  for h, evs in zip(hosts, batch.values(), strict=True)]
-        await self.store.append(writes, self.owner, self._answered)
-        self._answered = []
-        for h, w in zip(hosts, writes, strict=True):
-            h.state.last_seq, h.stored_status = w.last_seq, h.state.status
-            self._tell_watchers(h.state, w.events)
-
-    async def _commit_one(self, state: RunState, events: list[Event]) -> None:
-        if not events:
-            return
-        for ev in events:
-            rules.apply(state, ev)
-        write = RunWrite(state.run_id, state.last_seq, events, run_change(state))
-        await self.store.append([write], self.owner)
-        state.last_seq = write.last_seq
-        self._tell_watchers(state, events)
-
-    def _tell_watchers(self, state: RunState, events: Sequence[Event]) -> None:
-        if not self._feeds:
-            return
-        snap, evs = snapshot(state), tuple(events)
-        for feed in self._feeds:
-            feed.put(snap, evs)
+        answered, self._answered = self._answered, []
+        await self.hosting.commit(batch, answered)
 
     async def _settle(self, looked: set[str]) -> None:
         """Let go of the runs that have nothing left to do here (finished, paused, awaiting review)."""
@@ -529,9 +399,8 @@ class Engine:
 
     async def _release(self, *run_ids: str) -> None:
         for run_id in run_ids:
-            self._hosted.pop(run_id, None)
             self._starved.pop(run_id, None)
-        await self.store.release(run_ids, self.owner)
+        await self.hosting.release(*run_ids)
 
     async def _abandon(self) -> None:
         """On the way out (an error, or the loop's task cancelled): stop attempts, let go of runs.
@@ -544,32 +413,7 @@ class Engine:
         self._due.clear()
         self._starved.clear()
         if self._hosted:
-            try:
-                await self.store.release(list(self._hosted), self.owner)
-            finally:
-                self._hosted.clear()
-
-
-def _check_tools(state: RunState, registry: Registry) -> None:
-    """Refuse to take on a run whose remaining steps need tools that are not loaded."""
-    missing = []
-    for step in state.plan.steps:
-        if state.steps[step.id].status in rules.STEP_DONE:
-            continue
-        missing += [n for n in step.tool_names() if n not in registry and n not in missing]
-    if missing:
-        where = ", ".join(state.tool_sources) or "code that recorded no tool source"
-        raise ConfigError(f"run {state.run_id} needs tools that are not loaded: {', '.join(missing)} "
-                          f"(its tools came from {where}; pass them with --tools)")
-
-
-def _check_models(state: RunState, model: Model | None) -> None:
-    """Refuse to take on a run whose remaining ``llm`` or ``agent`` steps would find no model."""
-    remaining = [s.id for s in state.plan.steps if state.steps[s.id].status not in rules.STEP_DONE]
-    problems = model_problems(state.plan, model, steps=remaining)
-    if problems:
-        raise ConfigError(f"run {state.run_id} cannot go on: " + "; ".join(str(p) for p in problems)
-                          + " (pass --model, or set CHARTER_MODEL)")
+            await self.hosting.release(*self._hosted)
 
 
 __all__ = ["Engine"]
