@@ -17,8 +17,7 @@ import json
 import re
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -75,6 +74,29 @@ def _run_row(r: Sequence[Any]) -> RunRow:
     )
 
 
+class _Transaction:
+    """A write transaction as an async context manager (a small class: it is on every commit's path)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: SQLStore) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> None:
+        await self.store._begin()
+
+    async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            await self.store._rollback(exc)
+            return
+        try:
+            await self.store._commit()
+        except BaseException as failed:  # a commit can fail too (a full disk)
+            await self.store._rollback(failed)
+            raise
+        self.store._committed()
+
+
 class SQLStore(Store):
     """Events and derived state in SQL. A dialect supplies the connection and what differs."""
 
@@ -99,20 +121,25 @@ class SQLStore(Store):
     async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[Sequence[Any]]: ...
 
     @abstractmethod
-    def _transaction(self) -> Any:
-        """An async context manager: one write transaction (commit on success, else roll back)."""
+    async def _begin(self) -> None:
+        """Start a write transaction (the dialect's strongest lock on what it writes)."""
+
+    @abstractmethod
+    async def _commit(self) -> None: ...
+
+    @abstractmethod
+    async def _rollback(self, exc: BaseException) -> None:
+        """Undo the transaction that ``exc`` broke; may raise a clearer error in its place."""
 
     def _committed(self) -> None:
-        """Called after every write transaction committed."""
+        """Called after every write transaction committed (a dialect may tell waiters at once)."""
 
     def _idle(self) -> None:
-        """Called when this handle holds no run any more."""
+        """Called when this handle holds no run any more (most dialects have nothing to tidy up)."""
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        async with self._transaction():
-            yield
-        self._committed()
+    def transaction(self) -> _Transaction:
+        """``async with store.transaction():`` one write transaction, committed if the block ends well."""
+        return _Transaction(self)
 
     def _sql(self, name: str) -> str:
         return QUERIES[name]

@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Coroutine, Hashable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -187,27 +186,26 @@ class SQLiteStore(SQLStore):
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        # No statement here suspends, so no other task can run between BEGIN and COMMIT:
-        # the one connection needs no lock.
+    # No statement here suspends, so no other task can run between BEGIN and COMMIT:
+    # the one connection needs no lock.
+    async def _begin(self) -> None:
         if self._in_transaction:
             raise RuntimeError("transactions of a store do not nest")
         await self._execute("BEGIN IMMEDIATE")
         self._in_transaction = True
+
+    async def _commit(self) -> None:
+        self._in_transaction = False
+        await self._execute("COMMIT")
+
+    async def _rollback(self, exc: BaseException) -> None:
+        self._in_transaction = False
         try:
-            yield
-            self._in_transaction = False
-            await self._execute("COMMIT")
-        except BaseException as exc:
-            self._in_transaction = False
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            if _disk_full(exc):
-                raise self._out_of_space() from exc
-            raise
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if _disk_full(exc):
+            raise self._out_of_space() from exc
 
     def _committed(self) -> None:
         self._changes.committed()
