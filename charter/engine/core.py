@@ -374,10 +374,12 @@ class Engine:
                         heapq.heappush(self._due, (wait, run_id))
                     continue
                 ev = rules.start(state, unit, now)
-                self._add(state, ev, batch)
+                rules.apply(state, ev)
+                batch.setdefault(run_id, []).append(ev)
                 if isinstance(ev, StepStarted):
-                    attempts.launch(h, unit, ev)
-                else:
+                    attempts.launch(h, unit, ev)  # the run is looked at again when the attempt ends
+                else:  # it could not start (its arguments did not resolve): the rules decide what follows
+                    self._dirty.add(run_id)
                     again = True
         return again
 
