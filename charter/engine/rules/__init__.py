@@ -8,13 +8,16 @@ these functions return. Every event goes through :func:`apply` exactly once.
 
 ``state`` holds the run's state and statuses, ``transitions`` one handler per kind of
 event, ``progress`` what becomes ready and when the run ends, ``attempts`` the
-events of an attempt and of a person's decision, ``budget`` the run's limits. The rules import the plan, events, errors and
-retry policies; nothing of the engine, the store or the interfaces.
+events of an attempt and of a person's decision, ``budget`` the run's limits,
+``projection`` the rows a store keeps beside the events. The rules import the
+plan, events, errors and retry policies; nothing of the engine, the store or
+the interfaces.
 """
 
 from .attempts import classify, decision, effect_key, failure, reset_targets, retry_policies, start, success
 from .budget import BUDGET_KEYS, check_budget, over_budget
 from .progress import Decision, advance, run_output
+from .projection import NewRunRecord, Projection, RunRecord, StepRecord, new_run, project, step_record, touched
 from .state import (
     AWAITING,
     CANCELLED,
@@ -59,7 +62,11 @@ __all__ = [
     "WAITING",
     "Call",
     "Decision",
+    "NewRunRecord",
+    "Projection",
+    "RunRecord",
     "RunState",
+    "StepRecord",
     "StepState",
     "Unit",
     "advance",
@@ -70,12 +77,16 @@ __all__ = [
     "effect_key",
     "failure",
     "lookup",
+    "new_run",
     "over_budget",
+    "project",
     "replay",
     "reset_targets",
     "retry_policies",
     "run_output",
     "shown_status",
     "start",
+    "step_record",
     "success",
+    "touched",
 ]
