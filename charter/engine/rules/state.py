@@ -144,7 +144,10 @@ class RunState:
         return self.policies.get(step_id, DEFAULT_RETRY)
 
     def key(self, unit: Unit) -> str:
-        """The unit's place, ``RUN/STEP[/ITEM]``: the idempotency key of its first call (see :func:`effect_key`)."""
+        """The unit's place, ``RUN/STEP[/ITEM]``: the idempotency key of its first call.
+
+        See :func:`~charter.engine.rules.effect_key` for the keys of calls under a revised plan.
+        """
         base = f"{self.run_id}/{unit.step}"
         return base if unit.item is None else f"{base}/{unit.item}"
 
