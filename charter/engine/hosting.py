@@ -20,12 +20,11 @@ from ..plan.inputs import declared_inputs
 from ..plan.model import Plan
 from ..plan.needs import model_problems
 from ..store.base import Store
-from ..store.records import NewRun, RunWrite
+from ..store.records import RunWrite
 from ..tools import Registry, load_tools
 from . import rules
 from .attempts import Hosted
 from .leases import claimable
-from .projection import run_change
 from .rules import RunState
 from .watchers import Feed, Watcher, snapshot
 
@@ -93,9 +92,9 @@ class Hosting:
             events.append(StepSucceeded(at=now, step=sid, output=output, reused_from=parent_run))
         for ev in events[1:]:
             rules.apply(state, ev)
-        run = NewRun(state.run_id, plan.goal, list(registry.sources), parent_run, len(state.steps), now)
-        first = RunWrite(state.run_id, 0, events, run_change(state))
-        await self.store.create_run(run, first, self.owner, now + self.lease_seconds)  # approved, or not at all
+        first = RunWrite(state.run_id, 0, events, rules.run_record(state))
+        # the run exists approved, or not at all
+        await self.store.create_run(rules.new_run(state), first, self.owner, now + self.lease_seconds)
         state.last_seq = first.last_seq
         h = self.runs[state.run_id] = Hosted(state, registry, stored_status=state.status)
         self.tell_watchers(state, events)
@@ -172,7 +171,7 @@ class Hosting:
         if not batch and not answered:
             return
         hosts = [self.runs[r] for r in batch]
-        writes = [RunWrite(h.state.run_id, h.state.last_seq, evs, run_change(h.state),
+        writes = [RunWrite(h.state.run_id, h.state.last_seq, evs, rules.run_record(h.state),
                            status_changed=h.state.status != h.stored_status)
                   for h, evs in zip(hosts, batch.values(), strict=True)]
         await self.store.append(writes, self.owner, answered)
@@ -185,7 +184,7 @@ class Hosting:
             return
         for ev in events:
             rules.apply(state, ev)
-        write = RunWrite(state.run_id, state.last_seq, events, run_change(state))
+        write = RunWrite(state.run_id, state.last_seq, events, rules.run_record(state))
         await self.store.append([write], self.owner)
         state.last_seq = write.last_seq
         self.tell_watchers(state, events)

@@ -2,7 +2,8 @@
 
 The store never sees the engine's state. The engine hands it the events of a
 batch together with the run's row as the rules project it after them
-(:class:`RunWrite`); it reads back rows (:class:`RunRow`, :class:`EffectRow`,
+(:class:`RunWrite`; :class:`NewRun` and :class:`RunChange` say what the store
+needs of the rules' records, which it does not import); it reads back rows (:class:`RunRow`, :class:`EffectRow`,
 :class:`RequestRow`) and events.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..events import Event
 
@@ -21,28 +22,38 @@ REQUEST_KINDS = (
 )
 
 
-@dataclass(frozen=True)
-class NewRun:
-    """The fixed facts of a run, written once when it is created."""
+class NewRun(Protocol):
+    """The fixed facts of a run, written once when it is created (the rules' projection gives them)."""
 
-    id: str
-    goal: str
-    tool_sources: list[str]
-    parent_run: str | None
-    steps_total: int
-    created_at: float
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def goal(self) -> str: ...
+    @property
+    def tool_sources(self) -> Sequence[str]: ...
+    @property
+    def parent_run(self) -> str | None: ...
+    @property
+    def steps_total(self) -> int: ...
+    @property
+    def created_at(self) -> float: ...
 
 
-@dataclass(frozen=True)
-class RunChange:
+class RunChange(Protocol):
     """A run's row after a batch of its events, as the rules project it."""
 
-    status: str
-    steps_done: int
-    reason: str
-    output: Any
-    updated_at: float
-    finished_at: float | None
+    @property
+    def status(self) -> str: ...
+    @property
+    def steps_done(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def output(self) -> Any: ...
+    @property
+    def updated_at(self) -> float: ...
+    @property
+    def finished_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True)

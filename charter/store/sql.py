@@ -182,13 +182,13 @@ class SQLStore(Store):
     async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
         async with self.transaction():
             await self._execute(self._sql("insert_run"), {
-                "id": run.id, "status": first.run.status, "goal": run.goal,
-                "tool_sources": _dumps(run.tool_sources), "parent_run": run.parent_run,
+                "id": run.run_id, "status": first.run.status, "goal": run.goal,
+                "tool_sources": _dumps(list(run.tool_sources)), "parent_run": run.parent_run,
                 "steps_total": run.steps_total, "created_at": run.created_at,
                 "owner": owner, "lease_expires": lease_expires,
             })
             await self._write([first], owner)
-        self._held.add(run.id)
+        self._held.add(run.run_id)
 
     async def append(self, writes: Sequence[RunWrite], owner: str, answered: Sequence[int] = ()) -> None:
         writes = [w for w in writes if w.events]

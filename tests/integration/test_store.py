@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from charter import SQLiteStore, StoreError, open_store
+from charter.engine.rules import NewRunRecord, RunRecord
 from charter.errors import RunFencedError
 from charter.events import Event, RunCreated, StepStarted
 from charter.plan import Plan
-from charter.store import NewRun, RequestRow, RunChange, RunWrite
+from charter.store import RequestRow, RunWrite
 from charter.store.sql import declared_schema, migrations
 from charter.testing import FakeClock
 
@@ -77,13 +78,13 @@ def test_durability_settings(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "x.db", synchronous="sometimes")
 
 
-def _change(status: str = "running", at: float = 1.0) -> RunChange:
-    return RunChange(status=status, steps_done=0, reason="", output=None, updated_at=at, finished_at=None)
+def _change(status: str = "running", at: float = 1.0) -> RunRecord:
+    return RunRecord(status=status, steps_done=0, reason="", output=None, updated_at=at, finished_at=None)
 
 
 def _new_run(store: SQLiteStore, owner: str) -> None:
     created = RunCreated(at=1.0, plan=Plan.from_dict({"goal": "g", "steps": [{"id": "a", "tool": "t"}]}).to_json())
-    run = NewRun("r1", "g", [], None, 1, 1.0)
+    run = NewRunRecord("r1", "running", "g", (), None, 1, 1.0)
     asyncio.run(store.create_run(run, RunWrite("r1", 0, [created], _change()), owner, lease_expires=100.0))
 
 
