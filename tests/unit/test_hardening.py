@@ -61,7 +61,7 @@ async def test_a_run_whose_tools_are_missing_is_not_taken_over(db_path: Path) ->
     assert len(other.store.events(run_id)) == before and other.store.get_run(run_id).owner is None  # type: ignore[union-attr]
     adopted, problems = other.engine().adopt_orphans()
     assert adopted == [] and "needs tools that are not loaded" in str(problems[0])
-    assert other.pause(run_id) == "done"  # stopping needs no tools
+    assert await other.pause(run_id) == "done"  # stopping needs no tools
 
 
 async def test_a_cancelled_run_cannot_be_retried(db_path: Path) -> None:
@@ -72,7 +72,7 @@ async def test_a_cancelled_run_cannot_be_retried(db_path: Path) -> None:
     app = Charter(db_path, tools=[bad], clock=FakeClock(auto_advance=True))
     run_id = await app.start({"goal": "g", "steps": [{"id": "b", "tool": "bad"}, {"id": "c", "approval": {"message": "?"}}]})
     await app.engine().run_until_settled()
-    app.cancel(run_id)
+    await app.cancel(run_id)
     with pytest.raises(RunStateError, match="was cancelled: it does not run again"):
         await app.retry(run_id, "b")
 

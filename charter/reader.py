@@ -1,0 +1,166 @@
+"""Reading runs from a store: find, list, report, follow and wait for them, never changing one.
+
+:class:`RunReader` is the reading half of :class:`~charter.Charter` (which adds the
+methods that act). Its methods are plain calls for now, but ``watch`` and ``wait``;
+they become async with the store.
+
+It may import the engine's pure parts (the rules, the report, leases) and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass, replace
+
+from .clock import Clock, SystemClock
+from .engine import rules
+from .engine.leases import claimable
+from .engine.report import RunReport, build_report
+from .errors import RunNotFoundError
+from .events import Event
+from .store import SQLStore
+from .store.sql import EffectRow, RunRow
+
+#: The statuses of a run that no process is working on: it ended, paused, or waits for a
+#: decision (its plan's review, or an approval step).
+SETTLED = frozenset({rules.CREATED, rules.PAUSED, rules.AWAITING, *rules.RUN_DONE})
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What :meth:`Charter.watch` yields: a run's state just after one committed ``event``.
+
+    ``state`` is the watcher's own, brought up to date in place as the run goes
+    on: keep the events if you need the past. The last update of a run whose
+    process is gone has ``interrupted`` set and no event.
+    """
+
+    state: rules.RunState
+    event: Event | None
+    interrupted: bool = False
+
+
+class RunReader:
+    """Reads the runs of ``store``; ``clock`` tells which owners' leases have run out."""
+
+    def __init__(self, store: SQLStore, clock: Clock | None = None) -> None:
+        self.store = store
+        self.clock = clock
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as a person names it (a path, or ``:memory:``)."""
+        return str(self.store.location)
+
+    # --- inspecting -----------------------------------------------------------------
+
+    def resolve(self, run_id: str) -> str:
+        """A full run id from an id or a unique prefix of one."""
+        try:
+            run_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}") from None
+        if self.store.get_run(run_id) is not None:
+            return run_id
+        matches = self.store.find_run_ids(run_id) if run_id else []
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        raise RunNotFoundError(f"{run_id!r} matches several runs: {', '.join(matches)}")
+
+    def runs(self, limit: int = 50) -> list[RunRow]:
+        """The latest runs, newest first."""
+        now = self._now()
+        return [_mark(r, now) for r in self.store.list_runs(limit)]
+
+    def interrupted(self) -> list[RunRow]:
+        """The runs that stopped in the middle, oldest first: their log says they are running, but
+        the process running them is gone (dead on this machine, or its lease expired).
+        :meth:`resume` or :meth:`resume_all` continues them; nothing else does."""
+        now = self._now()
+        rows = (self.store.get_run(run_id) for run_id, _, _ in self.store.unfinished_runs())
+        return [marked for r in rows if r is not None and (marked := _mark(r, now)).interrupted]
+
+    def _now(self) -> float:
+        return (self.clock or SystemClock()).now()
+
+    def state(self, run_id: str) -> rules.RunState:
+        run_id = self.resolve(run_id)
+        return rules.replay(run_id, self.store.events(run_id))
+
+    def report(self, run_id: str) -> RunReport:
+        """A run's status, output and timeline, from its log."""
+        run_id = self.resolve(run_id)
+        events = self.store.events(run_id)
+        report = build_report(rules.replay(run_id, events), events)
+        return replace(report, interrupted=True) if self._owner_gone(run_id, self._now()) else report
+
+    async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
+        """Follow a run from its log, whichever process executes it: one update per committed
+        event, those already there first, until the run settles (it ends, pauses, or waits for
+        a decision) or is interrupted (no live process holds it; it goes on with ``resume``).
+
+        Watching only reads: the run is never claimed or changed. The log is read
+        again every ``interval`` seconds of this app's clock.
+        """
+        run_id = self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        events = self.store.events(run_id)
+        state = rules.replay(run_id, events[:1])
+        seen = 0
+        while True:
+            for ev in events:
+                if seen:  # the first, RunCreated, made the state
+                    rules.apply(state, ev)
+                seen += 1
+                state.last_seq = seen
+                yield RunUpdate(state, ev)
+            if state.status not in (rules.RUNNING, rules.REPLANNING):
+                return
+            await clock.sleep(interval)
+            events = self.store.events(run_id, after=seen)
+            if not events and self._owner_gone(run_id, clock.now()):
+                # Read again: the run may have moved on just before its owner let go of it.
+                events = self.store.events(run_id, after=seen)
+                if not events:
+                    yield RunUpdate(state, None, interrupted=True)
+                    return
+
+    def _owner_gone(self, run_id: str, now: float) -> bool:
+        """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
+        row = self.store.get_run(run_id)
+        return row is not None and _mark(row, now).interrupted
+
+    def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+        """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
+        return self.store.effects(self.resolve(run_id) if run_id else None, limit)
+
+    async def wait(self, run_id: str, *, until: Collection[str] = SETTLED, timeout: float | None = None,
+                   interval: float = 0.05) -> RunRow:
+        """Wait until a run, run by any process, has one of the statuses ``until`` (default:
+        :data:`SETTLED`), or no live process holds it any more (it is interrupted: it would
+        never get there), or ``timeout`` seconds of this app's clock have passed; returns the
+        run as it is then.
+
+        Only reads. For now it reads the run every ``interval`` seconds; once the store can
+        say when a run changes, it will wait for that instead.
+        """
+        run_id = self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        deadline = None if timeout is None else clock.now() + timeout
+        while True:
+            now = clock.now()
+            row = self.store.get_run(run_id)
+            if row is None:
+                raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+            row = _mark(row, now)
+            if row.status in until or row.interrupted or (deadline is not None and now >= deadline):
+                return row
+            await clock.sleep(interval if deadline is None else min(interval, deadline - now))
+
+
+def _mark(row: RunRow, now: float) -> RunRow:
+    """``row``, marked interrupted if it is in flight and whoever ran it is gone."""
+    gone = row.status in (rules.RUNNING, rules.REPLANNING) and claimable(row.owner, row.lease_expires, now)
+    return replace(row, interrupted=True) if gone else row
