@@ -140,6 +140,12 @@ def from_row(row: RequestRow) -> Request | None:
     return None
 
 
+def takes_over(request: Request) -> bool:
+    """Whether ``request`` means "go on with the run here": it is not passed on to a live
+    process that runs it (that one goes on already), and is refused instead."""
+    return isinstance(request, Resume | RetryStep)
+
+
 def needs_tools(request: Request) -> bool:
     """Whether whoever applies ``request`` must load the run's tools (it will go on running)."""
     return not isinstance(request, Pause | Cancel | RejectPlan)

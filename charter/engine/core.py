@@ -159,6 +159,11 @@ class Engine:
             control.check_row(row, request)
             now = self.clock.now()
             if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
+                if control.takes_over(request):
+                    raise RunStateError(
+                        f"run {run_id} is being run by another process ({row.owner}); "
+                        "use `charter pause` or `charter cancel` to ask it to stop"
+                    )
                 await self.store.add_request(control.to_row(run_id, request, now))
                 return "requested"
         state = await self.adopt(run_id, registry, need_tools=control.needs_tools(request))

@@ -28,10 +28,11 @@ class StepSnapshot:
 
     id: str
     status: str  # as shown: a plain step in flight shows its attempt's (``waiting``: a retry is due)
-    attempt: int
+    attempt: int  # of a plain step (0 for a ``for_each`` step: see its items)
     retry_at: float | None
     started_at: float | None
     finished_at: float | None
+    attempt_started_at: float | None  # when a plain step's latest attempt started
     error: dict[str, Any] | None  # the step's, or its latest attempt's while a retry is due
     reason: str  # why it was skipped
     items_total: int | None  # a ``for_each`` step's items, once known
@@ -64,8 +65,9 @@ def snapshot(state: rules.RunState) -> RunSnapshot:
         error = st.error if st.error is not None or unit is None else unit.error
         steps[step.id] = StepSnapshot(
             id=step.id, status=status,
-            attempt=unit.attempt if unit else max((u.attempt for u in st.units.values()), default=0),
+            attempt=unit.attempt if unit else 0,
             retry_at=unit.retry_at if unit else None, started_at=st.started_at, finished_at=st.finished_at,
+            attempt_started_at=unit.started_at if unit else None,
             error=error, reason=st.reason, items_total=None if st.items is None else len(st.items),
             items_done=sum(1 for u in st.units.values() if u.item is not None and u.status == rules.SUCCEEDED),
         )

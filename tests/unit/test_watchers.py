@@ -27,7 +27,7 @@ async def test_a_watcher_that_fails_is_let_go_and_the_run_goes_on(make_app: Any)
         seen.extend(e.type for e in events)
         raise BrokenPipeError("the reader went away")
 
-    app.watchers.append(broken_display)
+    app.observe(broken_display)
     report = await app.run(PLAN)
     app.flush_watchers()
     assert report.status == "succeeded"
@@ -43,7 +43,7 @@ async def test_a_slow_watcher_does_not_hold_the_run_up(make_app: Any) -> None:
         got.append(snap)
         release.wait()  # stuck until the run is over (a terminal that stopped reading)
 
-    app.watchers.append(stuck_display)
+    app.observe(stuck_display)
     try:
         report = await app.run(PLAN)
         assert report.status == "succeeded"  # finished while the watcher was still stuck on its first snapshot
@@ -70,7 +70,7 @@ async def test_a_watcher_cannot_change_the_run_and_its_snapshots_stay_as_they_we
         steps_seen.append(len(snap.steps))
         snap.steps.clear()  # its own copy: neither the run nor the next snapshot sees this
 
-    app.watchers.append(meddler)
+    app.observe(meddler)
     report = await app.run(PLAN)
     app.flush_watchers()
     assert report.status == "succeeded" and [s.status for s in report.steps] == ["succeeded"] * 3
