@@ -19,10 +19,10 @@ from .shared import EXIT, err, fail, out
 T = TypeVar("T")
 
 
-def note_interrupted(charter: Charter, *, besides: str | None = None) -> None:
+async def note_interrupted(charter: Charter, *, besides: str | None = None) -> None:
     """One line on stderr about interrupted runs: this command does not continue them."""
     try:
-        rows = [r for r in asyncio.run(charter.interrupted()) if r.id != besides]
+        rows = [r for r in await charter.interrupted() if r.id != besides]
     except CharterError:
         return  # only a note: the command itself says what is wrong with the store
     if rows:
@@ -43,7 +43,7 @@ async def run_to_end(charter: Charter, run_id: str, json_out: bool) -> NoReturn:
         await charter.drive()
         return await charter.report(run_id)
 
-    note_interrupted(charter, besides=run_id)
+    await note_interrupted(charter, besides=run_id)
     finish(await drive(charter, json_out, work), json_out)
 
 
