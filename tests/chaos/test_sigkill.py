@@ -337,7 +337,7 @@ def check_contract(chaos: Chaos, plan: dict[str, Any], run_id: str, other_id: st
     assert len(set(keys.values())) == len(keys)
 
     # every effect happened exactly once
-    effects = Counter(asyncio.run(chaos.effects()))
+    effects = Counter(chaos.effects())
     other_keys = {e["key"] for e in runs[other_id]}
     assert set(effects) == set(keys.values()) | other_keys
     assert [k for k, c in effects.items() if c != 1] == []
