@@ -29,7 +29,7 @@ from .planning.planner import Planner, PlanningResult
 from .store import SQLStore, open_store
 from .store.sql import EffectRow, RunRow
 from .tools import Registry, Tool, load_tools
-from .workspace import Workspace, load_workspace
+from .workspace import Workspace, WorkspaceRegistry, load_workspace
 
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
@@ -56,8 +56,8 @@ def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Regis
     source, so a later process can load them again to resume a run.
     """
     registry = _registry(tools)
-    if workspace is not None and registry.workspace is None:
-        registry.add_workspace(workspace)
+    if workspace is not None and not isinstance(registry, WorkspaceRegistry):
+        registry = workspace.registry(registry)
     return registry
 
 

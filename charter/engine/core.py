@@ -58,7 +58,7 @@ from ..planning import replan
 from ..planning.replan import Revision
 from ..store.sql import SQLStore
 from ..tools import Registry, Tool, ToolContext, jsonable, load_tools, running_threads
-from ..workspace import Policy, Workspace, activate
+from ..workspace import Policy, Workspace, WorkspaceRegistry, activate
 from ..workspace.secrets import masked
 from . import rules
 from .agent import run_agent
@@ -642,7 +642,7 @@ class Engine:
 
     def _workspace(self, h: _Hosted) -> Workspace | None:
         """The run's workspace: the one its tools were loaded with, else the engine's."""
-        return h.registry.workspace or self.workspace
+        return h.registry.workspace if isinstance(h.registry, WorkspaceRegistry) else self.workspace
 
     def _policy(self, h: _Hosted) -> Policy | None:
         ws = self._workspace(h)
