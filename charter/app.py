@@ -19,11 +19,11 @@ from .engine.core import Engine, Observer
 from .engine.journal import planner_events
 from .engine.leases import claimable
 from .engine.report import RunReport, build_report
-from .errors import CharterError, ConfigError, RunNotFoundError, RunStateError
+from .errors import CharterError, ConfigError, PlanError, RunNotFoundError, RunStateError
 from .events import Event
 from .models import Model, RetryingModel, model_from_spec
 from .plan.inputs import check_inputs
-from .plan.model import Plan, load_plan
+from .plan.model import Plan, Step, load_plan
 from .plan.needs import model_problems, require_models
 from .planning.planner import Planner, PlanningResult
 from .store import SQLStore, open_store
@@ -129,6 +129,7 @@ class Charter:
         self.max_concurrency = max_concurrency
         self.observers: list[Observer] = []
         self._engine: Engine | None = None
+        self._loaded: list[Registry] = []  # runs' recorded tools, loaded here: their MCP servers stop at close
 
     # --- plans ---------------------------------------------------------------------
 
@@ -139,12 +140,14 @@ class Charter:
         require_models(loaded, self._model(), str(plan) if isinstance(plan, str | Path) else None)
         return loaded
 
-    def _check_plan(self, plan: PlanLike) -> Plan:
+    def _check_plan(self, plan: PlanLike, *, with_tools: bool = True) -> Plan:
+        """``plan`` checked, against this app's tools unless not ``with_tools``."""
+        tools = self.registry if with_tools else None
         if isinstance(plan, Plan):
-            return Plan.from_dict(plan.to_json(), self.registry)
+            return Plan.from_dict(plan.to_json(), tools)
         if isinstance(plan, str | Path):
-            return load_plan(plan, self.registry)
-        return Plan.from_dict(dict(plan), self.registry)
+            return load_plan(plan, tools)
+        return Plan.from_dict(dict(plan), tools)
 
     def _model(self) -> Model | None:
         """The model of steps that name none: the engine's (a test may set it), else this app's."""
@@ -166,6 +169,7 @@ class Charter:
         The inputs are checked first (:func:`charter.inputs.check_inputs`): an input that
         does not fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
         """
+        await self._start_servers(plan)
         loaded = self.load_plan(plan)
         check_inputs(loaded, inputs, self.registry)
         return self.engine().create(loaded, self.registry, inputs).run_id
@@ -179,21 +183,25 @@ class Charter:
     async def resume(self, run_id: str) -> RunReport:
         """Continue a paused, interrupted or just approved run; finished steps are not run again."""
         run_id = self.resolve(run_id)
-        self.engine().resume(run_id, registry=self._own_tools())
+        self.engine().resume(run_id, registry=await self._run_tools(run_id))
         await self.engine().run_until_settled()
         return self.report(run_id)
 
     async def retry(self, run_id: str, step_id: str) -> RunReport:
         """Run a failed step, and what depends on it, again."""
         run_id = self.resolve(run_id)
-        self.engine().retry(run_id, step_id, registry=self._own_tools())
+        self.engine().retry(run_id, step_id, registry=await self._run_tools(run_id, every_step=True))
         await self.engine().run_until_settled()
         return self.report(run_id)
 
     async def rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> RunReport:
         """A new run of the same plan (or ``plan``) that reuses the outputs of every
         succeeded step that is not ``from_step`` or downstream of it."""
-        new_id = self.start_rerun(run_id, from_step, plan=plan)
+        run_id = self.resolve(run_id)
+        if plan is not None:
+            await self._start_servers(plan)
+        tools = await self._run_tools(run_id, every_step=True) if plan is None else None
+        new_id = self._start_rerun(run_id, from_step, plan, tools)
         await self.engine().run_until_settled()
         return self.report(new_id)
 
@@ -204,7 +212,7 @@ class Charter:
         problems: list[CharterError] = []
         for row in self.interrupted():
             try:
-                self.engine().resume(row.id, registry=self._own_tools())
+                self.engine().resume(row.id, registry=await self._run_tools(row.id))
             except RunStateError:
                 continue  # another process took it first
             except CharterError as exc:
@@ -219,12 +227,44 @@ class Charter:
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
         return self.registry if self._given_tools else None
 
+    async def _start_servers(self, plan: PlanLike) -> None:
+        """Start the MCP servers whose tools ``plan`` names while the loop goes on: checking the
+        plan then finds their tools there, without waiting on the loop for a server to start."""
+        if not self.registry.unstarted:
+            return
+        try:
+            names: list[str] | None = _tool_names(self._check_plan(plan, with_tools=False))
+        except PlanError:
+            names = None  # the check after reports every problem, tools too: all of them are needed
+        await self.registry.start(names)
+
+    async def _run_tools(self, run_id: str, *, every_step: bool = False) -> Registry:
+        """The tools a run goes on with (this app's, else the ones it recorded), with the MCP servers
+        of its unfinished steps (``every_step``: of all its steps) started while the loop goes on."""
+        own = self._own_tools()
+        if own is not None and not own.unstarted:
+            return own
+        state = self.state(run_id)
+        registry = own if own is not None else self._recorded_tools(state.tool_sources)
+        steps = [s for s in state.plan.steps if every_step or state.steps[s.id].status not in rules.STEP_DONE]
+        await registry.start(_tool_names(state.plan, steps))
+        return registry
+
+    def _recorded_tools(self, sources: Sequence[str]) -> Registry:
+        """The tools from a run's recorded sources, kept to stop their MCP servers at :meth:`close`."""
+        registry = load_tools(sources) if sources else Registry()
+        self._loaded.append(registry)
+        return registry
+
     def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
-        run_id = self.resolve(run_id)
+        """Record a new run of the same plan (or ``plan``) that reuses what :meth:`rerun` reuses; returns its id."""
+        return self._start_rerun(self.resolve(run_id), from_step, plan, None)
+
+    def _start_rerun(self, run_id: str, from_step: str, plan: PlanLike | None, tools: Registry | None) -> str:
         old = self.state(run_id)
         new_plan = self._check_plan(plan) if plan is not None else None
         if new_plan is None:
-            registry = self._own_tools() or load_tools(old.tool_sources)
+            registry = tools if tools is not None else self._own_tools() or self._recorded_tools(old.tool_sources)
             new_plan = Plan.from_dict(old.plan.to_json(), registry)
         else:
             registry = self.registry
@@ -385,6 +425,8 @@ class Charter:
     def close(self) -> None:
         """Close the store and stop the MCP servers this app started."""
         self.registry.close()
+        for loaded in self._loaded:
+            loaded.close()
         if self.workspace is not None:
             self.workspace.close()
         self.store.close()
@@ -394,6 +436,17 @@ class Charter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tool_names(plan: Plan, steps: Iterable[Step] | None = None) -> list[str]:
+    """The tools that the steps of ``plan`` (or ``steps``) call, agents' tools included."""
+    names: list[str] = []
+    for step in plan.steps if steps is None else steps:
+        if step.kind == "tool" and step.tool is not None:
+            names.append(step.tool)
+        elif step.kind == "agent":
+            names += step.args.get("tools", ())
+    return names
 
 
 def _mark(row: RunRow, now: float) -> RunRow:

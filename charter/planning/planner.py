@@ -141,6 +141,7 @@ class Planner:
     async def plan(self, request: str) -> PlanningResult:
         if not request.strip():
             raise PlanningError([], "the request is empty")
+        await self.registry.start()  # the catalog shows every tool: MCP servers start first, off the loop's back
         messages = planning_messages(request, self.registry, self.policy_text)
         return await self._converse(messages)
 
