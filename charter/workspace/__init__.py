@@ -95,7 +95,6 @@ class Workspace:
             server.close()
 
 
-
 class WorkspaceRegistry(Registry):
     """A registry built by a workspace: the tools it was given, the workspace's tool sources and
     MCP servers, and the workspace's limits over the tools' own.
