@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,13 +169,8 @@ class MCPServer:
         For code without an event loop; async code awaits :meth:`list_tools`.
         """
         if self._tools is None:
-            timeout = self.cfg.start_timeout + self.cfg.timeout
-            try:
+            with self._listing_errors() as timeout:
                 listing = self._first_listing().result(timeout)
-            except TimeoutError:
-                raise ConfigError(f"MCP server {self.name!r} did not answer within {timeout:g}s") from None
-            except (PermanentError, RetryableError) as exc:
-                raise ConfigError(str(exc)) from None
             self._tools = self._catalog(listing)
         return self._tools
 
@@ -182,17 +178,23 @@ class MCPServer:
         """The server's tools as Charter tools, starting the server on first use; the caller's loop
         goes on meanwhile (the start happens on the server's own thread)."""
         if self._tools is None:
-            timeout = self.cfg.start_timeout + self.cfg.timeout
-            try:
+            with self._listing_errors() as timeout:
                 pending = asyncio.wrap_future(self._first_listing())
                 # shielded: giving up waiting must not stop a start that other callers may share
                 listing = await asyncio.wait_for(asyncio.shield(pending), timeout)
-            except TimeoutError:
-                raise ConfigError(f"MCP server {self.name!r} did not answer within {timeout:g}s") from None
-            except (PermanentError, RetryableError) as exc:
-                raise ConfigError(str(exc)) from None
             self._tools = self._catalog(listing)
         return self._tools
+
+    @contextlib.contextmanager
+    def _listing_errors(self) -> Iterator[float]:
+        """How long a first listing may take; a failure to list is a configuration problem."""
+        timeout = self.cfg.start_timeout + self.cfg.timeout
+        try:
+            yield timeout
+        except TimeoutError:
+            raise ConfigError(f"MCP server {self.name!r} did not answer within {timeout:g}s") from None
+        except (PermanentError, RetryableError) as exc:
+            raise ConfigError(str(exc)) from None
 
     def _first_listing(self) -> Future[list[Any]]:
         """The listing under way, or a new one if there is none or the last one failed."""
