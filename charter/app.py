@@ -25,7 +25,7 @@ from .engine.core import Engine
 from .engine.journal import planner_events
 from .engine.report import RunReport
 from .engine.watchers import Feed, Watcher
-from .errors import CharterError, ConfigError, RunStateError
+from .errors import CharterError, ConfigError, PlanError, RunStateError
 from .models import Model, Retrying, RetryingModel, model_from_spec
 from .plan.inputs import check_inputs
 from .plan.model import Plan, load_plan
@@ -34,7 +34,7 @@ from .planning.planner import Planner, PlanningResult
 from .reader import SETTLED, RunReader, RunUpdate
 from .store import Store, open_store
 from .tools import Registry, Tool, load_tools
-from .workspace import Workspace, load_workspace
+from .workspace import Workspace, WorkspaceRegistry, load_workspace
 
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
@@ -66,8 +66,8 @@ def check_plan(plan: PlanLike, registry: Registry, model: Model | None = None, *
     return loaded
 
 
-def _plan_of(plan: PlanLike, registry: Registry) -> Plan:
-    """``plan`` (file, dict or Plan) as a Plan over ``registry``'s tools, checked."""
+def _plan_of(plan: PlanLike, registry: Registry | None) -> Plan:
+    """``plan`` (file, dict or Plan) as a Plan over ``registry``'s tools (``None``: any tool), checked."""
     if isinstance(plan, Plan):
         return Plan.from_dict(plan.to_json(), registry)
     if isinstance(plan, str | Path):
@@ -92,8 +92,8 @@ def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Regis
     source, so a later process can load them again to resume a run.
     """
     registry = _registry(tools)
-    if workspace is not None and registry.workspace is None:
-        registry.add_workspace(workspace)
+    if workspace is not None and not isinstance(registry, WorkspaceRegistry):
+        registry = workspace.registry(registry)
     return registry
 
 
@@ -169,6 +169,7 @@ class Charter(RunReader):
         self.max_concurrency = max_concurrency
         self._feeds: list[Feed] = []
         self._engine: Engine | None = None
+        self._loaded: list[Registry] = []  # runs' recorded tools, loaded here: their MCP servers stop at close
 
     # --- plans ---------------------------------------------------------------------
 
@@ -215,6 +216,7 @@ class Charter(RunReader):
         a limit); ``max_replans`` is how many revised plans the model may propose when steps
         fail for good.
         """
+        await _start_servers(self.registry, plan)
         loaded = check_plan(plan, self.registry, self._model(), inputs=inputs or {})
         return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
 
@@ -238,7 +240,8 @@ class Charter(RunReader):
         never run again.
         """
         run_id = await self.resolve(run_id)
-        await self.engine().control(run_id, control.Resume(budget=dict(budget or {})), registry=self._own_tools())
+        resume = control.Resume(budget=dict(budget or {}))
+        await self.engine().control(run_id, resume, registry=await self._run_tools(run_id))
         return run_id in self.engine().hosted()
 
     async def resume(self, run_id: str, *, budget: Mapping[str, float] | None = None) -> RunReport:
@@ -252,7 +255,8 @@ class Charter(RunReader):
         """Make a failed step, and what it blocked, pending again with a fresh retry budget, to
         run at the next :meth:`drive`; returns the run's full id."""
         run_id = await self.resolve(run_id)
-        await self.engine().control(run_id, control.RetryStep(step_id), registry=self._own_tools())
+        tools = await self._run_tools(run_id, every_step=True)
+        await self.engine().control(run_id, control.RetryStep(step_id), registry=tools)
         return run_id
 
     async def retry(self, run_id: str, step_id: str) -> RunReport:
@@ -275,7 +279,7 @@ class Charter(RunReader):
         problems: list[CharterError] = []
         for row in await self.interrupted():
             try:
-                await self.engine().control(row.id, control.Resume(), registry=self._own_tools())
+                await self.engine().control(row.id, control.Resume(), registry=await self._run_tools(row.id))
             except RunStateError:
                 continue  # another process took it first
             except CharterError as exc:
@@ -290,6 +294,21 @@ class Charter(RunReader):
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
         return self.registry if self._given_tools else None
 
+    async def _run_tools(self, run_id: str, *, every_step: bool = False) -> Registry:
+        """The tools a run goes on with (this app's, else the ones it recorded), with the MCP servers
+        of its unfinished steps (``every_step``: of all its steps) started while the loop goes on."""
+        own = self._own_tools()
+        if own is not None and not own.unstarted:
+            return own
+        state = await self.state(run_id)
+        registry = own
+        if registry is None:
+            registry = load_tools(state.tool_sources) if state.tool_sources else Registry()
+            self._loaded.append(registry)  # its MCP servers stop at close
+        steps = [s for s in state.plan.steps if every_step or state.steps[s.id].status not in rules.STEP_DONE]
+        await registry.start([n for s in steps for n in s.tool_names()])
+        return registry
+
     async def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
         """Record the run :meth:`rerun` makes, to run at the next :meth:`drive`; returns its id.
 
@@ -298,7 +317,9 @@ class Charter(RunReader):
         """
         run_id = await self.resolve(run_id)
         old = await self.state(run_id)
-        registry = self._own_tools() or load_tools(old.tool_sources)
+        registry = await self._run_tools(run_id, every_step=True)
+        if plan is not None:
+            await _start_servers(registry, plan)
         new_plan = _plan_of(old.plan if plan is None else plan, registry)
         if from_step not in new_plan.by_id:
             raise RunStateError(f"the plan has no step {from_step!r}")
@@ -341,6 +362,7 @@ class Charter(RunReader):
     async def revise(self, run_id: str, plan: PlanLike, *, by: str = "user", reason: str = "") -> None:
         """Replace the plan of a run that waits for review (an edit in review); the run still waits."""
         run_id = await self.resolve(run_id)
+        await _start_servers(self.registry, plan)
         revised = control.RevisePlan(_plan_of(plan, self.registry).to_json(), by, reason)
         await self.engine().control(run_id, revised, registry=self._own_tools())
 
@@ -391,6 +413,8 @@ class Charter(RunReader):
         for feed in self._feeds:
             feed.close()
         self.registry.close()
+        for loaded in self._loaded:
+            loaded.close()
         if self.workspace is not None:
             self.workspace.close()
         self.store.close()
@@ -400,6 +424,18 @@ class Charter(RunReader):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _start_servers(registry: Registry, plan: PlanLike) -> None:
+    """Start the MCP servers whose tools ``plan`` names while the loop goes on: checking the plan
+    then finds their tools there, without waiting on the loop for a server to start."""
+    if not registry.unstarted:
+        return
+    try:
+        names: list[str] | None = [n for s in _plan_of(plan, None).steps for n in s.tool_names()]
+    except PlanError:
+        names = None  # the check after reports every problem, tools too: all of them are needed
+    await registry.start(names)
 
 
 __all__: Sequence[str] = [

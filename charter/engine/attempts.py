@@ -24,7 +24,7 @@ from ..plan.model import Step
 from ..planning import replan
 from ..planning.replan import Revision
 from ..tools import Registry, Tool, ToolContext, jsonable, running_threads
-from ..workspace import Policy, Workspace, activate
+from ..workspace import Policy, Workspace, WorkspaceRegistry, activate
 from .agent import run_agent
 from .effects import ToolLimits, call_tool
 from .journal import Journal
@@ -132,8 +132,12 @@ class Attempts:
                     raise PermanentError(str(exc)) from None
         return self._models[key]
 
+    def _workspace(self, h: Hosted) -> Workspace | None:
+        """The run's workspace: the one its tools were loaded with, else the engine's."""
+        return h.registry.workspace if isinstance(h.registry, WorkspaceRegistry) else self.workspace
+
     def _policy(self, h: Hosted) -> Policy | None:
-        ws = h.registry.workspace or self.workspace
+        ws = self._workspace(h)
         return ws.config.policy if ws is not None else None
 
     async def _call(self, h: Hosted, unit: Unit, step: Step, tool: Tool | None,
@@ -173,7 +177,7 @@ class Attempts:
         outcome = Outcome(h, unit, ctx.attempt)
         threads: list[asyncio.Future[Any]] = []
         running_threads.set(threads)
-        ws = h.registry.workspace or self.workspace
+        ws = self._workspace(h)
         if ws is not None:
             activate(ws)  # this attempt's task only: tools read their settings from it
         with self.clock.in_flight():  # a fake clock does not skip time while an attempt works

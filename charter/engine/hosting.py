@@ -118,6 +118,9 @@ class Hosting:
                 load = need_tools and bool(state.tool_sources)
                 registry = load_tools(state.tool_sources) if load else Registry()
             if need_tools and not state.finished:
+                if registry.unstarted:  # the MCP servers of what is left start while the loop goes on
+                    await registry.start([n for s in state.plan.steps if state.steps[s.id].status
+                                          not in rules.STEP_DONE for n in s.tool_names()])
                 _check_tools(state, registry)
                 _check_models(state, model)
             state.policies = rules.retry_policies(state.plan, registry)

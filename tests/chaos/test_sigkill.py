@@ -16,7 +16,6 @@ and `charter show --json` agrees with all of it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random

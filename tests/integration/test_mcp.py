@@ -9,19 +9,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
 
 from charter import Charter, ConfigError, PlanError, tool
 from charter.errors import RetryableError
+from charter.testing import ScriptedModel
 from charter.tools import ToolContext
 from charter.workspace import Workspace, load_workspace
 
 HERE = Path(__file__).parent
 TIME = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
+GATED = "mcp_gated_server.py"
+T = TypeVar("T")
 CTX = ToolContext("run", "step", None, 1, "run/step")
 
 
@@ -281,3 +285,111 @@ async def test_a_closed_server_starts_again_when_used_after_close(tmp_path: Path
     finally:
         ws.close()
     assert children_running("mcp_server_time") == []
+
+
+# --- starting a server does not stall the event loop ------------------------------------
+
+
+def gated_workspace(folder: Path, gate: Path) -> Path:
+    """A workspace whose server ``gated`` starts only once ``gate`` exists."""
+    return write_workspace(folder, {"mcp": {"gated": {
+        "command": [sys.executable, str(HERE / GATED), str(gate)], "start_timeout": 20, "timeout": 10}}})
+
+
+async def opening_the_gate(gate: Path, work: Awaitable[T]) -> T:
+    """Do ``work`` while a task of this loop waits until the gated server is starting, then opens its gate.
+
+    If starting the server blocked the loop, the task could not run: the gate
+    would stay shut and the start would time out.
+    """
+    async def heartbeat() -> None:
+        while not children_running(GATED):
+            await asyncio.sleep(0.01)
+        gate.touch()
+
+    beat = asyncio.ensure_future(heartbeat())
+    try:
+        return await work
+    finally:
+        beat.cancel()
+
+
+SAY_HI = {"goal": "say hi", "steps": [{"id": "say", "tool": "gated.echo", "args": {"text": "hi"}}]}
+
+
+async def test_a_run_starts_its_server_while_the_loop_turns(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with Charter(tmp_path / "c.db", workspace=gated_workspace(tmp_path, gate)) as app:
+        report = await opening_the_gate(gate, app.run(SAY_HI))
+        assert report.status == "succeeded", report.reason
+        assert report.step("say").output == {"result": "hi"}
+        assert len(children_running(GATED)) == 1
+    assert children_running(GATED) == []
+
+
+async def test_a_resumed_run_starts_the_server_it_recorded_while_the_loop_turns(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    with Charter(tmp_path / "c.db", workspace=gated_workspace(tmp_path, gate)) as first:
+        run_id = await first.start(SAY_HI)
+        assert await first.pause(run_id) == "done"  # held here, not running: paused at once
+        await first.engine().run_until_settled()
+        assert (await first.report(run_id)).status == "paused"
+    assert children_running(GATED) == []
+    gate.unlink()
+    with Charter(tmp_path / "c.db") as second:  # no tools given: the run loads the workspace it recorded
+        report = await opening_the_gate(gate, second.resume(run_id))
+        assert report.status == "succeeded", report.reason
+        assert report.step("say").output == {"result": "hi"}
+    assert children_running(GATED) == []
+
+
+async def test_planning_starts_every_server_for_the_catalog_while_the_loop_turns(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    model = ScriptedModel([SAY_HI])
+    with Charter(tmp_path / "c.db", workspace=gated_workspace(tmp_path, gate), model=model) as app:
+        result = await opening_the_gate(gate, app.plan("say hi"))
+        assert [s.tool for s in result.plan.steps] == ["gated.echo"]
+        assert "gated.echo" in model.requests[0].messages[0].content  # the catalog showed the server's tool
+    assert children_running(GATED) == []
+
+
+async def test_looking_up_an_unstarted_servers_tool_on_the_loop_refuses_to_block_it(tmp_path: Path) -> None:
+    ws = load_workspace(write_workspace(tmp_path, {"mcp": {"time": {"command": TIME}}}))
+    registry = ws.registry()
+    try:
+        assert registry.unstarted == ["time"]
+        with pytest.raises(RuntimeError, match=r"await registry\.start"):
+            registry.get("time.get_current_time")
+        assert ws.servers()["time"].starts == 0 and not children_running("mcp_server_time")
+        await registry.start(["time.get_current_time"])
+        assert registry.unstarted == []
+        tool = registry.get("time.get_current_time")
+        assert tool is not None and (await tool.invoke({"timezone": "UTC"}, CTX))["timezone"] == "UTC"
+    finally:
+        registry.close()
+    assert children_running("mcp_server_time") == []
+
+
+async def test_servers_start_at_once_and_only_those_named(tmp_path: Path) -> None:
+    gates = [tmp_path / "gate-a", tmp_path / "gate-b"]
+    ws = load_workspace(write_workspace(tmp_path, {"mcp": {
+        name: {"command": [sys.executable, str(HERE / GATED), str(gate)], "start_timeout": 20, "timeout": 10}
+        for name, gate in zip(["a", "b", "c"], [*gates, tmp_path / "gate-c"], strict=True)}}))
+    registry = ws.registry()
+
+    async def open_when_both_start() -> None:  # neither start waits for the other
+        while len(children_running(GATED)) < 2:
+            await asyncio.sleep(0.01)
+        for gate in gates:
+            gate.touch()
+
+    try:
+        opener = asyncio.ensure_future(open_when_both_start())
+        await registry.start(["a.echo", "b.echo"])
+        await opener
+        assert registry.unstarted == ["c"]
+        assert registry.get("a.echo") is not None and registry.get("b.echo") is not None
+    finally:
+        registry.close()
+    assert children_running(GATED) == []
