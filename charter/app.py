@@ -49,16 +49,18 @@ class Pausing:
     attempts: int
 
 
-def check_plan(plan: PlanLike, registry: Registry, model: Model | None = None, *,
-               inputs: Mapping[str, Any] | None = None) -> Plan:
+async def check_plan(plan: PlanLike, registry: Registry, model: Model | None = None, *,
+                     inputs: Mapping[str, Any] | None = None) -> Plan:
     """A plan (file, dict or Plan) checked as :meth:`Charter.start` checks it, with no store:
     against ``registry``'s tools; if given, ``inputs`` against the tool arguments they go
     to; and for a model where ``llm`` and ``agent`` steps need one (``model``, else
     ``$CHARTER_MODEL``). Raises :class:`PlanError` or :class:`ConfigError`.
 
     An interface that must not create a store for a plan that cannot run (``charter run``)
-    checks with this first.
+    checks with this first. The MCP servers whose tools the plan names are started first,
+    while the loop goes on.
     """
+    await _start_servers(registry, plan)
     loaded = _plan_of(plan, registry)
     if inputs is not None:
         check_inputs(loaded, inputs, registry)
@@ -173,10 +175,15 @@ class Charter(RunReader):
 
     # --- plans ---------------------------------------------------------------------
 
-    def load_plan(self, plan: PlanLike) -> Plan:
+    async def load_plan(self, plan: PlanLike) -> Plan:
         """Check a plan (file, dict or Plan) against this app's tools, and that its ``llm`` and
         ``agent`` steps will find a model."""
-        return check_plan(plan, self.registry, self._model())
+        return await check_plan(plan, self.registry, self._model())
+
+    async def tools(self) -> list[Tool]:
+        """Every tool of this app, its MCP servers' too (started while the loop goes on)."""
+        await self.registry.start()
+        return list(self.registry)
 
     def _model(self) -> Model | None:
         """The model of steps that name none: the engine's (a test may set it), else this app's."""
@@ -216,8 +223,7 @@ class Charter(RunReader):
         a limit); ``max_replans`` is how many revised plans the model may propose when steps
         fail for good.
         """
-        await _start_servers(self.registry, plan)
-        loaded = check_plan(plan, self.registry, self._model(), inputs=inputs or {})
+        loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
         return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
 
     async def drive(self) -> None:

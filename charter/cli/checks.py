@@ -22,7 +22,7 @@ async def validate(
 
     charter = open_app(":memory:", tools, with_workspace=True, mode="rwc", model=model)
     try:
-        loaded = charter.load_plan(plan)
+        loaded = await charter.load_plan(plan)
     except PlanError as exc:
         if not json_out:
             raise fail(exc) from None
@@ -48,7 +48,7 @@ async def tools_cmd(
     """List the tools in files or modules: name, effect, arguments, description."""
     charter = open_app(":memory:", tools, with_workspace=True, mode="rwc")
     try:
-        listed = list(charter.registry)
+        listed = await charter.tools()
     except CharterError as exc:
         raise fail(exc) from None
     catalog = [{"name": t.name, "effect": t.effect, "description": t.description,

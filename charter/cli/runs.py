@@ -75,7 +75,7 @@ async def run(
     try:  # a plan that cannot run leaves the store untouched: checked before the store is opened
         registry = make_registry(tools or None, workspace())
         chosen = model_from_spec(model) if model else None
-        loaded = check_plan(plan, registry, chosen, inputs=values)
+        loaded = await check_plan(plan, registry, chosen, inputs=values)
         if replan and chosen is None:
             try:
                 check_spec(None)

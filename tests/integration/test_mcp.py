@@ -81,11 +81,11 @@ def test_plan_arguments_are_checked_against_the_servers_schema(tmp_path: Path) -
     ws = load_workspace(write_workspace(tmp_path, {"mcp": {"time": {"command": TIME}}}))
     with Charter(tmp_path / "c.db", workspace=ws) as app:
         with pytest.raises(PlanError) as err:
-            app.load_plan({"goal": "g", "steps": [
+            asyncio.run(app.load_plan({"goal": "g", "steps": [
                 {"id": "a", "tool": "time.get_current_time", "args": {"timezone": 5, "extra": 1}},
                 {"id": "b", "tool": "time.convert_time", "args": {"time": "12:00"}},
                 {"id": "c", "tool": "time.no_such_tool"},
-            ]})
+            ]}))
         text = str(err.value)
         assert "steps[0].args.timezone: 5 is not of type 'string'" in text
         assert "has no argument 'extra'" in text
@@ -126,7 +126,7 @@ def test_allowlist_per_server_hides_the_rest(tmp_path: Path, repo: Path) -> None
     with Charter(tmp_path / "c.db", workspace=ws) as app:
         assert sorted(t.name for t in app.registry) == ["git.git_log", "git.git_status"]
         with pytest.raises(PlanError, match=r"unknown tool 'git\.git_commit'"):
-            app.load_plan({"goal": "g", "steps": [{"id": "c", "tool": "git.git_commit", "args": {}}]})
+            asyncio.run(app.load_plan({"goal": "g", "steps": [{"id": "c", "tool": "git.git_commit", "args": {}}]}))
 
 
 def test_an_allowlist_naming_a_tool_the_server_lacks_is_a_config_error(tmp_path: Path) -> None:

@@ -99,10 +99,10 @@ async def test_a_retried_agent_step_does_not_repeat_its_write(db_path: Path, tmp
 
 
 async def policy_run(app: Charter, text: str) -> Any:
-    plan = app.load_plan({"goal": "g", "steps": [
+    plan = (await app.load_plan({"goal": "g", "steps": [
         {"id": "who", "tool": "pick_recipient", "args": {"text": text}},
         {"id": "mail", "tool": "send", "args": {"to": "${who}", "body": "hi"}},
-    ]})
+    ]}))
     engine = app.engine()
     rid = await engine.create(plan, app.registry, approved_by=None)
     await engine.control(rid, control.ApprovePlan(by="policy: charter.yaml"))
@@ -159,7 +159,7 @@ async def test_a_rate_limit_spaces_the_starts_across_parallel_steps_and_runs(db_
             "steps": [{"id": "p", "tool": "ping", "for_each": "${inputs.ns}", "args": {"n": "${item}"}},
                       {"id": "q", "tool": "ping", "args": {"n": 5}}]}
     engine = app.engine()
-    ids = [await engine.create(app.load_plan(plan), app.registry) for _ in range(2)]
+    ids = [await engine.create(await app.load_plan(plan), app.registry) for _ in range(2)]
     await engine.run_until_settled()
     logs = [await app.store.events(rid) for rid in ids]
     starts = sorted(e.at for log in logs for e in log if isinstance(e, StepStarted) and e.step in ("p", "q"))

@@ -27,16 +27,16 @@ GREET = {"goal": "Greet", "inputs": {"who": "ana"},
                    {"id": "b", "tool": "shout", "args": {"name": "${a}"}}]}
 
 
-def test_a_plan_is_checked_without_a_store(tmp_path: Path) -> None:
+async def test_a_plan_is_checked_without_a_store(tmp_path: Path) -> None:
     registry = make_registry([shout])
-    plan = check_plan(GREET, registry, inputs={"who": "bo"})
+    plan = await check_plan(GREET, registry, inputs={"who": "bo"})
     assert [s.id for s in plan.steps] == ["a", "b"]
     with pytest.raises(ConfigError, match="unknown input"):
-        check_plan(GREET, registry, inputs={"whom": "bo"})
+        await check_plan(GREET, registry, inputs={"whom": "bo"})
     with pytest.raises(PlanError, match="unknown tool 'whisper'"):
-        check_plan({"goal": "g", "steps": [{"id": "a", "tool": "whisper"}]}, registry)
+        await check_plan({"goal": "g", "steps": [{"id": "a", "tool": "whisper"}]}, registry)
     with pytest.raises(PlanError, match="needs a model"):
-        check_plan({"goal": "g", "steps": [{"id": "a", "llm": {"prompt": "hi"}}]}, registry, None)
+        await check_plan({"goal": "g", "steps": [{"id": "a", "llm": {"prompt": "hi"}}]}, registry, None)
     assert list(tmp_path.iterdir()) == []  # nothing was made on disk
 
 

@@ -103,12 +103,12 @@ async def test_without_a_model_the_plan_is_refused_before_anything_runs(
     # With a model chosen (not built, not called: only checked), the same plan is accepted.
     monkeypatch.setenv("CHARTER_MODEL", "ollama:llama3.1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert [s.id for s in app.load_plan(plan).steps] == ["a", "x", "y", "z"]
+    assert [s.id for s in (await app.load_plan(plan)).steps] == ["a", "x", "y", "z"]
     # A model chosen by a reference is known only when the step runs: not judged before.
     monkeypatch.delenv("OPENAI_API_KEY")
     by_input = {"goal": "g", "inputs": {"model": "openai:gpt-4o"},
                 "steps": [{"id": "x", "llm": {"prompt": "hi", "model": "${inputs.model}"}}]}
-    assert app.load_plan(by_input).steps[0].id == "x"
+    assert (await app.load_plan(by_input)).steps[0].id == "x"
 
 
 async def test_without_a_model_a_step_that_runs_anyway_fails_clearly(
