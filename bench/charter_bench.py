@@ -11,6 +11,8 @@ with ``"peer": "charter"``:
   makespan / 0.05 s.
 * ``many`` (reported as ``many_runs``): 200 runs of a 3-step chain, all created
   in one engine and then driven together.
+* ``backlog`` (Charter's own, no peer): the ``many`` workload with 20,000 runs:
+  the cost of a step must not grow with how many runs one engine hosts.
 * ``resume``: a 20-step run in a child process that SIGKILLs itself at the
   start of step 11; a new process resumes it. Every step must have run exactly
   once (per a side file each step appends to, with fsync).
@@ -46,18 +48,20 @@ from pathlib import Path
 from typing import Any
 
 from charter import Engine, Plan, Registry, load_tools, open_store
+from charter.engine import control, rules
 from charter.store import SQLiteStore
 
 PEER = "charter"
 HERE = Path(__file__).resolve().parent
 TOOLS_FILE = HERE / "charter_bench_tools.py"
-WORKLOADS = ("chain", "fanout", "many", "resume", "resume_cli")
+WORKLOADS = ("chain", "fanout", "many", "backlog", "resume", "resume_cli")
 ALIASES = {"many_runs": "many"}
 
 CHAIN_N = 200
 FAN_WIDTH = 100
 FAN_SLEEP = 0.05
 MANY_RUNS = 200
+BACKLOG_RUNS = 20_000  # the same 3-step runs, a hundred times as many hosted at once
 MANY_STEPS = 3
 RESUME_N = 20
 CRASH_BEFORE = 11  # must match charter_bench_tools.CRASH_BEFORE
@@ -123,11 +127,12 @@ async def w_chain(workdir: Path, concurrency: int, n: int = CHAIN_N) -> None:
     store = open_fresh_store(workdir / "charter_chain.sqlite")
     engine = Engine(store, max_concurrency=concurrency)
     t0 = time.perf_counter()
-    state = engine.create(plan, registry)
+    run_id = await engine.create(plan, registry)
     await engine.run_until_settled()
     dt = time.perf_counter() - t0
-    row = store.get_run(state.run_id)
-    persisted = [s for s in store.steps(state.run_id) if s.status == "succeeded"]
+    row = await store.get_run(run_id)
+    state = rules.replay(run_id, await store.events(run_id))  # what the log says, read back
+    persisted = [s for s in state.steps.values() if s.status == "succeeded"]
     ok = (state.status == "succeeded" and state.output == {"v": n, "prev": n - 1}
           and row is not None and row.status == "succeeded" and row.output == state.output
           and len(persisted) == n)
@@ -145,10 +150,11 @@ async def w_fanout(workdir: Path, concurrency: int, width: int = FAN_WIDTH) -> N
     store = open_fresh_store(workdir / "charter_fanout.sqlite")
     engine = Engine(store, max_concurrency=concurrency)
     t0 = time.perf_counter()
-    state = engine.create(plan, registry)
+    run_id = await engine.create(plan, registry)
     await engine.run_until_settled()
     dt = time.perf_counter() - t0
-    row = store.get_run(state.run_id)
+    row = await store.get_run(run_id)
+    state = rules.replay(run_id, await store.events(run_id))
     expected = {"n": width, "sum": width * (width - 1) // 2}
     ok = (state.status == "succeeded" and state.output == expected
           and row is not None and row.status == "succeeded")
@@ -159,23 +165,24 @@ async def w_fanout(workdir: Path, concurrency: int, width: int = FAN_WIDTH) -> N
                 f"max_concurrency={concurrency}; synchronous={store.synchronous}"))
 
 
-async def w_many(workdir: Path, concurrency: int, runs: int = MANY_RUNS) -> None:
+async def w_many(workdir: Path, concurrency: int, runs: int = MANY_RUNS, name: str = "many_runs") -> None:
     registry = load_tools([str(TOOLS_FILE)])
     plan, _ = compile_plan(chain_plan(MANY_STEPS, "many"), registry)
     store = open_fresh_store(workdir / "charter_many.sqlite")
     engine = Engine(store, max_concurrency=concurrency)
     t0 = time.perf_counter()
-    states = [engine.create(plan, registry) for _ in range(runs)]
+    ids = [await engine.create(plan, registry) for _ in range(runs)]
     t_create = time.perf_counter() - t0
     await engine.run_until_settled()
     dt = time.perf_counter() - t0
     expected = {"v": MANY_STEPS, "prev": MANY_STEPS - 1}
-    rows = [store.get_run(s.run_id) for s in states]
+    rows = [await store.get_run(r) for r in ids]
+    states = [rules.replay(r, await store.events(r)) for r in ids]
     ok = (len({s.run_id for s in states}) == runs
           and all(s.status == "succeeded" and s.output == expected for s in states)
           and all(r is not None and r.status == "succeeded" for r in rows))
     store.close()
-    emit(workload="many_runs", n=runs, seconds=round(dt, 4), runs_per_s=round(runs / dt, 1),
+    emit(workload=name, n=runs, seconds=round(dt, 4), runs_per_s=round(runs / dt, 1),
          steps_per_s=round(MANY_STEPS * runs / dt, 1), ok=ok,
          notes=(f"{runs} runs of a {MANY_STEPS}-step chain: engine.create x{runs} "
                 f"({t_create:.3f}s of the total), then one run_until_settled; "
@@ -189,8 +196,8 @@ async def resume_child(db: Path, phase: str, run_id: str | None) -> None:
         registry = load_tools([str(TOOLS_FILE)])
         plan = Plan.from_dict(resume_plan(RESUME_N), registry)
         engine = Engine(open_store(db))
-        state = engine.create(plan, registry)
-        print(json.dumps({"run_id": state.run_id}), flush=True)
+        run_id = await engine.create(plan, registry)
+        print(json.dumps({"run_id": run_id}), flush=True)
         await engine.run_until_settled()
         print(json.dumps({"unexpected": "crash phase finished"}), flush=True)
         return
@@ -198,10 +205,11 @@ async def resume_child(db: Path, phase: str, run_id: str | None) -> None:
     store = open_store(db)
     engine = Engine(store)
     t0 = time.perf_counter()
-    state = engine.resume(run_id)  # adopt: replay the log, load the recorded tool sources
+    await engine.control(run_id, control.Resume())  # adopt: replay the log, load the recorded tool sources
     await engine.run_until_settled()
     dt = time.perf_counter() - t0
-    row = store.get_run(run_id)
+    row = await store.get_run(run_id)
+    state = rules.replay(run_id, await store.events(run_id))
     print(json.dumps({"resume_seconds": dt, "status": state.status, "output": state.output,
                       "persisted_status": row.status if row else None}), flush=True)
 
@@ -283,7 +291,7 @@ def w_resume_cli(workdir: Path) -> None:
                         capture_output=True, text=True, env=dict(env, CHARTER_BENCH_CRASH="0"))
     wall = time.perf_counter() - t0
     store = open_store(db)
-    row = store.get_run(run_id) if run_id else None
+    row = asyncio.run(store.get_run(run_id)) if run_id else None
     store.close()
     counts = exec_counts(side)
     ok = (killed and p2.returncode == 0 and row is not None and row.status == "succeeded"
@@ -303,6 +311,8 @@ def run_one(workload: str, workdir: Path, concurrency: int) -> None:
         asyncio.run(w_fanout(workdir, concurrency))
     elif workload == "many":
         asyncio.run(w_many(workdir, concurrency))
+    elif workload == "backlog":
+        asyncio.run(w_many(workdir, concurrency, BACKLOG_RUNS, "backlog"))
     elif workload == "resume":
         w_resume(workdir)
     elif workload == "resume_cli":

@@ -1,52 +1,90 @@
-"""The facade: run plans, resume, retry, rerun and inspect runs from code.
+"""The facade, the one door: run, plan, steer and inspect runs from code.
 
-Everything is async; ``run_sync`` and ``resume_sync`` wrap the two calls a
-script most often needs.
+Every interface (the CLI now; the web page and the service next) goes through
+:class:`Charter` and never reaches the engine or the store itself. Every method
+that acts is async; ``run_sync`` and ``resume_sync`` wrap the two calls a
+script most often needs. The reading methods (``runs``, ``report``, ``state``,
+``effects``, ``watch``, ``wait``) come from :class:`~charter.reader.RunReader`.
+
+The module may import the engine, the store, planning and everything below
+them; nothing in the package below it imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .clock import Clock, SystemClock
-from .engine import rules
-from .engine.core import Engine, Observer
+from .clock import Clock
+from .engine import control, rules
+from .engine.core import Engine
 from .engine.journal import planner_events
-from .engine.leases import claimable
-from .engine.report import RunReport, build_report
-from .errors import CharterError, ConfigError, RunNotFoundError, RunStateError
-from .events import Event
-from .models import Model, RetryingModel, model_from_spec
+from .engine.report import RunReport
+from .engine.watchers import Feed, Watcher
+from .errors import CharterError, ConfigError, PlanError, RunStateError
+from .models import Model, Retrying, RetryingModel, model_from_spec
 from .plan.inputs import check_inputs
 from .plan.model import Plan, load_plan
 from .plan.needs import model_problems, require_models
 from .planning.planner import Planner, PlanningResult
-from .store import SQLStore, open_store
-from .store.sql import EffectRow, RunRow
+from .reader import SETTLED, RunReader, RunUpdate
+from .store import Store, open_store
 from .tools import Registry, Tool, load_tools
-from .workspace import Workspace, load_workspace
+from .workspace import Workspace, WorkspaceRegistry, load_workspace
 
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class RunUpdate:
-    """What :meth:`Charter.watch` yields: a run's state just after one committed ``event``.
+class Pausing:
+    """What :meth:`Charter.pause_all` did: the runs it is pausing, and how many of their
+    attempts are still running (the runs pause once these have stopped)."""
 
-    ``state`` is the watcher's own, brought up to date in place as the run goes
-    on: keep the events if you need the past. The last update of a run whose
-    process is gone has ``interrupted`` set and no event.
+    runs: tuple[str, ...]
+    attempts: int
+
+
+async def check_plan(plan: PlanLike, registry: Registry, model: Model | None = None, *,
+                     inputs: Mapping[str, Any] | None = None) -> Plan:
+    """A plan (file, dict or Plan) checked as :meth:`Charter.start` checks it, with no store:
+    against ``registry``'s tools; if given, ``inputs`` against the tool arguments they go
+    to; and for a model where ``llm`` and ``agent`` steps need one (``model``, else
+    ``$CHARTER_MODEL``). Raises :class:`PlanError` or :class:`ConfigError`.
+
+    An interface that must not create a store for a plan that cannot run (``charter run``)
+    checks with this first. The MCP servers whose tools the plan names are started first,
+    while the loop goes on.
     """
+    await _start_servers(registry, plan)
+    loaded = _plan_of(plan, registry)
+    if inputs is not None:
+        check_inputs(loaded, inputs, registry)
+    require_models(loaded, model, str(plan) if isinstance(plan, str | Path) else None)
+    return loaded
 
-    state: rules.RunState
-    event: Event | None
-    interrupted: bool = False
+
+def _plan_of(plan: PlanLike, registry: Registry | None) -> Plan:
+    """``plan`` (file, dict or Plan) as a Plan over ``registry``'s tools (``None``: any tool), checked."""
+    if isinstance(plan, Plan):
+        return Plan.from_dict(plan.to_json(), registry)
+    if isinstance(plan, str | Path):
+        return load_plan(plan, registry)
+    return Plan.from_dict(dict(plan), registry)
+
+
+async def plan_request(request: str, registry: Registry, model: Model | None = None, *, clock: Clock | None = None,
+                       on_retry: Callable[[Retrying], None] | None = None) -> PlanningResult:
+    """Ask ``model`` (default: ``$CHARTER_MODEL``) for a plan of ``request`` over ``registry``'s
+    tools, checked and repaired if needed; needs no store (:meth:`Charter.plan` is this with the
+    app's tools, model and clock). A model call that fails for a while is retried, each wait
+    told to ``on_retry`` (default: the ``charter.models`` logger)."""
+    retrying = RetryingModel(model or model_from_spec(None), clock=clock, on_retry=on_retry)
+    return await Planner(retrying, registry).plan(request)
 
 
 def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Registry:
@@ -56,8 +94,8 @@ def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Regis
     source, so a later process can load them again to resume a run.
     """
     registry = _registry(tools)
-    if workspace is not None and registry.workspace is None:
-        registry.add_workspace(workspace)
+    if workspace is not None and not isinstance(registry, WorkspaceRegistry):
+        registry = workspace.registry(registry)
     return registry
 
 
@@ -88,12 +126,17 @@ def _registry(tools: ToolsLike) -> Registry:
     return registry
 
 
-class Charter:
-    """Charter from Python.
+class Charter(RunReader):
+    """Charter from Python: the one door to runs, for scripts and for every interface.
 
     >>> app = Charter("charter.db", tools=[my_tool])          # doctest: +SKIP
     >>> report = app.run_sync("plan.yaml")                     # doctest: +SKIP
     >>> report.status, report.output                           # doctest: +SKIP
+
+    Methods that act are async. Most come in two kinds: ``run``, ``resume``, ``retry``
+    and ``rerun`` act and then :meth:`drive` the run to its end; ``start``, ``start_resume``,
+    ``start_retry``, ``start_rerun``, ``propose``, ``approve`` and ``reject`` only record
+    (or take over) the run, for an interface that shows progress while it drives.
 
     Args:
         db: a SQLite path, ``:memory:``, or a store object.
@@ -111,7 +154,7 @@ class Charter:
 
     def __init__(
         self,
-        db: str | Path | SQLStore = "charter.db",
+        db: str | Path | Store = "charter.db",
         *,
         tools: ToolsLike = None,
         clock: Clock | None = None,
@@ -120,31 +163,27 @@ class Charter:
         workspace: Workspace | str | Path | None = None,
         mode: str = "rwc",
     ) -> None:
-        self.store = db if isinstance(db, SQLStore) else open_store(db, mode=mode)
+        super().__init__(db if isinstance(db, Store) else open_store(db, mode=mode), clock)
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
         self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
         self.registry = make_registry(tools, self.workspace)
         self._given_tools = tools is not None
-        self.clock = clock
         self.max_concurrency = max_concurrency
-        self.observers: list[Observer] = []
+        self._feeds: list[Feed] = []
         self._engine: Engine | None = None
+        self._loaded: list[Registry] = []  # runs' recorded tools, loaded here: their MCP servers stop at close
 
     # --- plans ---------------------------------------------------------------------
 
-    def load_plan(self, plan: PlanLike) -> Plan:
+    async def load_plan(self, plan: PlanLike) -> Plan:
         """Check a plan (file, dict or Plan) against this app's tools, and that its ``llm`` and
         ``agent`` steps will find a model."""
-        loaded = self._check_plan(plan)
-        require_models(loaded, self._model(), str(plan) if isinstance(plan, str | Path) else None)
-        return loaded
+        return await check_plan(plan, self.registry, self._model())
 
-    def _check_plan(self, plan: PlanLike) -> Plan:
-        if isinstance(plan, Plan):
-            return Plan.from_dict(plan.to_json(), self.registry)
-        if isinstance(plan, str | Path):
-            return load_plan(plan, self.registry)
-        return Plan.from_dict(dict(plan), self.registry)
+    async def tools(self) -> list[Tool]:
+        """Every tool of this app, its MCP servers' too (started while the loop goes on)."""
+        await self.registry.start()
+        return list(self.registry)
 
     def _model(self) -> Model | None:
         """The model of steps that name none: the engine's (a test may set it), else this app's."""
@@ -153,58 +192,100 @@ class Charter:
     # --- running -------------------------------------------------------------------
 
     def engine(self) -> Engine:
-        """The engine this app drives (one per app, reused across calls)."""
+        """The engine this app drives (one per app, reused across calls).
+
+        For tests and benchmarks that look below the facade: interfaces never use it.
+        """
         if self._engine is None:
             self._engine = Engine(self.store, clock=self.clock, max_concurrency=self.max_concurrency,
                                   model=self.model, workspace=self.workspace)
-            self._engine.observers.extend(self.observers)
         return self._engine
 
-    async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> str:
-        """Record a new approved run without running it; returns its id.
+    def observe(self, watcher: Watcher) -> None:
+        """Give ``watcher`` a frozen snapshot of a run and the events just committed, after each
+        commit of this app's runs from now on (the CLI's live progress is one). It runs on a
+        thread of its own: a slow watcher cannot hold a run up, one that raises is let go of."""
+        self._feeds.append(self.engine().watch(watcher))
 
-        The inputs are checked first (:func:`charter.inputs.check_inputs`): an input that
-        does not fit the tool argument it goes to raises :class:`ConfigError`, and no run is made.
+    def flush_watchers(self, timeout: float | None = None) -> None:
+        """Wait until every watcher has been given what was committed so far (before printing
+        a summary below a live view, say)."""
+        for feed in self._feeds:
+            feed.flush(timeout)
+
+    async def start(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None,
+                    budget: Mapping[str, float] | None = None, max_replans: int = 0) -> str:
+        """Record a new approved run, to run at the next :meth:`drive`; returns its id.
+
+        The plan and inputs are checked first (:func:`check_plan`): an input that does not fit
+        the tool argument it goes to raises :class:`ConfigError`, and no run is made.
+        ``budget`` limits the run (``tokens``, ``cost``, ``seconds``, ``steps``: it pauses at
+        a limit); ``max_replans`` is how many revised plans the model may propose when steps
+        fail for good.
         """
-        loaded = self.load_plan(plan)
-        check_inputs(loaded, inputs, self.registry)
-        return self.engine().create(loaded, self.registry, inputs).run_id
+        loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
+        return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
 
-    async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
-        """Run a plan to the end (or until it is paused or cancelled)."""
-        run_id = await self.start(plan, inputs=inputs)
+    async def drive(self) -> None:
+        """Run every run this app has taken (started, resumed, approved or retried here) until
+        each has ended, paused, or waits for a decision."""
         await self.engine().run_until_settled()
-        return self.report(run_id)
 
-    async def resume(self, run_id: str) -> RunReport:
+    async def run(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None,
+                  budget: Mapping[str, float] | None = None, max_replans: int = 0) -> RunReport:
+        """Run a plan to the end (or until it is paused or cancelled); see :meth:`start`."""
+        run_id = await self.start(plan, inputs=inputs, budget=budget, max_replans=max_replans)
+        await self.drive()
+        return await self.report(run_id)
+
+    async def start_resume(self, run_id: str, *, budget: Mapping[str, float] | None = None) -> bool:
+        """Take over a paused, interrupted or just approved run, to go on at the next
+        :meth:`drive`; ``budget`` raises (replaces) the limits given before.
+
+        Returns whether it goes on: false if the run has already ended. Finished steps are
+        never run again.
+        """
+        run_id = await self.resolve(run_id)
+        resume = control.Resume(budget=dict(budget or {}))
+        await self.engine().control(run_id, resume, registry=await self._run_tools(run_id))
+        return run_id in self.engine().hosted()
+
+    async def resume(self, run_id: str, *, budget: Mapping[str, float] | None = None) -> RunReport:
         """Continue a paused, interrupted or just approved run; finished steps are not run again."""
-        run_id = self.resolve(run_id)
-        self.engine().resume(run_id, registry=self._own_tools())
-        await self.engine().run_until_settled()
-        return self.report(run_id)
+        run_id = await self.resolve(run_id)
+        await self.start_resume(run_id, budget=budget)
+        await self.drive()
+        return await self.report(run_id)
+
+    async def start_retry(self, run_id: str, step_id: str) -> str:
+        """Make a failed step, and what it blocked, pending again with a fresh retry budget, to
+        run at the next :meth:`drive`; returns the run's full id."""
+        run_id = await self.resolve(run_id)
+        tools = await self._run_tools(run_id, every_step=True)
+        await self.engine().control(run_id, control.RetryStep(step_id), registry=tools)
+        return run_id
 
     async def retry(self, run_id: str, step_id: str) -> RunReport:
         """Run a failed step, and what depends on it, again."""
-        run_id = self.resolve(run_id)
-        self.engine().retry(run_id, step_id, registry=self._own_tools())
-        await self.engine().run_until_settled()
-        return self.report(run_id)
+        run_id = await self.start_retry(run_id, step_id)
+        await self.drive()
+        return await self.report(run_id)
 
     async def rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> RunReport:
         """A new run of the same plan (or ``plan``) that reuses the outputs of every
         succeeded step that is not ``from_step`` or downstream of it."""
-        new_id = self.start_rerun(run_id, from_step, plan=plan)
-        await self.engine().run_until_settled()
-        return self.report(new_id)
+        new_id = await self.start_rerun(run_id, from_step, plan=plan)
+        await self.drive()
+        return await self.report(new_id)
 
     async def resume_all(self) -> tuple[list[RunReport], list[CharterError]]:
         """Continue every interrupted run (see :meth:`interrupted`); returns their reports and,
         for the runs that could not be taken over (say, their tools no longer import), why not."""
         taken: list[str] = []
         problems: list[CharterError] = []
-        for row in self.interrupted():
+        for row in await self.interrupted():
             try:
-                self.engine().resume(row.id, registry=self._own_tools())
+                await self.engine().control(row.id, control.Resume(), registry=await self._run_tools(row.id))
             except RunStateError:
                 continue  # another process took it first
             except CharterError as exc:
@@ -212,22 +293,40 @@ class Charter:
                 continue
             taken.append(row.id)
         if taken:
-            await self.engine().run_until_settled()
-        return [self.report(r) for r in taken], problems
+            await self.drive()
+        return [await self.report(r) for r in taken], problems
 
     def _own_tools(self) -> Registry | None:
         """This app's tools, if it was given any; otherwise a run loads the tools it recorded."""
         return self.registry if self._given_tools else None
 
-    def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
-        run_id = self.resolve(run_id)
-        old = self.state(run_id)
-        new_plan = self._check_plan(plan) if plan is not None else None
-        if new_plan is None:
-            registry = self._own_tools() or load_tools(old.tool_sources)
-            new_plan = Plan.from_dict(old.plan.to_json(), registry)
-        else:
-            registry = self.registry
+    async def _run_tools(self, run_id: str, *, every_step: bool = False) -> Registry:
+        """The tools a run goes on with (this app's, else the ones it recorded), with the MCP servers
+        of its unfinished steps (``every_step``: of all its steps) started while the loop goes on."""
+        own = self._own_tools()
+        if own is not None and not own.unstarted:
+            return own
+        state = await self.state(run_id)
+        registry = own
+        if registry is None:
+            registry = load_tools(state.tool_sources) if state.tool_sources else Registry()
+            self._loaded.append(registry)  # its MCP servers stop at close
+        steps = [s for s in state.plan.steps if every_step or state.steps[s.id].status not in rules.STEP_DONE]
+        await registry.start([n for s in steps for n in s.tool_names()])
+        return registry
+
+    async def start_rerun(self, run_id: str, from_step: str, *, plan: PlanLike | None = None) -> str:
+        """Record the run :meth:`rerun` makes, to run at the next :meth:`drive`; returns its id.
+
+        Its plan (the old run's, or ``plan``) is checked against this app's tools if it was
+        given any, else against the tools the old run recorded.
+        """
+        run_id = await self.resolve(run_id)
+        old = await self.state(run_id)
+        registry = await self._run_tools(run_id, every_step=True)
+        if plan is not None:
+            await _start_servers(registry, plan)
+        new_plan = _plan_of(old.plan if plan is None else plan, registry)
         if from_step not in new_plan.by_id:
             raise RunStateError(f"the plan has no step {from_step!r}")
         redo = set(new_plan.downstream(from_step))
@@ -242,45 +341,50 @@ class Charter:
         # Only what runs again needs a model: reused outputs are not asked for again.
         require_models(new_plan, self._model(), str(plan) if isinstance(plan, str | Path) else None,
                        steps=[s.id for s in new_plan.steps if s.id not in reuse])
-        state = self.engine().create(new_plan, registry, given, approved_by="rerun",
-                                     parent_run=run_id, from_step=from_step, reuse=reuse)
-        return state.run_id
+        return await self.engine().create(new_plan, registry, given, approved_by="rerun",
+                                          parent_run=run_id, from_step=from_step, reuse=reuse)
 
     # --- planning ----------------------------------------------------------------------
 
-    async def plan(self, request: str) -> PlanningResult:
-        """Ask the model for a plan of ``request`` over this app's tools (checked, repaired if needed)."""
-        model = self.model or model_from_spec(None)
-        return await Planner(RetryingModel(model, clock=self.clock), self.registry).plan(request)
+    async def plan(self, request: str, *, on_retry: Callable[[Retrying], None] | None = None) -> PlanningResult:
+        """Ask the model for a plan of ``request`` over this app's tools (checked, repaired if
+        needed); see :func:`plan_request`."""
+        return await plan_request(request, self.registry, self.model, clock=self.clock, on_retry=on_retry)
 
-    async def propose(self, request: str, *, max_replans: int = 2, budget: Mapping[str, float] | None = None) -> str:
+    async def propose(self, request: str, *, planned: PlanningResult | None = None, max_replans: int = 2,
+                      budget: Mapping[str, float] | None = None) -> str:
         """Plan ``request`` and record a run that waits for review; returns its id.
-        Then :meth:`approve` (and :meth:`resume`) or :meth:`reject` it."""
-        result = await self.plan(request)
-        engine = self.engine()
-        state = engine.create(result.plan, self.registry, approved_by=None, request=request,
-                              planning=planner_events(result.calls, engine.clock.now(), result.latencies),
-                              budget=budget, max_replans=max_replans)
-        return state.run_id
+        Then :meth:`approve` (and :meth:`resume`) or :meth:`reject` it.
 
-    def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> str:
-        """Approve a run's plan (``step=None``) or an approval step; :meth:`resume` then runs it on.
+        ``planned``: the request's plan, planned already (by :meth:`plan` or :func:`plan_request`):
+        it is recorded, with the planner's model calls, instead of asking again.
+        """
+        result = planned if planned is not None else await self.plan(request)
+        engine = self.engine()
+        return await engine.create(result.plan, self.registry, approved_by=None, request=request,
+                                   planning=planner_events(result.calls, engine.clock.now(), result.latencies),
+                                   budget=budget, max_replans=max_replans)
+
+    async def revise(self, run_id: str, plan: PlanLike, *, by: str = "user", reason: str = "") -> None:
+        """Replace the plan of a run that waits for review (an edit in review); the run still waits."""
+        run_id = await self.resolve(run_id)
+        await _start_servers(self.registry, plan)
+        revised = control.RevisePlan(_plan_of(plan, self.registry).to_json(), by, reason)
+        await self.engine().control(run_id, revised, registry=self._own_tools())
+
+    async def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> str:
+        """Approve a run's plan (``step=None``) or an approval step; :meth:`drive` (or
+        :meth:`resume`) then runs it on.
 
         Returns ``"done"``, or ``"requested"`` when another live process runs the run and was asked.
         """
-        run_id = self.resolve(run_id)
-        if step is None:
-            self.engine().approve(run_id, by=by, registry=self._own_tools(), note=note)
-            return "done"
-        return self.engine().decide(run_id, step, True, by=by, note=note, registry=self._own_tools())
+        request = control.ApprovePlan(by, note) if step is None else control.ApproveStep(step, by, note)
+        return await self.engine().control(await self.resolve(run_id), request, registry=self._own_tools())
 
-    def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
+    async def reject(self, run_id: str, step: str | None = None, *, by: str = "user", reason: str = "") -> str:
         """Reject a run's plan (the run ends) or an approval step (it fails). Returns as :meth:`approve`."""
-        run_id = self.resolve(run_id)
-        if step is None:
-            self.engine().reject(run_id, reason or "rejected", by=by)
-            return "done"
-        return self.engine().decide(run_id, step, False, by=by, note=reason, registry=self._own_tools())
+        request = control.RejectPlan(reason or "rejected", by) if step is None else control.RejectStep(step, by, reason)
+        return await self.engine().control(await self.resolve(run_id), request, registry=self._own_tools())
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""
@@ -290,101 +394,33 @@ class Charter:
         """:meth:`resume`, for code that is not async."""
         return asyncio.run(self.resume(run_id))
 
-    def pause(self, run_id: str, reason: str = "") -> str:
-        """Pause a run: here if no live process runs it, else by asking that process."""
-        return self.engine().request_stop(self.resolve(run_id), "pause", reason)
+    # --- stopping --------------------------------------------------------------------
 
-    def cancel(self, run_id: str, reason: str = "") -> str:
-        """Cancel a run for good (its log is kept)."""
-        return self.engine().request_stop(self.resolve(run_id), "cancel", reason)
+    async def pause(self, run_id: str, reason: str = "") -> str:
+        """Pause a run: here if no live process runs it (``"done"``), else by asking that
+        process (``"requested"``; :meth:`wait` for it)."""
+        return await self.engine().control(await self.resolve(run_id), control.Pause(reason))
 
-    # --- inspecting -----------------------------------------------------------------
+    async def cancel(self, run_id: str, reason: str = "") -> str:
+        """Cancel a run for good (its log is kept). Returns as :meth:`pause`."""
+        return await self.engine().control(await self.resolve(run_id), control.Cancel(reason))
 
-    def resolve(self, run_id: str) -> str:
-        """A full run id from an id or a unique prefix of one."""
-        try:
-            run_id.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}") from None
-        if self.store.get_run(run_id) is not None:
-            return run_id
-        matches = self.store.find_run_ids(run_id) if run_id else []
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
-        raise RunNotFoundError(f"{run_id!r} matches several runs: {', '.join(matches)}")
-
-    def runs(self, limit: int = 50) -> list[RunRow]:
-        """The latest runs, newest first."""
-        now = self._now()
-        return [_mark(r, now) for r in self.store.list_runs(limit)]
-
-    def interrupted(self) -> list[RunRow]:
-        """The runs that stopped in the middle, oldest first: their log says they are running, but
-        the process running them is gone (dead on this machine, or its lease expired).
-        :meth:`resume` or :meth:`resume_all` continues them; nothing else does."""
-        now = self._now()
-        rows = (self.store.get_run(run_id) for run_id, _, _ in self.store.unfinished_runs())
-        return [marked for r in rows if r is not None and (marked := _mark(r, now)).interrupted]
-
-    def _now(self) -> float:
-        return (self.clock or SystemClock()).now()
-
-    def state(self, run_id: str) -> rules.RunState:
-        run_id = self.resolve(run_id)
-        return rules.replay(run_id, self.store.events(run_id))
-
-    def report(self, run_id: str) -> RunReport:
-        """A run's status, output and timeline, from its log."""
-        run_id = self.resolve(run_id)
-        events = self.store.events(run_id)
-        report = build_report(rules.replay(run_id, events), events)
-        return replace(report, interrupted=True) if self._owner_gone(run_id, self._now()) else report
-
-    async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
-        """Follow a run from its log, whichever process executes it: one update per committed
-        event, those already there first, until the run settles (it ends, pauses, or waits for
-        a decision) or is interrupted (no live process holds it; it goes on with ``resume``).
-
-        Watching only reads: the run is never claimed or changed. The log is read
-        again every ``interval`` seconds of this app's clock.
-        """
-        run_id = self.resolve(run_id)
-        clock = self.clock or SystemClock()
-        events = self.store.events(run_id)
-        state = rules.replay(run_id, events[:1])
-        seen = 0
-        while True:
-            for ev in events:
-                if seen:  # the first, RunCreated, made the state
-                    rules.apply(state, ev)
-                seen += 1
-                state.last_seq = seen
-                yield RunUpdate(state, ev)
-            if state.status not in (rules.RUNNING, rules.REPLANNING):
-                return
-            await clock.sleep(interval)
-            events = self.store.events(run_id, after=seen)
-            if not events and self._owner_gone(run_id, clock.now()):
-                # Read again: the run may have moved on just before its owner let go of it.
-                events = self.store.events(run_id, after=seen)
-                if not events:
-                    yield RunUpdate(state, None, interrupted=True)
-                    return
-
-    def _owner_gone(self, run_id: str, now: float) -> bool:
-        """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
-        row = self.store.get_run(run_id)
-        return row is not None and _mark(row, now).interrupted
-
-    def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
-        """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
-        return self.store.effects(self.resolve(run_id) if run_id else None, limit)
+    async def pause_all(self, reason: str) -> Pausing:
+        """Pause every run this app is driving (on Ctrl-C, say); :meth:`drive` returns once
+        their running attempts have stopped."""
+        engine = self.engine()
+        hosted = [h.state for h in engine.hosting.runs.values()]
+        running = tuple(s.run_id for s in hosted if s.status == rules.RUNNING)
+        engine.stop_all(reason)
+        return Pausing(running, sum(len(s.running_units()) for s in hosted))
 
     def close(self) -> None:
-        """Close the store and stop the MCP servers this app started."""
+        """Close the store and stop the MCP servers and watcher threads this app started."""
+        for feed in self._feeds:
+            feed.close()
         self.registry.close()
+        for loaded in self._loaded:
+            loaded.close()
         if self.workspace is not None:
             self.workspace.close()
         self.store.close()
@@ -396,10 +432,19 @@ class Charter:
         self.close()
 
 
-def _mark(row: RunRow, now: float) -> RunRow:
-    """``row``, marked interrupted if it is in flight and whoever ran it is gone."""
-    gone = row.status in (rules.RUNNING, rules.REPLANNING) and claimable(row.owner, row.lease_expires, now)
-    return replace(row, interrupted=True) if gone else row
+async def _start_servers(registry: Registry, plan: PlanLike) -> None:
+    """Start the MCP servers whose tools ``plan`` names while the loop goes on: checking the plan
+    then finds their tools there, without waiting on the loop for a server to start."""
+    if not registry.unstarted:
+        return
+    try:
+        names: list[str] | None = [n for s in _plan_of(plan, None).steps for n in s.tool_names()]
+    except PlanError:
+        names = None  # the check after reports every problem, tools too: all of them are needed
+    await registry.start(names)
 
 
-__all__: Sequence[str] = ["Charter", "RunUpdate", "make_registry", "model_problems", "require_models"]
+__all__: Sequence[str] = [
+    "SETTLED", "Charter", "Pausing", "RunUpdate", "check_plan", "make_registry", "model_problems", "plan_request",
+    "require_models",
+]

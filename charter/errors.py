@@ -75,6 +75,11 @@ class StoreError(CharterError):
     """The store cannot be used: a newer schema, a locked or corrupt file, a full disk."""
 
 
+class RunFencedError(StoreError):
+    """A write to a run was refused: another process owns the run now, or wrote to it since
+    this one last read it. Nothing of the batch was written."""
+
+
 # --- the tool author signals --------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine.report import ModelCall, RunReport, StepReport, preview
-from ..engine.rules import RunState, shown_status
+from ..engine.watchers import RunSnapshot
 from ..events import (
     ApprovalRequested,
     Event,
@@ -36,7 +36,7 @@ from ..events import (
     StepStarted,
     StepSucceeded,
 )
-from ..store.sql import EffectRow, RunRow
+from ..store import EffectRow, RunRow
 
 ICONS = {
     "pending": ("·", "dim"),
@@ -108,7 +108,7 @@ class Progress:
     def __init__(self, console: Console, *, live: bool | None = None) -> None:
         self.console = console
         self.live_mode = console.is_terminal if live is None else live
-        self.states: dict[str, RunState] = {}
+        self.states: dict[str, RunSnapshot] = {}  # the latest of each run
         self._live: Live | None = None
 
     def __enter__(self) -> Progress:
@@ -123,13 +123,13 @@ class Progress:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def __call__(self, state: RunState, events: Sequence[Event]) -> None:
-        if state.run_id not in self.states:
-            self.states[state.run_id] = state
-            if not self.live_mode:
-                total = len(state.steps)
-                self.console.print(f"run [bold]{state.run_id}[/]: {escape(state.plan.goal)} "
-                                   f"({counted(total, 'step')})")
+    def __call__(self, state: RunSnapshot, events: Sequence[Event]) -> None:
+        first = state.run_id not in self.states
+        self.states[state.run_id] = state
+        if first and not self.live_mode:
+            total = len(state.steps)
+            self.console.print(f"run [bold]{state.run_id}[/]: {escape(state.plan.goal)} "
+                               f"({counted(total, 'step')})")
         if not self.live_mode:
             for ev in events:
                 line = _event_line(state, ev)
@@ -150,15 +150,13 @@ class Progress:
             t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=60)
             for step in state.plan.steps:
                 st = state.steps[step.id]
-                unit = st.units.get(None)
-                status = shown_status(st)
-                attempts = unit.attempt if unit else ""
+                status = st.status
+                attempts = st.attempt
                 note = ""
-                if st.items is not None:
-                    done = sum(1 for u in st.units.values() if u.status == "succeeded")
-                    note = f"{done}/{len(st.items)} items"
-                if status == "waiting" and unit is not None and unit.retry_at:
-                    note = f"retry in {max(0.0, unit.retry_at - now):.1f}s · {_error_text(unit.error)}"
+                if st.items_total is not None:
+                    note = f"{st.items_done}/{st.items_total} items"
+                if status == "waiting" and st.retry_at:
+                    note = f"retry in {max(0.0, st.retry_at - now):.1f}s · {_error_text(st.error)}"
                 elif status == "failed":
                     note = _error_text(st.error)
                 elif status == "skipped":
@@ -171,7 +169,7 @@ class Progress:
         return Group(*tables)
 
 
-def _event_line(state: RunState, ev: Event) -> str | None:
+def _event_line(state: RunSnapshot, ev: Event) -> str | None:
     def name(step: str, item: int | None) -> str:
         return f"{step}[{item}]" if item is not None else step
 
@@ -182,8 +180,8 @@ def _event_line(state: RunState, ev: Event) -> str | None:
             return f"  [green]✓[/] {ev.step} [dim](reused from {ev.reused_from})[/]"
         if ev.item is not None or state.plan.by_id[ev.step].for_each is not None:
             return f"  [green]✓[/] {name(ev.step, ev.item)}" if ev.item is None else None
-        unit = state.steps[ev.step].units.get(None)
-        took = fmt_duration(ev.at - unit.started_at) if unit and unit.started_at else ""
+        started = state.steps[ev.step].attempt_started_at
+        took = fmt_duration(ev.at - started) if started else ""
         return f"  [green]✓[/] {ev.step} [dim]{took}[/]"
     if isinstance(ev, StepFailed):
         err = escape(_error_text(ev.error))

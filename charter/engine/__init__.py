@@ -7,6 +7,7 @@ kinds that ask a model), holds leases on runs (``leases``) and writes every
 transition to the store. ``report`` reads a run's log back for people.
 """
 
-from .core import Engine, Observer
+from .core import Engine
+from .watchers import RunSnapshot, StepSnapshot, Watcher
 
-__all__ = ["Engine", "Observer"]
+__all__ = ["Engine", "RunSnapshot", "StepSnapshot", "Watcher"]

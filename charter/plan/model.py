@@ -2,7 +2,9 @@
 
 A plan comes from a YAML or JSON file, a dict, or code. :func:`load_plan`
 checks it whole and raises one :class:`~charter.PlanError` that lists every
-problem with where it is, rather than stopping at the first.
+problem with where it is, rather than stopping at the first. The file's format
+is :mod:`.spec`; this module compiles it: references, dependencies, cycles,
+tools and their arguments (against a tool registry, if given).
 """
 
 from __future__ import annotations
@@ -15,96 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 from ..errors import PlanError, Problem
 from ..retry import RetryPolicy
 from ..tools import Registry
 from .refs import Ref, RefSyntaxError, compile_template, has_refs, refs_in
+from .spec import (
+    ID_PATTERN,
+    ID_RULE,
+    RESERVED_ROOTS,
+    STEP_KINDS,
+    PlanSpec,
+    StepSpec,
+    parse_plan_text,
+    pydantic_problems,
+    schema_problems,
+)
 
-RESERVED_ROOTS = frozenset({"item", "inputs"})
-STEP_KINDS = ("tool", "llm", "agent", "approval")
-_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-ID_RULE = "a letter or _ first, then letters, digits, _ and -"  # what _ID accepts, in words
-
-
-# --- the file format, checked by Pydantic --------------------------------------
-
-
-class _RetrySpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    max_attempts: int | None = pydantic.Field(default=None, ge=1)
-    initial_interval: float | None = pydantic.Field(default=None, ge=0)
-    backoff: float | None = pydantic.Field(default=None, ge=1)
-    max_interval: float | None = pydantic.Field(default=None, ge=0)
-    jitter: float | None = pydantic.Field(default=None, ge=0, le=1)
-    retry_unknown_errors: bool | None = None
-
-
-class _LLMSpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    prompt: str
-    system: str = ""
-    schema_: dict[str, Any] | None = pydantic.Field(default=None, alias="schema")
-    model: str | None = None
-    max_tokens: int = pydantic.Field(default=4096, ge=1)
-
-
-class _AgentSpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    prompt: str
-    tools: list[str] = pydantic.Field(min_length=1)
-    max_turns: int = pydantic.Field(default=8, ge=1, le=100)
-    system: str = ""
-    schema_: dict[str, Any] | None = pydantic.Field(default=None, alias="schema")
-    model: str | None = None
-
-
-class _ApprovalSpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    message: str
-    timeout: float | None = pydantic.Field(default=None, gt=0)
-
-
-class _StepSpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    id: str
-    title: str = ""
-    why: str = ""
-    tool: str | None = None
-    llm: _LLMSpec | None = None
-    agent: _AgentSpec | None = None
-    approval: _ApprovalSpec | None = None
-    args: dict[str, Any] = pydantic.Field(default_factory=dict)
-    needs: list[str] = pydantic.Field(default_factory=list)
-    for_each: str | None = None
-    retry: _RetrySpec | None = None
-    timeout: float | None = pydantic.Field(default=None, gt=0)
-    concurrency: int | None = pydantic.Field(default=None, ge=1)
-    check: str | None = None  # an assumption this step verifies: a falsy output fails it for good
-
-    @pydantic.model_validator(mode="after")
-    def _one_kind(self) -> _StepSpec:
-        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("a step needs exactly one of " + ", ".join(f"'{k}'" for k in STEP_KINDS))
-        if kinds[0] != "tool" and self.args:
-            raise ValueError(f"an {kinds[0]} step takes no 'args': its text references what it needs")
-        if self.approval is not None and self.for_each is not None:
-            raise ValueError("an approval step cannot use for_each: ask once, about the whole list")
-        return self
-
-
-class _PlanSpec(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    goal: str
-    assumptions: list[str] = pydantic.Field(default_factory=list)
-    inputs: dict[str, Any] = pydantic.Field(default_factory=dict)
-    steps: list[Any]
-    output: Any = None
-
-
-# --- the compiled plan ------------------------------------------------------------
+__all__ = ["ID_RULE", "Plan", "Step", "load_plan", "parse_plan_text", "plan_to_text"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +60,12 @@ class Step:
     args_template: Any = None
     for_each_ref: Ref | None = None
     constant_args: bool = True
+
+    def tool_names(self) -> list[str]:
+        """The tools this step may call: its tool, or the tools its agent may use."""
+        if self.kind == "tool":
+            return [self.tool]
+        return list(self.args.get("tools", ())) if self.kind == "agent" else []
 
     def retry_policy(self, base: RetryPolicy) -> RetryPolicy:
         return base.merged(dict(self.retry)) if self.retry else base
@@ -234,41 +170,6 @@ def load_plan(source: str | Path, registry: Registry | None = None) -> Plan:
     return Plan.from_dict(parse_plan_text(text, str(path)), registry, source=str(path))
 
 
-class _PlanLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: ``*name`` can make a small file expand without bound."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in plans",
-                                              event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def parse_plan_text(text: str, source: str = "<plan>") -> Any:
-    """YAML (a superset of JSON) to data, with the line of a syntax error."""
-    try:
-        return yaml.load(text, Loader=_PlanLoader)  # a SafeLoader, without aliases
-    except RecursionError:
-        raise PlanError([Problem("", "nested too deeply")], source) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PlanError([Problem(where, f"not valid YAML/JSON: {problem}")], source) from None
-
-
-def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _pydantic_problems(exc: pydantic.ValidationError, prefix: str) -> list[Problem]:
-    return [Problem(_loc(prefix, tuple(e["loc"])), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-
-
 def _compile(data: Any, registry: Registry | None, source: str | None) -> Plan:
     try:
         return _compile_checked(data, registry, source)
@@ -287,11 +188,11 @@ def _compile_checked(data: Any, registry: Registry | None, source: str | None) -
         raise PlanError([Problem("", "a plan must be a mapping with 'goal' and 'steps'")], source)
     problems: list[Problem] = []
     try:
-        spec = _PlanSpec.model_validate(data)
+        spec = PlanSpec.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise PlanError(_pydantic_problems(exc, ""), source) from None
+        raise PlanError(pydantic_problems(exc, ""), source) from None
 
-    steps: list[tuple[int, _StepSpec]] = []  # with its place in the file, which problems name
+    steps: list[tuple[int, StepSpec]] = []  # with its place in the file, which problems name
     ids: dict[str, int] = {}
     known_ids: set[str] = set()  # ids of steps that failed other checks, to avoid cascades
     for i, raw in enumerate(spec.steps):
@@ -299,15 +200,15 @@ def _compile_checked(data: Any, registry: Registry | None, source: str | None) -
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
             known_ids.add(raw["id"])
         try:
-            st = _StepSpec.model_validate(raw)
+            st = StepSpec.model_validate(raw)
         except pydantic.ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, where))
+            problems.extend(pydantic_problems(exc, where))
             continue
         # Duplicates first, whatever the id looks like: a second step must never stand in for the first.
         if st.id in ids:
             problems.append(Problem(f"{where}.id", f"duplicate id {st.id!r} (first at steps[{ids[st.id]}])"))
             continue
-        if not _ID.match(st.id):
+        if not ID_PATTERN.match(st.id):
             problems.append(Problem(f"{where}.id", f"{st.id!r} is not a valid id ({ID_RULE})"))
         elif st.id in RESERVED_ROOTS:
             problems.append(Problem(f"{where}.id", f"{st.id!r} is reserved"))
@@ -358,7 +259,7 @@ def _compile_checked(data: Any, registry: Registry | None, source: str | None) -
 
 
 def _compile_step(
-    st: _StepSpec,
+    st: StepSpec,
     where: str,
     ids: Mapping[str, int],
     known_ids: set[str],
@@ -435,7 +336,7 @@ def _compile_step(
 
     spec = st.llm or st.agent
     if spec is not None and spec.schema_ is not None:
-        problems.extend(Problem(f"{where}.{kind}.schema", m) for m in _schema_problems(spec.schema_))
+        problems.extend(Problem(f"{where}.{kind}.schema", m) for m in schema_problems(spec.schema_))
     if st.agent is not None and registry is not None:
         for i, name in enumerate(st.agent.tools):
             if name not in registry:
@@ -482,17 +383,6 @@ def _compile_step(
         ),
         problems,
     )
-
-
-def _schema_problems(schema: dict[str, Any]) -> list[str]:
-    """Why ``schema`` is not a usable JSON schema (empty if it is)."""
-    import jsonschema  # imported here: only plans with llm schemas need it
-
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return [f"not a valid JSON schema: {exc.message}"]
-    return []
 
 
 def _problem_order(p: Problem) -> tuple[int, int]:

@@ -141,6 +141,7 @@ class Planner:
     async def plan(self, request: str) -> PlanningResult:
         if not request.strip():
             raise PlanningError([], "the request is empty")
+        await self.registry.start()  # the catalog shows every tool: start MCP servers now, not blocking the loop
         messages = planning_messages(request, self.registry, self.policy_text)
         return await self._converse(messages)
 

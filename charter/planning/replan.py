@@ -97,6 +97,7 @@ class _RevisingPlanner(Planner):
 async def revise(state: RunState, registry: Registry, model: Model, max_repairs: int = 2) -> Revision:
     """Ask the planner for a revised plan of what is left; check it as a whole."""
     planner = _RevisingPlanner(state, model, registry, max_repairs)
+    await registry.start()  # the catalog shows every tool: start MCP servers now, not blocking the loop
     result = await planner.revise(replan_messages(state, registry))
     return Revision(result.plan, result, plan_diff(state.plan.to_json(), result.plan.to_json(), state.plan_version),
                     adds_writes(state.plan, result.plan, registry))

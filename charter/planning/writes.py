@@ -14,8 +14,7 @@ def write_steps(plan: Plan, registry: Registry) -> list[str]:
     """The steps that may change the world: a ``write`` tool, or an agent allowed one."""
     out = []
     for s in plan.steps:
-        names = [s.tool] if s.kind == "tool" else list(s.args.get("tools", ())) if s.kind == "agent" else []
-        if any((t := registry.get(n)) is not None and t.effect == "write" for n in names):
+        if any((t := registry.get(n)) is not None and t.effect == "write" for n in s.tool_names()):
             out.append(s.id)
     return out
 

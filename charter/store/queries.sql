@@ -5,7 +5,7 @@
 INSERT INTO runs (id, status, goal, tool_sources, parent_run, steps_total, created_at, updated_at,
                   last_seq, owner, lease_expires)
 VALUES (:id, :status, :goal, :tool_sources, :parent_run, :steps_total, :created_at, :created_at,
-        1, :owner, :lease_expires)
+        0, :owner, :lease_expires)
 
 -- name: insert_event
 INSERT INTO events (run_id, seq, type, at, data) VALUES (:run_id, :seq, :type, :at, :data)
@@ -15,13 +15,11 @@ UPDATE runs SET status = :status, steps_done = :steps_done, reason = :reason, ou
        updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq
 WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
 
--- name: upsert_step
-INSERT INTO steps (run_id, step_id, item, status, attempt, retry_at, started_at, finished_at, output, error)
-VALUES (:run_id, :step_id, :item, :status, :attempt, :retry_at, :started_at, :finished_at, :output, :error)
-ON CONFLICT (run_id, step_id, item) DO UPDATE SET
-    status = excluded.status, attempt = excluded.attempt, retry_at = excluded.retry_at,
-    started_at = excluded.started_at, finished_at = excluded.finished_at,
-    output = excluded.output, error = excluded.error
+-- name: update_run_same_status
+-- As update_run, for a batch that left the status as it was: the index on the status is not touched.
+UPDATE runs SET steps_done = :steps_done, reason = :reason, output = :output,
+       updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq
+WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
 
 -- name: select_events
 SELECT seq, type, at, data FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq
@@ -42,10 +40,6 @@ FROM runs ORDER BY created_at DESC LIMIT :limit
 -- name: select_unfinished_runs
 SELECT id, owner, lease_expires FROM runs WHERE status IN ('running', 'replanning') ORDER BY created_at
 
--- name: select_steps
-SELECT step_id, item, status, attempt, retry_at, started_at, finished_at, output, error
-FROM steps WHERE run_id = :run_id ORDER BY step_id, item
-
 -- name: claim_run
 UPDATE runs SET owner = :owner, lease_expires = :lease_expires
 WHERE id = :id AND (owner IS NULL OR owner = :owner OR owner = :expected_owner)
@@ -57,10 +51,12 @@ UPDATE runs SET lease_expires = :lease_expires WHERE id = :id AND owner = :owner
 UPDATE runs SET owner = NULL, lease_expires = NULL WHERE id = :id AND owner = :owner
 
 -- name: insert_request
-INSERT INTO requests (run_id, action, reason, created_at) VALUES (:run_id, :action, :reason, :created_at)
+INSERT INTO requests (run_id, kind, step, requested_by, reason, data, created_at)
+VALUES (:run_id, :kind, :step, :requested_by, :reason, :data, :created_at)
+RETURNING id
 
 -- name: select_requests
-SELECT id, run_id, action, reason FROM requests ORDER BY id
+SELECT id, run_id, kind, step, requested_by, reason, data, created_at FROM requests ORDER BY id
 
 -- name: delete_request
 DELETE FROM requests WHERE id = :id
@@ -71,6 +67,16 @@ DELETE FROM requests WHERE run_id = :id
 
 -- name: select_schema_version
 SELECT max(version) FROM schema_migrations
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations
+    (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)
+
+-- name: select_migrations_done
+SELECT version FROM schema_migrations
+
+-- name: insert_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)
 
 -- name: insert_effect
 INSERT INTO effects (run_id, seq, step_id, item, attempt, key, tool, target, result, at)

@@ -1,9 +1,14 @@
-"""The SQL layer shared by every database: the store's interface in domain terms.
+"""The SQL layer shared by every database: the :class:`~charter.store.base.Store` interface, written once.
 
-Writes happen only in :meth:`SQLStore.append`, one transaction per batch of
-transitions: the events, the derived step rows and the run row together. The
-run row is fenced by its owner and its last sequence number, so an engine that
-lost its run cannot write to it.
+Transactions and fencing live here. Writes happen in :meth:`SQLStore.append`
+(and :meth:`SQLStore.create_run`), one transaction per batch of transitions:
+the events and the run rows together, each run row fenced by its owner and its
+last sequence number, so an engine that lost its run cannot write to it.
+
+A dialect overrides only what differs: connecting, running a statement
+(parameter style, error mapping), its migrations (identity columns and types),
+and how it learns of a change (:meth:`change` and :meth:`wait_for_change`).
+Every query is named, once, in ``queries.sql``.
 """
 
 from __future__ import annotations
@@ -11,17 +16,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from abc import abstractmethod
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from ..engine.rules import RunState, StepState, Unit, shown_status
-from ..errors import StoreError
-from ..events import EffectRecorded, Event, RunCreated
+from ..errors import RunFencedError, StoreError
+from ..events import EffectRecorded, Event
 from ..workspace.secrets import redact
+from .base import Store
+from .records import EffectRow, NewRun, RequestRow, RunRow, RunWrite
 
 # ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -30,22 +34,6 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 def _dumps(value: Any) -> str:
     """JSON as stored: every known secret masked (a no-op until some secret is used)."""
     return redact(_encode(value))
-
-
-@dataclass(frozen=True)
-class EffectRow:
-    """One entry of the effect ledger."""
-
-    run_id: str
-    seq: int
-    step_id: str
-    item: int | None
-    attempt: int
-    key: str
-    tool: str
-    target: list[Any]
-    result: Any
-    at: float
 
 
 def _load_queries() -> dict[str, str]:
@@ -60,9 +48,9 @@ def _load_queries() -> dict[str, str]:
 QUERIES = _load_queries()
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """The numbered migration files, in order: (version, name, sql)."""
-    folder = resources.files("charter.store").joinpath("migrations")
+def migrations(dialect: str = "sqlite") -> list[tuple[int, str, str]]:
+    """A dialect's numbered migration files, in order: (version, name, sql)."""
+    folder = resources.files("charter.store").joinpath("migrations", dialect)
     out = []
     for entry in folder.iterdir():
         m = re.match(r"^(\d+)_(.+)\.sql$", entry.name)
@@ -71,41 +59,9 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-@dataclass(frozen=True)
-class RunRow:
-    """A run as the store keeps it (derived from its events)."""
-
-    id: str
-    status: str
-    goal: str
-    tool_sources: list[str]
-    parent_run: str | None
-    steps_total: int
-    steps_done: int
-    reason: str
-    output: Any
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    last_seq: int
-    owner: str | None
-    lease_expires: float | None
-    #: in flight by its log, but whoever ran it is gone; set by :class:`~charter.Charter`,
-    #: which knows how to tell (the store only keeps the owner and its lease)
-    interrupted: bool = False
-
-
-@dataclass(frozen=True)
-class StepRow:
-    step_id: str
-    item: int | None
-    status: str
-    attempt: int
-    retry_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    output: Any
-    error: dict[str, Any] | None
+def declared_schema(dialect: str = "sqlite") -> str:
+    """The schema applying a dialect's migrations must produce (a test checks it does)."""
+    return resources.files("charter.store").joinpath("migrations", dialect, "schema.sql").read_text()
 
 
 def _run_row(r: Sequence[Any]) -> RunRow:
@@ -118,13 +74,34 @@ def _run_row(r: Sequence[Any]) -> RunRow:
     )
 
 
-class SQLStore(ABC):
-    """Events and derived state in SQL. Subclasses supply the connection and dialect."""
+class _Transaction:
+    """A write transaction as an async context manager (a small class: it is on every commit's path)."""
 
-    #: a human-readable location, for messages
-    location: str = ""
-    #: opened only to read: nothing is migrated or written
-    read_only: bool = False
+    __slots__ = ("store",)
+
+    def __init__(self, store: SQLStore) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> None:
+        await self.store._begin()
+
+    async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            await self.store._rollback(exc)
+            return
+        try:
+            await self.store._commit()
+        except BaseException as failed:  # a commit can fail too (a full disk)
+            await self.store._rollback(failed)
+            raise
+        self.store._committed()
+
+
+class SQLStore(Store):
+    """Events and derived state in SQL. A dialect supplies the connection and what differs."""
+
+    #: the folder of this dialect's migrations under ``charter/store/migrations``
+    dialect: str = ""
 
     def __init__(self) -> None:
         # The runs this handle has claimed and not let go of. When none is left the process
@@ -134,36 +111,48 @@ class SQLStore(ABC):
     # --- what a dialect provides -------------------------------------------------
 
     @abstractmethod
-    def _execute(self, sql: str, params: dict[str, Any] | None = None) -> Any: ...
+    async def _execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        """Run one statement; the number of rows it changed."""
 
     @abstractmethod
-    def _executemany(self, sql: str, rows: list[dict[str, Any]]) -> None: ...
+    async def _executemany(self, sql: str, rows: list[dict[str, Any]]) -> None: ...
 
     @abstractmethod
-    def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[Sequence[Any]]: ...
+    async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[Sequence[Any]]: ...
 
     @abstractmethod
-    @contextmanager
-    def transaction(self) -> Iterator[None]: ...
+    async def _begin(self) -> None:
+        """Start a write transaction (the dialect's strongest lock on what it writes)."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    async def _commit(self) -> None: ...
+
+    @abstractmethod
+    async def _rollback(self, exc: BaseException) -> None:
+        """Undo the transaction that ``exc`` broke; may raise a clearer error in its place."""
+
+    def _committed(self) -> None:
+        """Called after every write transaction committed (a dialect may tell waiters at once)."""
+
+    def _idle(self) -> None:
+        """Called when this handle holds no run any more (most dialects have nothing to tidy up)."""
+
+    def transaction(self) -> _Transaction:
+        """``async with store.transaction():`` one write transaction, committed if the block ends well."""
+        return _Transaction(self)
 
     def _sql(self, name: str) -> str:
         return QUERIES[name]
 
-    def _idle(self) -> None:  # noqa: B027 - a hook: most dialects have nothing to tidy up
-        """Called when this handle holds no run any more."""
-
     # --- schema ------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    async def migrate(self) -> None:
         """Apply the migrations this database has not seen yet (and write nothing if there are none,
         so that a store one may only read can still be inspected)."""
-        known = migrations()
+        known = migrations(self.dialect)
         latest = known[-1][0]
         try:
-            current = self._fetchall(self._sql("select_schema_version"))[0][0]
+            current = (await self._fetchall(self._sql("select_schema_version")))[0][0]
         except StoreError:
             current = None  # no schema yet
         if current is not None and current > latest:
@@ -178,158 +167,120 @@ class SQLStore(ABC):
                 f"{self.location} has schema version {current}, older than this Charter's ({latest}), "
                 "and is open only to read: open it once with write access to upgrade it"
             )
-        with self.transaction():
-            self._execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-            )
-            done = {r[0] for r in self._fetchall("SELECT version FROM schema_migrations")}
+        async with self.transaction():
+            await self._execute(self._sql("create_schema_migrations"))
+            done = {r[0] for r in await self._fetchall(self._sql("select_migrations_done"))}
             for version, name, sql in known:
                 if version in done:
                     continue
                 for statement in _statements(sql):
-                    self._execute(statement)
-                self._execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)",
-                    {"v": version, "n": name, "t": time.time()},
-                )
+                    await self._execute(statement)
+                await self._execute(self._sql("insert_migration"), {"v": version, "n": name, "t": time.time()})
 
     # --- writing -------------------------------------------------------------------
 
-    def create_run(self, state: RunState, created: RunCreated, owner: str, lease_expires: float) -> None:
-        """Insert a new run with its ``RunCreated`` event."""
-        with self.transaction():
-            self._execute(
-                self._sql("insert_run"),
-                {
-                    "id": state.run_id, "status": state.status, "goal": state.plan.goal,
-                    "tool_sources": _dumps(state.tool_sources), "parent_run": state.parent_run,
-                    "steps_total": len(state.steps), "created_at": created.at,
-                    "owner": owner, "lease_expires": lease_expires,
-                },
-            )
-            self._execute(
-                self._sql("insert_event"),
-                {"run_id": state.run_id, "seq": 1, "type": created.type, "at": created.at,
-                 "data": _dumps(created.to_data())},
-            )
-        state.last_seq = 1
-        self._held.add(state.run_id)
+    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
+        async with self.transaction():
+            await self._execute(self._sql("insert_run"), {
+                "id": run.run_id, "status": first.run.status, "goal": run.goal,
+                "tool_sources": _dumps(list(run.tool_sources)), "parent_run": run.parent_run,
+                "steps_total": run.steps_total, "created_at": run.created_at,
+                "owner": owner, "lease_expires": lease_expires,
+            })
+            await self._write([first], owner)
+        self._held.add(run.run_id)
 
-    def append(
-        self, batch: Sequence[tuple[RunState, Sequence[Event]]], owner: str, requests_done: Sequence[int] = ()
-    ) -> None:
-        """Write the events of each run (already applied to its state) and the state they lead to.
+    async def append(self, writes: Sequence[RunWrite], owner: str, answered: Sequence[int] = ()) -> None:
+        writes = [w for w in writes if w.events]
+        if not writes and not answered:
+            return
+        async with self.transaction():
+            await self._write(writes, owner)
+            if answered:
+                await self._executemany(self._sql("delete_request"), [{"id": i} for i in answered])
 
-        One transaction for the whole batch, which also deletes the control
-        requests (``requests_done``) these events answer: a request is gone
-        exactly when its effect is recorded. Raises :class:`StoreError` if a run
-        is no longer owned by ``owner`` or was written by someone else meanwhile.
-        """
+    async def _write(self, writes: Sequence[RunWrite], owner: str) -> None:
         event_rows: list[dict[str, Any]] = []
         effect_rows: list[dict[str, Any]] = []
-        step_rows: list[dict[str, Any]] = []
-        run_updates: list[tuple[RunState, dict[str, Any]]] = []
-        for state, events in batch:
-            if not events:
-                continue
-            seq = state.last_seq
-            touched: dict[tuple[str, int | None], None] = {}
-            for ev in events:
-                seq += 1
-                event_rows.append({"run_id": state.run_id, "seq": seq, "type": ev.type, "at": ev.at,
+        for w in writes:  # the run rows first: a writer that lost its run learns it before writing more
+            r = w.run
+            query = self._sql("update_run" if w.status_changed else "update_run_same_status")
+            changed = await self._execute(query, {
+                "id": w.run_id, "status": r.status, "steps_done": r.steps_done, "reason": redact(r.reason),
+                "output": None if r.output is None else _dumps(r.output), "updated_at": r.updated_at,
+                "finished_at": r.finished_at, "last_seq": w.last_seq, "owner": owner, "prev_seq": w.after_seq,
+            })
+            if changed != 1:
+                raise RunFencedError(
+                    f"run {w.run_id} was changed by another process (or is no longer owned by this one); "
+                    "nothing was written"
+                )
+            for seq, ev in enumerate(w.events, start=w.after_seq + 1):
+                event_rows.append({"run_id": w.run_id, "seq": seq, "type": ev.type, "at": ev.at,
                                    "data": _dumps(ev.to_data())})
                 if isinstance(ev, EffectRecorded):
                     effect_rows.append({
-                        "run_id": state.run_id, "seq": seq, "step_id": ev.step,
+                        "run_id": w.run_id, "seq": seq, "step_id": ev.step,
                         "item": -1 if ev.item is None else ev.item, "attempt": ev.attempt, "key": ev.key,
                         "tool": ev.tool, "target": _dumps(ev.target), "result": _dumps(ev.result), "at": ev.at,
                     })
-                step = getattr(ev, "step", None)
-                if step is not None and step in state.steps:
-                    touched[(step, getattr(ev, "item", None))] = None
-                    if getattr(ev, "item", None) is not None:
-                        touched[(step, None)] = None
-                elif step is None:
-                    for sid in getattr(ev, "steps", ()):
-                        touched[(sid, None)] = None
-                        touched.update(((sid, i), None) for i in state.steps[sid].units if i is not None)
-            for sid, item in touched:
-                step_rows.append(_step_row(state, sid, item))
-            run_updates.append((state, {
-                "id": state.run_id, "status": state.status, "steps_done": state.done_steps,
-                "reason": redact(state.reason),
-                "output": None if state.output is None else _dumps(state.output),
-                "updated_at": state.updated_at, "finished_at": state.finished_at,
-                "last_seq": seq, "owner": owner, "prev_seq": state.last_seq,
-            }))
-        if not run_updates and not requests_done:
-            return
-        with self.transaction():
-            for state, params in run_updates:  # first: a writer that lost its run learns it here
-                if self._execute(self._sql("update_run"), params) != 1:
-                    raise StoreError(
-                        f"run {state.run_id} was changed by another process (or is no longer "
-                        "owned by this one); nothing was written"
-                    )
-            self._executemany(self._sql("insert_event"), event_rows)
-            if effect_rows:
-                self._executemany(self._sql("insert_effect"), effect_rows)
-            self._executemany(self._sql("upsert_step"), step_rows)
-            self._executemany(self._sql("delete_request"), [{"id": i} for i in requests_done])
-        for state, params in run_updates:
-            state.last_seq = params["last_seq"]
+        await self._executemany(self._sql("insert_event"), event_rows)
+        if effect_rows:
+            await self._executemany(self._sql("insert_effect"), effect_rows)
 
     # --- ownership ----------------------------------------------------------------
 
-    def claim(self, run_id: str, owner: str, lease_expires: float, expected_owner: str | None) -> bool:
-        """Take a run that is free, ours, or owned by ``expected_owner`` (found dead or expired)."""
-        with self.transaction():
-            n = self._execute(
-                self._sql("claim_run"),
-                {"id": run_id, "owner": owner, "lease_expires": lease_expires,
-                 "expected_owner": expected_owner or ""},
-            )
+    async def claim(self, run_id: str, owner: str, lease_expires: float, expected_owner: str | None) -> bool:
+        async with self.transaction():
+            n = await self._execute(self._sql("claim_run"), {
+                "id": run_id, "owner": owner, "lease_expires": lease_expires, "expected_owner": expected_owner or "",
+            })
         if n == 1:
             self._held.add(run_id)
-        return bool(n == 1)
+        return n == 1
 
-    def renew(self, run_ids: Sequence[str], owner: str, lease_expires: float) -> None:
-        with self.transaction():
-            self._executemany(self._sql("renew_lease"),
-                              [{"id": r, "owner": owner, "lease_expires": lease_expires} for r in run_ids])
+    async def renew(self, run_ids: Sequence[str], owner: str, lease_expires: float) -> None:
+        async with self.transaction():
+            await self._executemany(self._sql("renew_lease"),
+                                    [{"id": r, "owner": owner, "lease_expires": lease_expires} for r in run_ids])
 
-    def release(self, run_ids: Sequence[str], owner: str) -> None:
-        """Let go of runs; requests left for a run that has ended can no longer apply and go too."""
-        with self.transaction():
-            self._executemany(self._sql("release_run"), [{"id": r, "owner": owner} for r in run_ids])
-            self._executemany(self._sql("drop_finished_requests"), [{"id": r} for r in run_ids])
+    async def release(self, run_ids: Sequence[str], owner: str) -> None:
+        async with self.transaction():
+            await self._executemany(self._sql("release_run"), [{"id": r, "owner": owner} for r in run_ids])
+            await self._executemany(self._sql("drop_finished_requests"), [{"id": r} for r in run_ids])
         if self._held:
             self._held.difference_update(run_ids)
             if not self._held:
                 self._idle()
 
-    # --- requests to the engine that owns a run --------------------------------------
+    # --- control requests -------------------------------------------------------------
 
-    def add_request(self, run_id: str, action: str, reason: str, now: float) -> None:
-        with self.transaction():
-            self._execute(self._sql("insert_request"),
-                          {"run_id": run_id, "action": action, "reason": reason, "created_at": now})
+    async def add_request(self, request: RequestRow) -> int:
+        async with self.transaction():
+            rows = await self._fetchall(self._sql("insert_request"), {
+                "run_id": request.run_id, "kind": request.kind, "step": request.step,
+                "requested_by": request.by, "reason": redact(request.reason), "data": _dumps(request.data),
+                "created_at": request.created_at,
+            })
+        return int(rows[0][0])
 
-    def pending_requests(self) -> list[tuple[int, str, str, str]]:
-        """Control requests not yet answered: (id, run, action, reason). Reading takes nothing:
-        a request is deleted by the :meth:`append` that records its effect."""
-        return [(r[0], r[1], r[2], r[3]) for r in self._fetchall(self._sql("select_requests"))]
+    async def pending_requests(self, run_ids: Sequence[str] | None = None) -> list[RequestRow]:
+        wanted = None if run_ids is None else set(run_ids)
+        return [
+            RequestRow(id=r[0], run_id=r[1], kind=r[2], step=r[3], by=r[4], reason=r[5], data=json.loads(r[6]),
+                       created_at=r[7])
+            for r in await self._fetchall(self._sql("select_requests"))
+            if wanted is None or r[1] in wanted
+        ]
 
     # --- reading ------------------------------------------------------------------
 
-    def events(self, run_id: str, after: int = 0) -> list[Event]:
-        rows = self._fetchall(self._sql("select_events"), {"run_id": run_id, "after": after})
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        rows = await self._fetchall(self._sql("select_events"), {"run_id": run_id, "after": after})
         return [Event.from_data(r[1], r[2], json.loads(r[3])) for r in rows]
 
-    def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
-        """The effect ledger, oldest first: of one run, or of every run."""
-        rows = self._fetchall(self._sql("select_effects"), {"run_id": run_id or "", "limit": limit})
+    async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+        rows = await self._fetchall(self._sql("select_effects"), {"run_id": run_id or "", "limit": limit})
         return [
             EffectRow(run_id=r[0], seq=r[1], step_id=r[2], item=None if r[3] < 0 else r[3], attempt=r[4],
                       key=r[5], tool=r[6], target=json.loads(r[7]), result=None if r[8] is None else json.loads(r[8]),
@@ -337,51 +288,19 @@ class SQLStore(ABC):
             for r in rows
         ]
 
-    def get_run(self, run_id: str) -> RunRow | None:
-        rows = self._fetchall(self._sql("select_run"), {"id": run_id})
+    async def get_run(self, run_id: str) -> RunRow | None:
+        rows = await self._fetchall(self._sql("select_run"), {"id": run_id})
         return _run_row(rows[0]) if rows else None
 
-    def find_run_ids(self, prefix: str) -> list[str]:
+    async def find_run_ids(self, prefix: str) -> list[str]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return [r[0] for r in self._fetchall(self._sql("select_run_ids_like"), {"prefix": escaped + "%"})]
+        return [r[0] for r in await self._fetchall(self._sql("select_run_ids_like"), {"prefix": escaped + "%"})]
 
-    def list_runs(self, limit: int = 50) -> list[RunRow]:
-        return [_run_row(r) for r in self._fetchall(self._sql("select_runs"), {"limit": limit})]
+    async def list_runs(self, limit: int = 50) -> list[RunRow]:
+        return [_run_row(r) for r in await self._fetchall(self._sql("select_runs"), {"limit": limit})]
 
-    def unfinished_runs(self) -> list[tuple[str, str | None, float | None]]:
-        return [(r[0], r[1], r[2]) for r in self._fetchall(self._sql("select_unfinished_runs"))]
-
-    def steps(self, run_id: str) -> list[StepRow]:
-        rows = self._fetchall(self._sql("select_steps"), {"run_id": run_id})
-        return [
-            StepRow(step_id=r[0], item=None if r[1] < 0 else r[1], status=r[2], attempt=r[3],
-                    retry_at=r[4], started_at=r[5], finished_at=r[6],
-                    output=None if r[7] is None else json.loads(r[7]),
-                    error=None if r[8] is None else json.loads(r[8]))
-            for r in rows
-        ]
-
-
-def _step_row(state: RunState, sid: str, item: int | None) -> dict[str, Any]:
-    st: StepState = state.steps[sid]
-    src: StepState | Unit
-    if item is None:
-        u = st.units.get(None)
-        src = st
-        attempt = u.attempt if u else max((x.attempt for x in st.units.values()), default=0)
-        retry_at = u.retry_at if u else None
-        status = shown_status(st)
-    else:
-        src = st.units[item]
-        attempt, retry_at, status = src.attempt, src.retry_at, src.status
-    output = src.output
-    return {
-        "run_id": state.run_id, "step_id": sid, "item": -1 if item is None else item,
-        "status": status, "attempt": attempt, "retry_at": retry_at,
-        "started_at": src.started_at, "finished_at": src.finished_at,
-        "output": None if output is None else _dumps(output),
-        "error": None if src.error is None else _dumps(src.error),
-    }
+    async def unfinished_runs(self) -> list[tuple[str, str | None, float | None]]:
+        return [(r[0], r[1], r[2]) for r in await self._fetchall(self._sql("select_unfinished_runs"))]
 
 
 def _statements(sql: str) -> list[str]:

@@ -17,16 +17,19 @@ process holds no run any more.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Coroutine, Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from ..clock import Clock
 from ..errors import StoreError
 from .sql import SQLStore
+
+T = TypeVar("T")
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: how to open a store: read, write and create if missing; read and write an existing store; only read
@@ -34,10 +37,49 @@ MODES = ("rwc", "rw", "ro")
 #: the fewest and most pages the write-ahead log may hold before it is folded into the file
 MIN_LOG_PAGES, MAX_LOG_PAGES = 32, 1000
 BUSY_MS = 10_000
+#: how often a waiter looks whether another process wrote (one ``PRAGMA data_version``, microseconds)
+POLL_SECONDS = 0.05
+
+
+def now(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of one of this store's coroutines, which never suspend (statements run on the
+    calling thread), from code that is not async: opening and migrating a store."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a SQLite store operation suspended")
+
+
+class _Changes:
+    """Who in this process waits for a change to one database file, and how many commits it saw."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.waiters: set[asyncio.Future[None]] = set()
+
+    def committed(self) -> None:
+        self.commits += 1
+        for fut in self.waiters:
+            if not fut.done():
+                fut.get_loop().call_soon_threadsafe(_wake, fut)
+        self.waiters.clear()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+_changes: dict[str, _Changes] = {}
 
 
 class SQLiteStore(SQLStore):
     """Events and state in one SQLite file (or ``:memory:``).
+
+    A change is learnt at once from writers in this process, and from other
+    processes by SQLite's ``data_version``, looked at every :data:`POLL_SECONDS`.
 
     ``mode`` is ``"rwc"`` (the default: create the store if it is missing), ``"rw"``
     (the store must exist) or ``"ro"`` (only read: nothing is created or written,
@@ -47,6 +89,7 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: str | Path = "charter.db", *, synchronous: str | None = None,
                  mode: str = "rwc") -> None:
         super().__init__()
+        self.dialect = "sqlite"
         self.path = str(path)
         self.location = self.path
         sync = (synchronous or os.environ.get("CHARTER_SQLITE_SYNCHRONOUS") or "NORMAL").upper()
@@ -71,9 +114,11 @@ class SQLiteStore(SQLStore):
             self._conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from None
-        self._depth = 0
-        self._check_charter_store()
-        self.migrate()
+        self._in_transaction = False
+        key = str(self._file) if self._file is not None else f":memory:{id(self)}"
+        self._changes = _changes.setdefault(key, _Changes())
+        now(self._check_charter_store())
+        now(self.migrate())
 
     def _connect(self) -> sqlite3.Connection:
         if self._file is None:
@@ -109,9 +154,9 @@ class SQLiteStore(SQLStore):
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             self._conn.execute(f"PRAGMA journal_size_limit = {pages * self._page}")
 
-    def _check_charter_store(self) -> None:
+    async def _check_charter_store(self) -> None:
         """Refuse a SQLite database that is not a Charter store (only an empty one becomes one)."""
-        tables = {r[0] for r in self._fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {r[0] for r in await self._fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "schema_migrations" in tables:
             return
         if tables:
@@ -120,14 +165,14 @@ class SQLiteStore(SQLStore):
         if self.mode != "rwc":
             raise StoreError(f"{self.path} is not a Charter store (it is empty)")
 
-    def _execute(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+    async def _execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         try:
             cur = self._conn.execute(sql, params or {})
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
         return cur.rowcount
 
-    def _executemany(self, sql: str, rows: list[dict[str, Any]]) -> None:
+    async def _executemany(self, sql: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         try:
@@ -135,36 +180,58 @@ class SQLiteStore(SQLStore):
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
-    def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[Sequence[Any]]:
+    async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[Sequence[Any]]:
         try:
             return self._conn.execute(sql, params or {}).fetchall()
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._execute("BEGIN IMMEDIATE")
-        self._depth = 1
+    # No statement here suspends, so no other task can run between BEGIN and COMMIT:
+    # the one connection needs no lock.
+    async def _begin(self) -> None:
+        if self._in_transaction:
+            raise RuntimeError("transactions of a store do not nest")
+        await self._execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
+
+    async def _commit(self) -> None:
+        self._in_transaction = False
+        await self._execute("COMMIT")
+
+    async def _rollback(self, exc: BaseException) -> None:
+        self._in_transaction = False
         try:
-            yield
-            self._depth = 0
-            self._execute("COMMIT")
-        except BaseException as exc:
-            self._depth = 0
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if _disk_full(exc):
+            raise self._out_of_space() from exc
+
+    def _committed(self) -> None:
+        self._changes.committed()
+
+    async def change(self) -> Hashable:
+        try:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+        return (self._changes.commits, version)
+
+    async def wait_for_change(self, seen: Hashable, timeout: float, clock: Clock) -> Hashable:
+        deadline = clock.now() + timeout
+        while True:
+            token = await self.change()
+            left = deadline - clock.now()
+            if token != seen or left <= 0:
+                return token
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._changes.waiters.add(fut)
             try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error:
+                await clock.wait_for(fut, min(POLL_SECONDS, left))
+            except TimeoutError:
                 pass
-            if _disk_full(exc):
-                raise self._out_of_space() from exc
-            raise
+            finally:
+                self._changes.waiters.discard(fut)
 
     def _out_of_space(self) -> StoreError:
         """The error for a full disk, after giving back the log's space: how much the store needs."""
@@ -194,7 +261,7 @@ class SQLiteStore(SQLStore):
     def _truncate_log(self) -> None:
         """Fold the write-ahead log into the file and cut it to nothing, unless someone is using it
         right now (then it is left for later: this must never wait)."""
-        if self.read_only or self._depth:
+        if self.read_only or self._in_transaction:
             return
         try:
             self._conn.execute("PRAGMA busy_timeout = 0")

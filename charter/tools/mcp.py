@@ -1,43 +1,79 @@
 """MCP servers as tools, through the ``mcp`` SDK.
 
-Each server declared in ``charter.yaml`` becomes a group of tools named
-``server.tool`` in the catalog, with the schemas the server lists and the
-effect the file declares (``read`` unless declared ``write``, or the server
-marks the tool destructive). A server starts the first time one of its tools is
-needed, is started again after it dies, and stops when its workspace closes
-(or at interpreter exit).
+Each configured server (:class:`MCPServerConfig`, from ``charter.yaml``)
+becomes a group of tools named ``server.tool``, with the schemas the server
+lists and the effect the configuration declares (``read`` unless declared
+``write``, or the server marks the tool destructive). A server starts the first
+time one of its tools is needed, is started again after it dies, and stops when
+closed (or at interpreter exit).
 
 The connection lives on a thread of its own with its own event loop, so the
-same connection serves the synchronous catalog (plan validation, ``charter
-tools``) and every asynchronous caller, whatever loop they run on.
+same connection serves every caller, whatever loop they run on: async callers
+await the start (:meth:`MCPServer.list_tools`, :meth:`MCPServer.call`) while
+their loop goes on; code without a loop may wait for it (:meth:`MCPServer.tools`).
+
+Imports the tool module only. Secrets in the configuration are resolved by
+a function the server is given, so it knows nothing of where they come from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import tempfile
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
 import pydantic
 
 from ..errors import ConfigError, PermanentError, Problem, RetryableError, ToolArgumentError
-from . import Tool, ToolContext, jsonable
+from .tool import Tool, ToolContext, jsonable
 
 if TYPE_CHECKING:
+    import jsonschema
     from mcp import Client
 
-    from ..workspace import MCPServerConfig, Workspace
-
 _live: weakref.WeakSet[MCPServer] = weakref.WeakSet()
+
+# How a server resolves a configured value that may name a secret (``${env:NAME}``): value, where -> value.
+SecretResolver = Callable[[str, str], "str | None"]
+
+
+class MCPServerConfig(pydantic.BaseModel):
+    """One MCP server: a stdio ``command`` or a streamable-HTTP ``url`` (``mcp:`` in ``charter.yaml``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    command: list[str] | None = None
+    url: str | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    headers: dict[str, str] = {}
+    allow: list[str] | None = None
+    effects: dict[str, Literal["read", "write"]] = {}
+    targets: dict[str, str] = {}
+    timeout: float = pydantic.Field(default=60.0, gt=0)
+    start_timeout: float = pydantic.Field(default=30.0, gt=0)
+
+    @pydantic.field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return v.split() if isinstance(v, str) else v
+
+    @pydantic.model_validator(mode="after")
+    def _one_transport(self) -> MCPServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either 'command' (stdio) or 'url' (streamable HTTP), not both or neither")
+        if self.command is not None and not self.command:
+            raise ValueError("'command' is empty")
+        return self
 
 
 class _AnyArgs(pydantic.BaseModel):
@@ -87,20 +123,28 @@ class MCPTool(Tool):
 
 
 def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    import jsonschema  # not before an MCP tool is checked: it slows every start of the CLI
+
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)
 
 
 class MCPServer:
-    """One configured MCP server and its connection (none until first needed)."""
+    """One configured MCP server and its connection (none until first needed).
 
-    def __init__(self, name: str, cfg: MCPServerConfig, cwd: Path, workspace: Workspace) -> None:
+    ``secret`` resolves a configured header or environment value that may name
+    a secret; it is asked only when the server starts.
+    """
+
+    def __init__(self, name: str, cfg: MCPServerConfig, cwd: Path, secret: SecretResolver) -> None:
         self.name = name
         self.cfg = cfg
         self.cwd = cwd
-        self.workspace = workspace
+        self.secret = secret
         self.starts = 0
         self._lock = threading.Lock()
+        self._listing_lock = threading.Lock()
+        self._listing: Future[list[Any]] | None = None  # shared by every caller waiting for the first listing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Client | None = None
@@ -114,16 +158,59 @@ class MCPServer:
 
     # --- the catalog ----------------------------------------------------------------
 
+    @property
+    def listed(self) -> bool:
+        """Whether the server's tools are known (then :meth:`tools` answers without waiting)."""
+        return self._tools is not None
+
     def tools(self) -> list[MCPTool]:
-        """The server's tools as Charter tools (starts the server on first use)."""
+        """The server's tools as Charter tools, starting the server on first use and waiting for it.
+
+        For code without an event loop; async code awaits :meth:`list_tools`.
+        """
         if self._tools is None:
-            listing = self._run(self._list(), self.cfg.start_timeout + self.cfg.timeout)
-            self._tools = [self._make_tool(t) for t in listing if self._allowed(t.name)]
-            unknown = set(self.cfg.allow or ()) - {t.name for t in listing}
-            if unknown:
-                raise ConfigError(f"MCP server {self.name!r} has no tools named {', '.join(sorted(unknown))} "
-                                  f"(it has: {', '.join(t.name for t in listing)})")
+            with self._listing_errors() as timeout:
+                listing = self._first_listing().result(timeout)
+            self._tools = self._catalog(listing)
         return self._tools
+
+    async def list_tools(self) -> list[MCPTool]:
+        """The server's tools as Charter tools, starting the server on first use; the caller's loop
+        goes on meanwhile (the start happens on the server's own thread)."""
+        if self._tools is None:
+            with self._listing_errors() as timeout:
+                pending = asyncio.wrap_future(self._first_listing())
+                # shielded: giving up waiting must not stop a start that other callers may share
+                listing = await asyncio.wait_for(asyncio.shield(pending), timeout)
+            self._tools = self._catalog(listing)
+        return self._tools
+
+    @contextlib.contextmanager
+    def _listing_errors(self) -> Iterator[float]:
+        """How long a first listing may take; a failure to list is a configuration problem."""
+        timeout = self.cfg.start_timeout + self.cfg.timeout
+        try:
+            yield timeout
+        except TimeoutError:
+            raise ConfigError(f"MCP server {self.name!r} did not answer within {timeout:g}s") from None
+        except (PermanentError, RetryableError) as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _first_listing(self) -> Future[list[Any]]:
+        """The listing under way, or a new one if there is none or the last one failed."""
+        with self._listing_lock:
+            last = self._listing
+            if last is None or (last.done() and (last.cancelled() or last.exception() is not None)):
+                self._listing = self._submit(self._list())
+            assert self._listing is not None
+            return self._listing
+
+    def _catalog(self, listing: list[Any]) -> list[MCPTool]:
+        unknown = set(self.cfg.allow or ()) - {t.name for t in listing}
+        if unknown:
+            raise ConfigError(f"MCP server {self.name!r} has no tools named {', '.join(sorted(unknown))} "
+                              f"(it has: {', '.join(t.name for t in listing)})")
+        return [self._make_tool(t) for t in listing if self._allowed(t.name)]
 
     def _allowed(self, name: str) -> bool:
         return self.cfg.allow is None or name in self.cfg.allow
@@ -227,7 +314,7 @@ class MCPServer:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
-            headers = {k: self.workspace.secret(v, f"mcp.{self.name}.headers.{k}") or "" for k, v in
+            headers = {k: self.secret(v, f"mcp.{self.name}.headers.{k}") or "" for k, v in
                        self.cfg.headers.items()}
             http = httpx2.AsyncClient(headers=headers, timeout=self.cfg.timeout)
             return streamable_http_client(self.cfg.url, http_client=http)
@@ -235,7 +322,7 @@ class MCPServer:
         from mcp.client.stdio import stdio_client
 
         assert self.cfg.command is not None
-        env = {k: self.workspace.secret(v, f"mcp.{self.name}.env.{k}") or "" for k, v in self.cfg.env.items()}
+        env = {k: self.secret(v, f"mcp.{self.name}.env.{k}") or "" for k, v in self.cfg.env.items()}
         params = StdioServerParameters(command=self.cfg.command[0], args=self.cfg.command[1:], env=env or None,
                                        cwd=str(self.cwd))
         return stdio_client(params, errlog=self._errlog)
@@ -258,14 +345,6 @@ class MCPServer:
                                                 daemon=True)
                 self._thread.start()
             return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    def _run(self, coro: Any, timeout: float) -> Any:
-        try:
-            return self._submit(coro).result(timeout)
-        except TimeoutError:
-            raise ConfigError(f"MCP server {self.name!r} did not answer within {timeout:g}s") from None
-        except (PermanentError, RetryableError) as exc:
-            raise ConfigError(str(exc)) from None
 
     async def _shutdown(self) -> None:
         if self._stop is not None:
@@ -290,6 +369,10 @@ class MCPServer:
             loop.close()
         # bound to the loop just stopped: a later call makes new ones on a new loop
         self._starting = self._stop = self._session = self._client = None
+        with self._listing_lock:
+            if self._listing is not None and not self._listing.done():
+                self._listing.cancel()  # its loop is gone: it would never finish
+                self._listing = None
 
     @property
     def running(self) -> bool:

@@ -1,160 +1,50 @@
-"""The workspace: a folder and its ``charter.yaml``.
+"""The workspace: a folder and its ``charter.yaml``; it builds the registry of its tools.
 
-The file declares the workspace root (where file and git tools may act), tool
-sources, MCP servers, settings for the built-in HTTP, email and Slack tools,
-per-tool limits, and the policy that decides which writes need a person's
-review. Every part is optional; without a file the workspace is the current
-directory (or ``$CHARTER_WORKSPACE``) with defaults.
+The file (:mod:`.config`) declares the workspace root (where file and git tools
+may act), tool sources, MCP servers, settings for the built-in HTTP, email and
+Slack tools, per-tool limits, and the policy that decides which writes need a
+person's review. Every part is optional; without a file the workspace is the
+current directory (or ``$CHARTER_WORKSPACE``) with defaults.
 
 Secrets are not written in the file: a value such as ``${env:SMTP_PASSWORD}``
-refers to the environment and is read only when a tool needs it.
+refers to the environment and is read only when a tool needs it (:mod:`.secrets`).
 
-The workspace that tools see is :func:`current`, set by the engine around each
-attempt, so a built-in tool reads its settings without taking parameters for
-them.
+A workspace builds a :class:`WorkspaceRegistry` of its tools and MCP servers
+(:meth:`Workspace.registry`); a run records the file among its tool sources,
+and :func:`charter.tools.load_tools` loads it again through the source kind
+registered here. The workspace that tools see is :func:`current`, set by the
+engine around each attempt, so a built-in tool reads its settings without
+taking parameters for them.
+
+Imports tools (never the other way round) and errors; the built-in tools import
+this package, and it never imports them.
 """
 
 from __future__ import annotations
 
 import contextvars
-import fnmatch
+import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 import yaml
 
 from ..errors import ConfigError
+from ..tools import Registry, Tool, load_tools, register_source_kind
+from ..tools.mcp import MCPServer, MCPServerConfig
 from . import secrets
-
-if TYPE_CHECKING:
-    from ..tools import Tool
-    from ..tools.mcp import MCPServer
-
-CONFIG_NAME = "charter.yaml"
-
-
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class MCPServerConfig(_Model):
-    """One MCP server: a stdio ``command`` or a streamable-HTTP ``url``."""
-
-    command: list[str] | None = None
-    url: str | None = None
-    env: dict[str, str] = {}
-    cwd: str | None = None
-    headers: dict[str, str] = {}
-    allow: list[str] | None = None
-    effects: dict[str, Literal["read", "write"]] = {}
-    targets: dict[str, str] = {}
-    timeout: float = pydantic.Field(default=60.0, gt=0)
-    start_timeout: float = pydantic.Field(default=30.0, gt=0)
-
-    @pydantic.field_validator("command", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        return v.split() if isinstance(v, str) else v
-
-    @pydantic.model_validator(mode="after")
-    def _one_transport(self) -> MCPServerConfig:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("give either 'command' (stdio) or 'url' (streamable HTTP), not both or neither")
-        if self.command is not None and not self.command:
-            raise ValueError("'command' is empty")
-        return self
-
-
-class HTTPConfig(_Model):
-    allow_private: bool = False
-    max_bytes: int = pydantic.Field(default=2_000_000, gt=0)
-    timeout: float = pydantic.Field(default=30.0, gt=0)
-
-
-class EmailConfig(_Model):
-    host: str
-    port: int = pydantic.Field(default=587, gt=0, lt=65536)
-    sender: str = pydantic.Field(alias="from")
-    username: str | None = None
-    password: str | None = None  # usually ${env:...}
-    tls: Literal["none", "starttls", "tls"] = "starttls"
-    timeout: float = pydantic.Field(default=30.0, gt=0)
-
-
-class SlackConfig(_Model):
-    webhook_url: str | None = None  # a secret: usually ${env:SLACK_WEBHOOK_URL}
-    token: str | None = None  # a secret: usually ${env:SLACK_BOT_TOKEN}
-    api_url: str = "https://slack.com/api"
-    channel: str | None = None
-    timeout: float = pydantic.Field(default=30.0, gt=0)
-
-
-class Limit(_Model):
-    """How many calls of one tool may run at once, and how often one may start."""
-
-    concurrency: int | None = pydantic.Field(default=None, ge=1)
-    per_second: float | None = pydantic.Field(default=None, gt=0)
-
-
-class Rule(_Model):
-    """Writes of ``tool`` (a name or glob) allowed without review, optionally only to matching targets."""
-
-    tool: str
-    target: str | None = None
-
-
-class Policy(_Model):
-    """Which plans ``charter do`` approves without asking, and which writes need no person's review.
-
-    ``approve``: ``never`` (a person reviews every plan), ``reads`` (plans that
-    only read are approved), ``policy`` (also plans whose every write is allowed
-    by a rule of ``allow``).
-    """
-
-    approve: Literal["never", "reads", "policy"] = "never"
-    allow: list[Rule] = []
-
-    def allows(self, tool: Tool, args: Mapping[str, Any]) -> bool:
-        """Whether a write of ``tool`` with these (resolved) arguments may run without a person's review."""
-        targets = tool.targets_of(args)
-        for rule in self.allow:
-            if not fnmatch.fnmatchcase(tool.name, rule.tool):
-                continue
-            if rule.target is None:
-                return True
-            if targets and all(_matches(t, rule.target) for t in targets):
-                return True
-        return False
-
-
-def _matches(target: Any, pattern: str) -> bool:
-    # ``*`` matches ``/`` too, so "notes/*" would match "notes/../secrets": a target that climbs never matches
-    if not isinstance(target, str) or "\x00" in target:
-        return False
-    climbs = ".." in target.replace("\\", "/").split("/")
-    return not climbs and fnmatch.fnmatchcase(target, pattern)
-
-
-class WorkspaceConfig(_Model):
-    root: str = "."
-    tools: list[str] = []
-    mcp: dict[str, MCPServerConfig] = {}
-    http: HTTPConfig = HTTPConfig()
-    email: EmailConfig | None = None
-    slack: SlackConfig | None = None
-    limits: dict[str, Limit] = {}
-    policy: Policy = Policy()
-
-    @pydantic.field_validator("mcp")
-    @classmethod
-    def _names(cls, v: dict[str, MCPServerConfig]) -> dict[str, MCPServerConfig]:
-        for name in v:
-            if not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"MCP server name {name!r}: use letters, digits, '-' and '_'")
-        return v
+from .config import (
+    CONFIG_NAME,
+    EmailConfig,
+    HTTPConfig,
+    Limit,
+    Policy,
+    Rule,
+    SlackConfig,
+    WorkspaceConfig,
+)
 
 
 class Workspace:
@@ -189,18 +79,49 @@ class Workspace:
 
     def servers(self) -> dict[str, MCPServer]:
         """The configured MCP servers (not started until a tool of theirs is needed)."""
-        from ..tools.mcp import MCPServer
-
         for name, cfg in self.config.mcp.items():
             if name not in self._servers:
                 cwd = self.root if cfg.cwd is None else (self.root / cfg.cwd)
-                self._servers[name] = MCPServer(name, cfg, cwd, self)
+                self._servers[name] = MCPServer(name, cfg, cwd, self.secret)
         return self._servers
+
+    def registry(self, base: Registry | None = None) -> WorkspaceRegistry:
+        """The tools of this workspace (its tool sources and MCP servers), with ``base``'s."""
+        return WorkspaceRegistry(self, base)
 
     def close(self) -> None:
         """Stop the MCP servers this workspace started."""
         for server in self._servers.values():
             server.close()
+
+
+class WorkspaceRegistry(Registry):
+    """A registry built by a workspace: the tools it was given, the workspace's tool sources and
+    MCP servers, and the workspace's limits over the tools' own.
+
+    Runs of these tools follow the workspace's policy, and their attempts see it
+    as :func:`current`. Its file is one of the registry's sources, so a run that
+    recorded it loads the same tools again.
+    """
+
+    def __init__(self, workspace: Workspace, base: Registry | None = None) -> None:
+        self.workspace = workspace
+        super().__init__()
+        if base is not None:
+            self.include(base)
+        if workspace.tool_sources():
+            for t in load_tools(workspace.tool_sources()):
+                self.add(t)
+        for server in workspace.servers().values():
+            self.add_server(server)
+        if workspace.path is not None and str(workspace.path) not in self.sources:
+            self.sources.append(str(workspace.path))
+
+    def add(self, t: Tool) -> None:
+        limit = self.workspace.config.limits.get(t.name)
+        if limit is not None:  # the workspace file's limits win over the tool's own
+            t = dataclasses.replace(t, concurrency=limit.concurrency or t.concurrency, rate=limit.per_second or t.rate)
+        super().add(t)
 
 
 def load_workspace(path: str | Path | None = None) -> Workspace:
@@ -254,3 +175,25 @@ def current() -> Workspace:
 def activate(ws: Workspace | None) -> contextvars.Token[Workspace | None]:
     """Make ``ws`` the :func:`current` workspace in this context."""
     return _current.set(ws)
+
+
+# A run records its workspace file among its tool sources: loading them again loads the workspace's tools.
+register_source_kind((".yaml", ".yml"), lambda source, base: load_workspace(source).registry(base))
+
+__all__ = [
+    "CONFIG_NAME",
+    "EmailConfig",
+    "HTTPConfig",
+    "Limit",
+    "MCPServerConfig",
+    "Policy",
+    "Rule",
+    "SlackConfig",
+    "Workspace",
+    "WorkspaceConfig",
+    "WorkspaceRegistry",
+    "activate",
+    "current",
+    "load_workspace",
+    "secrets",
+]

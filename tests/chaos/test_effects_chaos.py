@@ -89,9 +89,9 @@ def charter(ws: Path, *args: str, killpoint: tuple[str, int] | None = None) -> s
 
 
 @pytest.mark.parametrize("killpoint", [
-    ("charter.engine.core:call_tool", 1),  # the file written and in the ledger, its step's result not committed
-    ("charter.engine.core:call_tool", 2),  # the same for the commit
-    ("charter.engine.core:call_tool", 3),  # and for the email
+    ("charter.engine.attempts:call_tool", 1),  # the file written and in the ledger, its step's result not committed
+    ("charter.engine.attempts:call_tool", 2),  # the same for the commit
+    ("charter.engine.attempts:call_tool", 3),  # and for the email
     ("charter.tools:Tool.invoke", 1),  # the file written, not even in the ledger yet
     ("charter.tools:Tool.invoke", 2),  # the commit made, not even in the ledger yet
 ], ids=["file-ledgered", "commit-ledgered", "email-ledgered", "file-unledgered", "commit-unledgered"])

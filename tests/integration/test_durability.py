@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from charter import Charter, RetryableError, RunStateError, ToolContext, tool
+from charter.engine import control
 from charter.testing import FakeClock
 
 executions: list[tuple[str, int]] = []
@@ -88,25 +89,25 @@ async def test_a_scheduled_retry_time_survives_a_restart(db_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    [row] = first.store.steps(run_id)
-    assert (row.status, row.retry_at) == ("waiting", 1100.0)  # the due time is stored
+    [unit] = (await first.state(run_id)).steps["x"].units.values()
+    assert (unit.status, unit.retry_at) == ("waiting", 1100.0)  # the due time is in the log
     first.close()
 
     clock2 = FakeClock(start=1050.0)
     second = Charter(db_path, tools=[later], clock=clock2)
     clock = clock2
-    second.engine().resume(run_id, registry=second.registry)
+    await second.engine().control(run_id, control.Resume(), registry=second.registry)
     task = asyncio.create_task(second.engine().run_until_settled())
     await asyncio.sleep(0.05)
     assert len(calls) == 1  # not yet: the retry is due at 1100
-    assert second.report(run_id).step("x").status == "waiting"
+    assert (await second.report(run_id)).step("x").status == "waiting"
     clock2.advance(49)
     await asyncio.sleep(0.05)
     assert len(calls) == 1
     clock2.advance(1)
     await asyncio.wait_for(task, 5)
     assert calls == [1000.0, 1100.0]
-    assert second.report(run_id).status == "succeeded"
+    assert (await second.report(run_id)).status == "succeeded"
     second.close()
 
 
@@ -116,20 +117,20 @@ async def test_a_run_owned_by_a_live_process_is_not_taken(db_path: Path) -> None
     run_id = await app.start(chain(2))
     app.engine()._hosted.clear()  # forget it here: another process holds it
     live = f"{socket.gethostname()}:{os.getppid()}:other"
-    app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": live, "l": 1030.0})
+    app.store._conn.execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": live, "l": 1030.0})
     with pytest.raises(RunStateError, match="being run by another process"):
-        app.engine().adopt(run_id)
+        await app.engine().adopt(run_id)
     clock.advance(3600)  # a live process here keeps its run even past its lease (a blocked loop, a clock jump)
     with pytest.raises(RunStateError, match="being run by another process"):
-        app.engine().adopt(run_id)
+        await app.engine().adopt(run_id)
     elsewhere = "another-host:4242:x"  # an owner on another machine is presumed gone once its lease expired
-    app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": elsewhere, "l": clock.now() + 30})
+    app.store._conn.execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": elsewhere, "l": clock.now() + 30})
     with pytest.raises(RunStateError):
-        app.engine().adopt(run_id)
+        await app.engine().adopt(run_id)
     clock.advance(31)
-    app.engine().adopt(run_id)
+    await app.engine().adopt(run_id)
     await app.engine().run_until_settled()
-    assert app.report(run_id).status == "succeeded"
+    assert (await app.report(run_id)).status == "succeeded"
 
 
 async def test_a_run_whose_owner_died_here_is_taken_at_once(db_path: Path) -> None:
@@ -139,7 +140,7 @@ async def test_a_run_whose_owner_died_here_is_taken_at_once(db_path: Path) -> No
     proc = await asyncio.create_subprocess_exec("true")
     await proc.wait()  # a pid that existed and is gone
     dead = f"{socket.gethostname()}:{proc.pid}:gone"
-    app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": dead, "l": 4e9})
+    app.store._conn.execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": dead, "l": 4e9})
     report = await app.resume(run_id)
     assert report.status == "succeeded"
 
@@ -161,11 +162,11 @@ async def test_derived_state_matches_the_log(db_path: Path) -> None:
         {"id": "sq", "tool": "square", "for_each": "${list}", "args": {"x": "${item}"}},
     ]})
     assert report.output == [1, 4, 9]
-    rows = {(r.step_id, r.item): r for r in app.store.steps(report.id)}
-    assert rows[("sq", None)].status == "succeeded" and rows[("sq", None)].output == [1, 4, 9]
-    assert rows[("sq", 1)].attempt == 2 and rows[("sq", 0)].attempt == 1
-    assert rows[("list", None)].output == [1, 2, 3]
-    run = app.store.get_run(report.id)
+    steps = (await app.state(report.id)).steps
+    assert steps["sq"].status == "succeeded" and steps["sq"].output == [1, 4, 9]
+    assert steps["sq"].units[1].attempt == 2 and steps["sq"].units[0].attempt == 1
+    assert steps["list"].output == [1, 2, 3]
+    run = await app.store.get_run(report.id)
     assert run is not None
     assert (run.status, run.steps_done, run.steps_total, run.output) == ("succeeded", 2, 2, [1, 4, 9])
     assert run.last_seq == len(report.events) and run.owner is None

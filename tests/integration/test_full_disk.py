@@ -3,8 +3,8 @@ the disk is full, so that a store on a nearly full disk needs little more room t
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,24 @@ def chain(n: int) -> dict[str, Any]:
 
 
 class LogWatcher:
-    """An observer that notes the largest size the write-ahead log reached while the run went on."""
+    """Notes the largest size the write-ahead log reached, right after each commit of a store."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, store: Any) -> None:
         self.wal = Path(f"{db}-wal")
         self.largest = 0
+        append = store.append
 
-    def __call__(self, state: object, events: Sequence[object]) -> None:
-        if self.wal.exists():
-            self.largest = max(self.largest, self.wal.stat().st_size)
+        async def append_and_look(*args: Any, **kwargs: Any) -> None:
+            await append(*args, **kwargs)
+            if self.wal.exists():
+                self.largest = max(self.largest, self.wal.stat().st_size)
+
+        store.append = append_and_look
 
 
 def run_chain(db: Path, n: int) -> tuple[Charter, LogWatcher, Any]:
     app = Charter(db, tools=[link])
-    watcher = LogWatcher(db)
-    app.observers.append(watcher)
+    watcher = LogWatcher(db, app.store)
     return app, watcher, app.run_sync(chain(n))
 
 
@@ -84,7 +87,7 @@ def test_a_full_disk_gives_the_log_back_and_says_how_much_room_is_needed(tmp_pat
         found = re.search(r"the disk is full .* needs at least ([0-9.]+) KiB free", message)
         assert found, message
         need = int(float(found.group(1)) * 1024)
-        [run] = app.runs()
+        [run] = asyncio.run(app.runs())
         assert run.status == "running" and 0 < run.steps_done < 400
 
         # Room for the whole run's data, plus what the message asked for: enough to finish.

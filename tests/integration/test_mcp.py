@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
 
 from charter import Charter, ConfigError, PlanError, tool
 from charter.errors import RetryableError
+from charter.testing import ScriptedModel
 from charter.tools import ToolContext
 from charter.workspace import Workspace, load_workspace
 
 HERE = Path(__file__).parent
 TIME = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
+GATED = "mcp_gated_server.py"
+T = TypeVar("T")
 CTX = ToolContext("run", "step", None, 1, "run/step")
 
 
@@ -76,11 +81,11 @@ def test_plan_arguments_are_checked_against_the_servers_schema(tmp_path: Path) -
     ws = load_workspace(write_workspace(tmp_path, {"mcp": {"time": {"command": TIME}}}))
     with Charter(tmp_path / "c.db", workspace=ws) as app:
         with pytest.raises(PlanError) as err:
-            app.load_plan({"goal": "g", "steps": [
+            asyncio.run(app.load_plan({"goal": "g", "steps": [
                 {"id": "a", "tool": "time.get_current_time", "args": {"timezone": 5, "extra": 1}},
                 {"id": "b", "tool": "time.convert_time", "args": {"time": "12:00"}},
                 {"id": "c", "tool": "time.no_such_tool"},
-            ]})
+            ]}))
         text = str(err.value)
         assert "steps[0].args.timezone: 5 is not of type 'string'" in text
         assert "has no argument 'extra'" in text
@@ -107,7 +112,7 @@ def test_git_server_on_a_temporary_repository_commits_and_the_ledger_records_it(
         assert report.status == "succeeded", report.reason
         log = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True).stdout
         assert log.split() == ["Add", "notes"]
-        effects = app.effects(report.id)
+        effects = asyncio.run(app.effects(report.id))
         assert [(e.step_id, e.tool, e.target) for e in effects] == [
             ("add", "git.git_add", [str(repo)]), ("commit", "git.git_commit", [str(repo)])]
         assert effects[1].key == f"{report.id}/commit"
@@ -121,7 +126,7 @@ def test_allowlist_per_server_hides_the_rest(tmp_path: Path, repo: Path) -> None
     with Charter(tmp_path / "c.db", workspace=ws) as app:
         assert sorted(t.name for t in app.registry) == ["git.git_log", "git.git_status"]
         with pytest.raises(PlanError, match=r"unknown tool 'git\.git_commit'"):
-            app.load_plan({"goal": "g", "steps": [{"id": "c", "tool": "git.git_commit", "args": {}}]})
+            asyncio.run(app.load_plan({"goal": "g", "steps": [{"id": "c", "tool": "git.git_commit", "args": {}}]}))
 
 
 def test_an_allowlist_naming_a_tool_the_server_lacks_is_a_config_error(tmp_path: Path) -> None:
@@ -251,7 +256,7 @@ def test_streamable_http_server_with_a_secret_header(tmp_path: Path, http_server
         assert report.status == "succeeded", report.reason
         assert report.step("one").output == {"count": 1}
         assert report.step("n").output == {"result": 1}  # the SDK wraps a non-object result
-        shown = str(app.store.events(report.id)) + str(app.effects(report.id))
+        shown = str(asyncio.run(app.store.events(report.id))) + str(asyncio.run(app.effects(report.id)))
         assert token not in shown
 
 
@@ -280,3 +285,111 @@ async def test_a_closed_server_starts_again_when_used_after_close(tmp_path: Path
     finally:
         ws.close()
     assert children_running("mcp_server_time") == []
+
+
+# --- starting a server does not stall the event loop ------------------------------------
+
+
+def gated_workspace(folder: Path, gate: Path) -> Path:
+    """A workspace whose server ``gated`` starts only once ``gate`` exists."""
+    return write_workspace(folder, {"mcp": {"gated": {
+        "command": [sys.executable, str(HERE / GATED), str(gate)], "start_timeout": 20, "timeout": 10}}})
+
+
+async def opening_the_gate(gate: Path, work: Awaitable[T]) -> T:
+    """Do ``work`` while a task of this loop waits until the gated server is starting, then opens its gate.
+
+    If starting the server blocked the loop, the task could not run: the gate
+    would stay shut and the start would time out.
+    """
+    async def heartbeat() -> None:
+        while not children_running(GATED):
+            await asyncio.sleep(0.01)
+        gate.touch()
+
+    beat = asyncio.ensure_future(heartbeat())
+    try:
+        return await work
+    finally:
+        beat.cancel()
+
+
+SAY_HI = {"goal": "say hi", "steps": [{"id": "say", "tool": "gated.echo", "args": {"text": "hi"}}]}
+
+
+async def test_a_run_starts_its_server_while_the_loop_turns(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with Charter(tmp_path / "c.db", workspace=gated_workspace(tmp_path, gate)) as app:
+        report = await opening_the_gate(gate, app.run(SAY_HI))
+        assert report.status == "succeeded", report.reason
+        assert report.step("say").output == {"result": "hi"}
+        assert len(children_running(GATED)) == 1
+    assert children_running(GATED) == []
+
+
+async def test_a_resumed_run_starts_the_server_it_recorded_while_the_loop_turns(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    with Charter(tmp_path / "c.db", workspace=gated_workspace(tmp_path, gate)) as first:
+        run_id = await first.start(SAY_HI)
+        assert await first.pause(run_id) == "done"  # held here, not running: paused at once
+        await first.engine().run_until_settled()
+        assert (await first.report(run_id)).status == "paused"
+    assert children_running(GATED) == []
+    gate.unlink()
+    with Charter(tmp_path / "c.db") as second:  # no tools given: the run loads the workspace it recorded
+        report = await opening_the_gate(gate, second.resume(run_id))
+        assert report.status == "succeeded", report.reason
+        assert report.step("say").output == {"result": "hi"}
+    assert children_running(GATED) == []
+
+
+async def test_planning_starts_every_server_for_the_catalog_while_the_loop_turns(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    model = ScriptedModel([SAY_HI])
+    with Charter(tmp_path / "c.db", workspace=gated_workspace(tmp_path, gate), model=model) as app:
+        result = await opening_the_gate(gate, app.plan("say hi"))
+        assert [s.tool for s in result.plan.steps] == ["gated.echo"]
+        assert "gated.echo" in model.requests[0].messages[0].content  # the catalog showed the server's tool
+    assert children_running(GATED) == []
+
+
+async def test_looking_up_an_unstarted_servers_tool_on_the_loop_refuses_to_block_it(tmp_path: Path) -> None:
+    ws = load_workspace(write_workspace(tmp_path, {"mcp": {"time": {"command": TIME}}}))
+    registry = ws.registry()
+    try:
+        assert registry.unstarted == ["time"]
+        with pytest.raises(RuntimeError, match=r"await registry\.start"):
+            registry.get("time.get_current_time")
+        assert ws.servers()["time"].starts == 0 and not children_running("mcp_server_time")
+        await registry.start(["time.get_current_time"])
+        assert registry.unstarted == []
+        tool = registry.get("time.get_current_time")
+        assert tool is not None and (await tool.invoke({"timezone": "UTC"}, CTX))["timezone"] == "UTC"
+    finally:
+        registry.close()
+    assert children_running("mcp_server_time") == []
+
+
+async def test_servers_start_at_once_and_only_those_named(tmp_path: Path) -> None:
+    gates = [tmp_path / "gate-a", tmp_path / "gate-b"]
+    ws = load_workspace(write_workspace(tmp_path, {"mcp": {
+        name: {"command": [sys.executable, str(HERE / GATED), str(gate)], "start_timeout": 20, "timeout": 10}
+        for name, gate in zip(["a", "b", "c"], [*gates, tmp_path / "gate-c"], strict=True)}}))
+    registry = ws.registry()
+
+    async def open_when_both_start() -> None:  # neither start waits for the other
+        while len(children_running(GATED)) < 2:
+            await asyncio.sleep(0.01)
+        for gate in gates:
+            gate.touch()
+
+    try:
+        opener = asyncio.ensure_future(open_when_both_start())
+        await registry.start(["a.echo", "b.echo"])
+        await opener
+        assert registry.unstarted == ["c"]
+        assert registry.get("a.echo") is not None and registry.get("b.echo") is not None
+    finally:
+        registry.close()
+    assert children_running(GATED) == []

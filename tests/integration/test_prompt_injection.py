@@ -6,6 +6,7 @@ injected text says); what is tested is that Charter does not let it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,7 @@ def assert_no_unapproved_write(charter: Charter, report: Any, model: ScriptedMod
                                allowed: str) -> None:
     assert report.status == "succeeded"
     assert not (tmp_path / "ws" / "pwned.txt").exists()
-    assert charter.effects(report.id) == []
+    assert asyncio.run(charter.effects(report.id)) == []
     assert not [e for e in report.events if isinstance(e, EffectRecorded)]
     # refused calls are not even recorded as calls: only the step's allowed tool ran
     assert {e.tool for e in report.events if isinstance(e, ToolCalled)} == {allowed}
@@ -97,5 +98,5 @@ def test_a_page_read_by_a_tool_step_is_only_data_for_the_next_step(tmp_path: Pat
     assert [s.id for s in report.steps] == ["get", "sum", "save"]
     assert (tmp_path / "ws" / "summary.md").read_text() == "A summary of release notes."
     assert not (tmp_path / "ws" / "pwned.txt").exists()
-    [effect] = charter.effects(report.id)
+    [effect] = asyncio.run(charter.effects(report.id))
     assert (effect.tool, effect.target) == ("write_file", ["summary.md"])

@@ -3,6 +3,7 @@ foreign database; and telling which runs were interrupted (their owner is gone).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -44,9 +45,9 @@ def test_a_store_in_a_read_only_folder_can_be_read(tmp_path: Path) -> None:
         with pytest.raises(StoreError):
             SQLiteStore(db)  # to write, it must be able to create its log files
         app = Charter(db, mode="ro")
-        assert [r.id for r in app.runs()] == [run_id]
-        assert app.report(run_id).status == "succeeded"
-        assert app.effects() == []
+        assert [r.id for r in asyncio.run(app.runs())] == [run_id]
+        assert asyncio.run(app.report(run_id)).status == "succeeded"
+        assert asyncio.run(app.effects()) == []
         app.close()
         assert sorted(p.name for p in db.parent.iterdir()) == ["charter.db"]
 
@@ -60,7 +61,7 @@ def test_a_crashed_store_in_a_read_only_folder_can_be_read(tmp_path: Path) -> No
         "import os, signal, sys\n"
         "from charter import SQLiteStore\n"
         "s = SQLiteStore(sys.argv[1])\n"
-        "s._execute(\"INSERT INTO runs (id, status, goal, tool_sources, steps_total, created_at, updated_at) "
+        "s._conn.execute(\"INSERT INTO runs (id, status, goal, tool_sources, steps_total, created_at, updated_at) "
         "VALUES ('r1', 'running', 'killed', '[]', 1, 1.0, 1.0)\")\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -69,7 +70,7 @@ def test_a_crashed_store_in_a_read_only_folder_can_be_read(tmp_path: Path) -> No
     assert (folder / "charter.db-wal").stat().st_size > 0  # the run is only in the log
     with read_only_folder(folder):
         store = open_store(db, mode="ro")
-        assert [r.id for r in store.list_runs()] == ["r1"]
+        assert [r.id for r in asyncio.run(store.list_runs())] == ["r1"]
         store.close()
 
 
@@ -82,7 +83,7 @@ def test_reading_never_creates_or_changes_a_store(tmp_path: Path) -> None:
     db, run_id = a_store_with_a_run(tmp_path / "shelf")
     before = db.read_bytes()
     app = Charter(db, tools=[one], mode="ro")
-    assert app.report(run_id).status == "succeeded"
+    assert asyncio.run(app.report(run_id)).status == "succeeded"
     with pytest.raises(StoreError, match="readonly"):
         app.run_sync(PLAN)
     app.close()
@@ -134,17 +135,17 @@ async def test_a_run_whose_owner_elsewhere_stopped_renewing_is_interrupted(db_pa
     run_id = await app.start(PLAN)
     engine = app.engine()
     # Another machine takes the run over, with a lease of 30 s that it will never renew.
-    assert app.store.claim(run_id, "elsewhere:4242:beef", clock.now() + 30, expected_owner=engine.owner)
-    assert app.report(run_id).interrupted is False
-    assert app.interrupted() == [] and app.runs()[0].interrupted is False
+    assert await app.store.claim(run_id, "elsewhere:4242:beef", clock.now() + 30, expected_owner=engine.owner)
+    assert (await app.report(run_id)).interrupted is False
+    assert await app.interrupted() == [] and (await app.runs())[0].interrupted is False
     clock.advance(31)
-    assert app.report(run_id).interrupted is True
-    assert [r.id for r in app.interrupted()] == [run_id] and app.runs()[0].interrupted is True
-    assert app.report(run_id).to_json()["interrupted"] is True
+    assert (await app.report(run_id)).interrupted is True
+    assert [r.id for r in await app.interrupted()] == [run_id] and (await app.runs())[0].interrupted is True
+    assert (await app.report(run_id)).to_json()["interrupted"] is True
 
     reports, problems = await Charter(db_path, tools=[one], clock=clock).resume_all()
     assert problems == [] and [(r.id, r.status, r.interrupted) for r in reports] == [(run_id, "succeeded", False)]
-    assert app.interrupted() == []
+    assert await app.interrupted() == []
 
 
 async def test_a_run_of_a_live_process_here_is_not_interrupted_past_its_lease(db_path: Path) -> None:
@@ -152,9 +153,9 @@ async def test_a_run_of_a_live_process_here_is_not_interrupted_past_its_lease(db
     app = Charter(db_path, tools=[one], clock=clock)
     run_id = await app.start(PLAN)
     parent = f"{socket.gethostname()}:{os.getppid()}:cafe"  # a process on this machine that is alive
-    assert app.store.claim(run_id, parent, clock.now() + 30, expected_owner=app.engine().owner)
+    assert await app.store.claim(run_id, parent, clock.now() + 30, expected_owner=app.engine().owner)
     clock.advance(3600)
-    assert app.interrupted() == [] and app.report(run_id).interrupted is False
+    assert await app.interrupted() == [] and (await app.report(run_id)).interrupted is False
 
 
 async def test_a_run_whose_process_here_is_a_zombie_is_interrupted(db_path: Path) -> None:
@@ -174,7 +175,7 @@ async def test_a_run_whose_process_here_is_a_zombie_is_interrupted(db_path: Path
             assert time.monotonic() < deadline, "the child never exited"
             time.sleep(0.01)
         zombie = f"{socket.gethostname()}:{child.pid}:dead"
-        assert app.store.claim(run_id, zombie, clock.now() + 30, expected_owner=app.engine().owner)
-        assert [r.id for r in app.interrupted()] == [run_id]
+        assert await app.store.claim(run_id, zombie, clock.now() + 30, expected_owner=app.engine().owner)
+        assert [r.id for r in await app.interrupted()] == [run_id]
     finally:
         child.wait()

@@ -11,10 +11,10 @@ import pytest
 
 from charter import Charter, PlanError, ToolContext, tool
 from charter.engine import Engine
-from charter.engine.rules import RunState
 from charter.events import ModelCalled, ToolCalled
 from charter.plan import Plan
 from charter.testing import FakeClock, ScriptedModel
+from tests.crashing import crash_after_commit
 
 calls: list[tuple[str, Any]] = []
 
@@ -117,21 +117,16 @@ async def test_a_resumed_agent_repeats_no_finished_call(db_path: Path) -> None:
     charter = app(db_path, model)
     engine: Engine = charter.engine()
     plan = Plan.from_dict(agent_plan(["lookup"], "Weather in Lisbon and Porto?"), charter.registry)
-    state = engine.create(plan, charter.registry)
-    task = asyncio.create_task(engine.run_until_settled())
-
-    def crash_after_first_tool(run: RunState, events: Any) -> None:
-        if any(isinstance(e, ToolCalled) for e in events):
-            task.cancel()  # the lookup of Lisbon is committed; the step is not finished
-
-    engine.observers.append(crash_after_first_tool)
+    run_id = await engine.create(plan, charter.registry)
+    # the lookup of Lisbon is committed; the step is not finished
+    crash_after_commit(engine.store, lambda events: any(isinstance(e, ToolCalled) for e in events))
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await engine.run_until_settled()
     assert calls[0] == ("lookup", "Lisbon")
 
     again = Charter(db_path, tools=[lookup, read_page, delete_everything], clock=FakeClock(auto_advance=True))
     again.engine().model = model
-    report = await again.resume(state.run_id)
+    report = await again.resume(run_id)
     assert report.status == "succeeded" and report.output == "Lisbon 21, Porto 21."
     assert calls.count(("lookup", "Lisbon")) == 1  # not looked up again
     first_questions = [r for r in model.requests if not any(m.role == "tool" for m in r.messages)]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from charter import Charter, PlanError, RunStateError, tool
+from charter.engine import control
 from charter.plan import Plan
 from charter.testing import FakeClock, assert_events_in_order
 
@@ -56,13 +57,13 @@ async def test_the_run_waits_then_an_approval_lets_it_go_on(db_path: Path) -> No
     assert report.status == "awaiting" and ran == ["draft"]
     sign = report.step("sign_off")
     assert sign.status == "awaiting" and sign.args == {"message": "Send Q3 report to the team?"}
-    assert first.store.get_run(report.id).owner is None  # type: ignore[union-attr]  # no process needed to wait
+    assert (await first.store.get_run(report.id)).owner is None  # type: ignore[union-attr]  # no process needed to wait
     first.close()
 
     second = make(db_path)  # another process, later
-    assert second.engine().decide(report.id, "sign_off", True, by="ana", note="looks good") == "done"
+    assert await second.engine().control(report.id, control.ApproveStep("sign_off", by="ana", note="looks good")) == "done"
     await second.engine().run_until_settled()
-    final = second.report(report.id)
+    final = await second.report(report.id)
     assert final.status == "succeeded" and final.output == "sent Q3 report"
     assert final.step("sign_off").output == {"approved": True, "by": "ana", "comment": "looks good"}
     assert ran == ["draft", "send Q3 report"]
@@ -73,15 +74,15 @@ async def test_the_run_waits_then_an_approval_lets_it_go_on(db_path: Path) -> No
 async def test_a_rejection_fails_the_step_and_skips_what_needs_it(db_path: Path) -> None:
     app = make(db_path)
     report = await app.run(PLAN)
-    app.engine().decide(report.id, "sign_off", False, by="bo", note="numbers are wrong")
+    await app.engine().control(report.id, control.RejectStep("sign_off", by="bo", reason="numbers are wrong"))
     await app.engine().run_until_settled()
-    final = app.report(report.id)
+    final = await app.report(report.id)
     assert final.status == "failed" and [s.status for s in final.steps] == ["succeeded", "failed", "skipped"]
     assert final.step("sign_off").error == {"type": "ApprovalRejected", "message": "rejected by bo: numbers are wrong",
                                             "retryable": False}
     assert ran == ["draft"]
     with pytest.raises(RunStateError, match="not waiting for approval"):
-        app.engine().decide(report.id, "sign_off", True)
+        await app.engine().control(report.id, control.ApproveStep("sign_off"))
 
 
 async def test_a_decision_reaches_the_engine_that_runs_the_run(db_path: Path) -> None:
@@ -93,11 +94,11 @@ async def test_a_decision_reaches_the_engine_that_runs_the_run(db_path: Path) ->
     ]}
     run_id = await app.start(plan)
     task = asyncio.create_task(app.engine().run_until_settled())
-    while not any(s.steps["ok"].units for s in app.engine().hosted()):
+    while not (await app.state(run_id)).steps["ok"].units:  # the approval was asked for
         await asyncio.sleep(0.01)
-    assert app.engine().decide(run_id, "ok", True, by="ana") == "requested"
+    assert await app.engine().control(run_id, control.ApproveStep("ok", by="ana")) == "requested"
     await task
-    assert app.report(run_id).status == "succeeded"
+    assert (await app.report(run_id)).status == "succeeded"
     assert sorted(ran) == ["send x", "slow"]
 
 
@@ -108,9 +109,9 @@ async def test_no_decision_before_the_timeout_fails_the_step(db_path: Path) -> N
     report = await app.run(plan)
     assert report.status == "awaiting"
     clock.advance(3601)
-    app.engine().resume(report.id)
+    await app.engine().control(report.id, control.Resume())
     await app.engine().run_until_settled()
-    final = app.report(report.id)
+    final = await app.report(report.id)
     assert final.status == "failed"
     assert "no decision within the approval's timeout (3601s)" in final.step("ok").error["message"]  # type: ignore[index]
 

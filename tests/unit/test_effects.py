@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from charter import Charter, PermanentError, ToolContext, tool
+from charter.engine import control
 from charter.events import EffectRecorded, StepStarted
 from charter.plan import Plan
 from charter.planning.writes import writes_needing_review
@@ -68,13 +69,13 @@ async def test_every_write_is_recorded_in_the_ledger_and_reads_are_not(db_path: 
         {"id": "mail", "tool": "send", "args": {"to": "${who}", "body": "hi"}},
     ]})
     assert report.status == "succeeded"
-    [row] = app.effects(report.id)
+    [row] = await app.effects(report.id)
     assert (row.step_id, row.tool, row.target, row.key, row.result) == (
         "mail", "send", ["bob@example.com"], f"{report.id}/mail", {"to": "bob@example.com", "id": 1})
     types = [e.type for e in report.events]
     # the ledger entry is committed before the step's result
     assert types.index("EffectRecorded") < types.index("StepSucceeded", types.index("StepStarted", 3))
-    assert app.effects() == app.effects(report.id[:6])
+    assert await app.effects() == await app.effects(report.id[:6])
 
 
 async def test_a_retried_agent_step_does_not_repeat_its_write(db_path: Path, tmp_path: Path) -> None:
@@ -92,21 +93,21 @@ async def test_a_retried_agent_step_does_not_repeat_its_write(db_path: Path, tmp
         {"id": "ask", "agent": {"prompt": "mail bob", "tools": ["send"]}, "retry": {"max_attempts": 2}}]})
     assert report.status == "succeeded" and report.output == "sent it"
     assert [to for to, _ in sent] == ["bob@example.com"] and sent[0][1].startswith(f"{report.id}/ask/call0-")
-    assert len(app.effects(report.id)) == 1
+    assert len(await app.effects(report.id)) == 1
     last_tool_answer = json.loads(model.requests[3].messages[-1].content)
     assert last_tool_answer == {"result": {"to": "bob@example.com", "id": 1}}
 
 
 async def policy_run(app: Charter, text: str) -> Any:
-    plan = app.load_plan({"goal": "g", "steps": [
+    plan = (await app.load_plan({"goal": "g", "steps": [
         {"id": "who", "tool": "pick_recipient", "args": {"text": text}},
         {"id": "mail", "tool": "send", "args": {"to": "${who}", "body": "hi"}},
-    ]})
+    ]}))
     engine = app.engine()
-    rid = engine.create(plan, app.registry, approved_by=None).run_id
-    engine.approve(rid, by="policy: charter.yaml")
+    rid = await engine.create(plan, app.registry, approved_by=None)
+    await engine.control(rid, control.ApprovePlan(by="policy: charter.yaml"))
     await engine.run_until_settled()
-    return app.report(rid)
+    return await app.report(rid)
 
 
 async def test_a_policy_approved_run_checks_each_write_with_its_real_arguments(db_path: Path, tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ async def test_a_policy_approved_run_checks_each_write_with_its_real_arguments(d
     assert bad.status == "failed" and len(sent) == 1
     message = bad.step("mail").error["message"]  # type: ignore[index]
     assert "send (eve@evil.test) is not allowed by the workspace policy" in message
-    assert app.effects(bad.id) == []
+    assert await app.effects(bad.id) == []
 
 
 async def test_a_person_approved_run_is_not_limited_by_the_policy(db_path: Path, tmp_path: Path) -> None:
@@ -158,10 +159,10 @@ async def test_a_rate_limit_spaces_the_starts_across_parallel_steps_and_runs(db_
             "steps": [{"id": "p", "tool": "ping", "for_each": "${inputs.ns}", "args": {"n": "${item}"}},
                       {"id": "q", "tool": "ping", "args": {"n": 5}}]}
     engine = app.engine()
-    ids = [engine.create(app.load_plan(plan), app.registry).run_id for _ in range(2)]
+    ids = [await engine.create(await app.load_plan(plan), app.registry) for _ in range(2)]
     await engine.run_until_settled()
-    starts = sorted(e.at for rid in ids for e in app.store.events(rid)
-                    if isinstance(e, StepStarted) and e.step in ("p", "q"))
+    logs = [await app.store.events(rid) for rid in ids]
+    starts = sorted(e.at for log in logs for e in log if isinstance(e, StepStarted) and e.step in ("p", "q"))
     assert len(starts) == 10 and len(sent) == 10
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.5 - 1e-9  # two per second, across both runs and both steps

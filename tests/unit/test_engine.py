@@ -236,9 +236,9 @@ async def test_pause_interrupts_and_resume_reruns_with_the_same_key(make_app: An
     run_id = await app.start({"goal": "g", "steps": [{"id": "mail", "tool": "send"}]})
     task = asyncio.create_task(app.engine().run_until_settled())
     await gate.wait()
-    assert app.pause(run_id, "lunch") == "requested"
+    assert await app.pause(run_id, "lunch") == "requested"
     await task
-    report = app.report(run_id)
+    report = await app.report(run_id)
     assert report.status == "paused" and report.reason == "lunch"
     assert [a.outcome for a in report.step("mail").attempts] == ["interrupted"]
     report = await app.resume(run_id)
@@ -259,11 +259,11 @@ async def test_cancel_ends_a_run_for_good(make_app: Any) -> None:
     run_id = await app.start({"goal": "g", "steps": [{"id": "w", "tool": "wait"}, {"id": "x", "tool": "wait", "needs": ["w"]}]})
     task = asyncio.create_task(app.engine().run_until_settled())
     await gate.wait()
-    app.cancel(run_id, "not needed")
+    await app.cancel(run_id, "not needed")
     await task
-    assert app.report(run_id).status == "cancelled"
+    assert (await app.report(run_id)).status == "cancelled"
     with pytest.raises(RunStateError, match=r"has already ended \(cancelled\)"):
-        app.cancel(run_id)
+        await app.cancel(run_id)
 
 
 async def test_pause_and_cancel_of_a_run_nobody_is_running(make_app: Any) -> None:
@@ -273,11 +273,11 @@ async def test_pause_and_cancel_of_a_run_nobody_is_running(make_app: Any) -> Non
 
     app = make_app([noop])
     run_id = await app.start({"goal": "g", "steps": [{"id": "n", "tool": "noop"}]})
-    app.engine()._release(run_id)  # as if its process had stopped before running it
-    assert app.pause(run_id) == "done"
-    assert app.report(run_id).status == "paused"
+    await app.engine()._release(run_id)  # as if its process had stopped before running it
+    assert await app.pause(run_id) == "done"
+    assert (await app.report(run_id)).status == "paused"
     with pytest.raises(RunStateError, match="already paused"):
-        app.pause(run_id)
+        await app.pause(run_id)
     report = await app.resume(run_id)
     assert report.status == "succeeded"
 
@@ -351,8 +351,8 @@ async def test_many_runs_share_one_engine(make_app: Any) -> None:
     app = make_app([inc])
     ids = [await app.start(chain_plan("inc", 3)) for _ in range(30)]
     await app.engine().run_until_settled()
-    assert {app.report(r).output for r in ids} == {3}
-    assert len(app.runs(100)) == 30
+    assert {(await app.report(r)).output for r in ids} == {3}
+    assert len(await app.runs(100)) == 30
 
 
 async def test_the_log_records_every_transition(make_app: Any) -> None:

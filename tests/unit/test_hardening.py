@@ -22,7 +22,7 @@ async def test_a_value_that_is_not_utf8_is_stored_and_read_back(db_path: Path) -
 
     app = Charter(db_path, tools=[listing])
     report = await app.run({"goal": "g", "steps": [{"id": "ls", "tool": "listing"}]})
-    assert report.status == "succeeded" and app.report(report.id).output == ["caf\udce9.txt"]
+    assert report.status == "succeeded" and (await app.report(report.id)).output == ["caf\udce9.txt"]
 
 
 async def test_a_timed_out_sync_tool_is_not_overlapped_by_its_retry(db_path: Path) -> None:
@@ -53,15 +53,15 @@ async def test_a_run_whose_tools_are_missing_is_not_taken_over(db_path: Path) ->
 
     app = Charter(db_path, tools=[here])
     run_id = await app.start({"goal": "g", "steps": [{"id": "a", "tool": "here"}]})
-    app.engine()._release(run_id)
+    await app.engine()._release(run_id)
     other = Charter(db_path)  # no tools, and the run recorded no source it could load
-    before = len(other.store.events(run_id))
+    before = len(await other.store.events(run_id))
     with pytest.raises(ConfigError, match="needs tools that are not loaded: here"):
-        other.engine().adopt(run_id)
-    assert len(other.store.events(run_id)) == before and other.store.get_run(run_id).owner is None  # type: ignore[union-attr]
-    adopted, problems = other.engine().adopt_orphans()
+        await other.engine().adopt(run_id)
+    assert len(await other.store.events(run_id)) == before and (await other.store.get_run(run_id)).owner is None  # type: ignore[union-attr]
+    adopted, problems = await other.engine().adopt_orphans()
     assert adopted == [] and "needs tools that are not loaded" in str(problems[0])
-    assert other.pause(run_id) == "done"  # stopping needs no tools
+    assert await other.pause(run_id) == "done"  # stopping needs no tools
 
 
 async def test_a_cancelled_run_cannot_be_retried(db_path: Path) -> None:
@@ -72,7 +72,7 @@ async def test_a_cancelled_run_cannot_be_retried(db_path: Path) -> None:
     app = Charter(db_path, tools=[bad], clock=FakeClock(auto_advance=True))
     run_id = await app.start({"goal": "g", "steps": [{"id": "b", "tool": "bad"}, {"id": "c", "approval": {"message": "?"}}]})
     await app.engine().run_until_settled()
-    app.cancel(run_id)
+    await app.cancel(run_id)
     with pytest.raises(RunStateError, match="was cancelled: it does not run again"):
         await app.retry(run_id, "b")
 
@@ -160,8 +160,8 @@ async def test_state_and_report_accept_a_prefix(db_path: Path) -> None:
 
     app = Charter(db_path, tools=[one])
     report = await app.run({"goal": "g", "steps": [{"id": "a", "tool": "one"}]})
-    assert app.state(report.id[:5]).run_id == report.id
+    assert (await app.state(report.id[:5])).run_id == report.id
     from charter import RunNotFoundError
 
     with pytest.raises(RunNotFoundError):
-        app.resolve("\udcff")
+        await app.resolve("\udcff")

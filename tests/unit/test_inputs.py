@@ -93,6 +93,6 @@ async def test_the_facade_refuses_a_bad_input_before_a_run_exists() -> None:
     with Charter(":memory:", tools=[add]) as app:
         with pytest.raises(ConfigError, match="input n"):
             await app.start({"goal": "g", "inputs": {"n": 1}, "steps": ADD_N}, inputs={"n": "abc"})
-        assert app.runs() == []
+        assert await app.runs() == []
         report = await app.run({"goal": "g", "inputs": {"n": 1}, "steps": ADD_N}, inputs={"n": 41})
         assert report.output == 41

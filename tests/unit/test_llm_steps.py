@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from charter import Charter, ConfigError, PlanError, RetryableError, tool
 from charter.engine import Engine
-from charter.engine.rules import RunState
 from charter.events import Event, ModelCalled
 from charter.plan import Plan
 from charter.testing import FakeClock, ScriptedModel, assert_events_in_order
+from tests.crashing import crash_after_commit
 
 SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["ok", "bad"]}}, "required": ["verdict"]}
 
@@ -100,16 +99,16 @@ async def test_without_a_model_the_plan_is_refused_before_anything_runs(
     assert found[0].startswith("steps[1].llm: an llm step needs a model, and none is chosen: pass --model or set CHARTER_MODEL=")
     assert found[1].startswith("steps[2].agent: an agent step needs a model, and none is chosen")
     assert found[2] == "steps[3].llm.model: OPENAI_API_KEY is not set: the openai provider needs an API key"
-    assert ran == [] and app.runs() == []  # nothing ran, no run was recorded
+    assert ran == [] and await app.runs() == []  # nothing ran, no run was recorded
     # With a model chosen (not built, not called: only checked), the same plan is accepted.
     monkeypatch.setenv("CHARTER_MODEL", "ollama:llama3.1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert [s.id for s in app.load_plan(plan).steps] == ["a", "x", "y", "z"]
+    assert [s.id for s in (await app.load_plan(plan)).steps] == ["a", "x", "y", "z"]
     # A model chosen by a reference is known only when the step runs: not judged before.
     monkeypatch.delenv("OPENAI_API_KEY")
     by_input = {"goal": "g", "inputs": {"model": "openai:gpt-4o"},
                 "steps": [{"id": "x", "llm": {"prompt": "hi", "model": "${inputs.model}"}}]}
-    assert app.load_plan(by_input).steps[0].id == "x"
+    assert (await app.load_plan(by_input)).steps[0].id == "x"
 
 
 async def test_without_a_model_a_step_that_runs_anyway_fails_clearly(
@@ -119,9 +118,9 @@ async def test_without_a_model_a_step_that_runs_anyway_fails_clearly(
     engine = Engine(Charter(db_path).store, clock=FakeClock(auto_advance=True))
     from charter.tools import Registry
 
-    state = engine.create(Plan.from_dict({"goal": "g", "steps": [{"id": "x", "llm": {"prompt": "hi"}}]}), Registry())
+    run_id = await engine.create(Plan.from_dict({"goal": "g", "steps": [{"id": "x", "llm": {"prompt": "hi"}}]}), Registry())
     await engine.run_until_settled()
-    report = Charter(db_path).report(state.run_id)
+    report = await Charter(db_path).report(run_id)
     assert report.status == "failed"
     assert "no model chosen" in report.step("x").error["message"]  # type: ignore[index]
     assert len(report.step("x").attempts) == 1
@@ -133,21 +132,16 @@ async def test_a_resumed_llm_step_does_not_pay_twice(db_path: Path) -> None:
     plan = Plan.from_dict({"goal": "g", "steps": [{"id": "judge", "llm": {"prompt": "Judge.", "schema": SCHEMA}}]})
     from charter.tools import Registry
 
-    state = engine.create(plan, Registry())
-    task = asyncio.create_task(engine.run_until_settled())
-
-    def crash_after_the_answer(run: RunState, events: Any) -> None:
-        if any(isinstance(e, ModelCalled) for e in events):
-            task.cancel()  # the answer is committed; the step's result is not
-
-    engine.observers.append(crash_after_the_answer)
+    run_id = await engine.create(plan, Registry())
+    # the answer is committed; the step's result is not
+    crash_after_commit(engine.store, lambda events: any(isinstance(e, ModelCalled) for e in events))
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert engine.store.steps(state.run_id)[0].status == "running"
+        await engine.run_until_settled()
+    assert (await Charter(db_path).state(run_id)).steps["judge"].status == "running"
 
     again = Charter(db_path, clock=FakeClock(auto_advance=True))
     again.engine().model = ScriptedModel([])  # no answers left: a second call would fail
-    report = await again.resume(state.run_id)
+    report = await again.resume(run_id)
     assert report.status == "succeeded" and report.output == {"verdict": "ok"}
     assert len(model.requests) == 1
     events: list[Event] = report.events
@@ -219,10 +213,10 @@ async def test_a_run_whose_remaining_llm_steps_find_no_model_is_not_taken_over(
     app = Charter(db_path, tools=[notes], clock=FakeClock(auto_advance=True))
     plan = Plan.from_dict({"goal": "g", "steps": [
         {"id": "n", "tool": "notes"}, {"id": "sum", "llm": {"prompt": "Summarize: ${n}"}}]}, app.registry)
-    run_id = app.engine().create(plan, app.registry).run_id  # recorded by a process that had a model
-    app.engine()._release(run_id)  # as if that process had stopped
+    run_id = await app.engine().create(plan, app.registry)  # recorded by a process that had a model
+    await app.engine()._release(run_id)  # as if that process had stopped
     with pytest.raises(ConfigError, match=r"cannot go on: steps\[1\]\.llm: an llm step needs a model"):
         await app.resume(run_id)
-    assert app.report(run_id).steps[0].status == "pending"  # nothing ran
+    assert (await app.report(run_id)).steps[0].status == "pending"  # nothing ran
     app.engine().model = ScriptedModel(["two notes"])
     assert (await app.resume(run_id)).output == "two notes"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from charter import Charter, PermanentError, RetryableError, tool
+from charter.engine import control
 from charter.events import ModelCalled, PlanRevised, ReplanRequested
 from charter.plan import Plan
 from charter.testing import FakeClock, ScriptedModel, assert_events_in_order
@@ -70,9 +71,9 @@ def make(db: Path, model: ScriptedModel) -> Charter:
 
 async def run(app: Charter, plan: dict[str, Any], max_replans: int) -> Any:
     engine = app.engine()
-    state = engine.create(Plan.from_dict(plan, app.registry), app.registry, max_replans=max_replans, request="count it")
+    run_id = await engine.create(Plan.from_dict(plan, app.registry), app.registry, max_replans=max_replans, request="count it")
     await engine.run_until_settled()
-    return app.report(state.run_id)
+    return await app.report(run_id)
 
 
 async def test_a_failure_for_good_is_replanned_and_finished_steps_are_kept(db_path: Path) -> None:
@@ -107,9 +108,9 @@ async def test_a_revision_that_adds_writes_goes_back_to_review(db_path: Path) ->
     report = await run(app, ORIGINAL, max_replans=1)
     assert report.status == "created" and "needs review" in report.reason
     assert "publish" not in ran
-    app.engine().approve(report.id)
+    await app.engine().control(report.id, control.ApprovePlan())
     await app.engine().run_until_settled()
-    final = app.report(report.id)
+    final = await app.report(report.id)
     assert final.status == "succeeded" and ran[-1] == "publish"
 
 
@@ -159,9 +160,9 @@ async def _revised_and_approved(db: Path, plan: dict[str, Any], revised: dict[st
     app.engine().model = ScriptedModel([revised])
     first = await run(app, plan, max_replans=1)
     assert first.status == "created" and first.plan_version == 2  # a changed write goes back to review
-    app.engine().approve(first.id)
+    await app.engine().control(first.id, control.ApprovePlan())
     await app.engine().run_until_settled()
-    return app, app.report(first.id)
+    return app, await app.report(first.id)
 
 
 async def test_a_revised_write_with_new_arguments_is_a_new_effect(db_path: Path) -> None:
@@ -172,7 +173,7 @@ async def test_a_revised_write_with_new_arguments_is_a_new_effect(db_path: Path)
     app, report = await _revised_and_approved(db_path, plan, revised)
     assert posted == ["archived", "general"]  # the approved v2 call was made, once
     assert report.status == "succeeded" and report.output is True
-    effects = app.effects(report.id)
+    effects = await app.effects(report.id)
     assert [(e.key.removeprefix(report.id), e.target) for e in effects] == [("/pub", []), ("/pub@v2", [])]
 
 
@@ -186,7 +187,7 @@ async def test_for_each_writes_are_neither_skipped_nor_repeated_across_a_revisio
     app, report = await _revised_and_approved(db_path, plan, revised)
     assert report.status == "succeeded"
     assert sorted(posted) == ["a", "b", "c", "d"]  # a and b not again (they moved), c and d once (not skipped)
-    keys = {e.key.removeprefix(report.id): e.result for e in app.effects(report.id)}
+    keys = {e.key.removeprefix(report.id): e.result for e in await app.effects(report.id)}
     assert keys == {"/pub/0": True, "/pub/2": True, "/pub/0@v2": True, "/pub/2@v2": True}
 
 
@@ -199,7 +200,7 @@ async def test_an_unchanged_write_keeps_its_key_and_is_not_repeated(db_path: Pat
         {"id": "other", "why": "closed refuses", "tool": "post", "args": {"channel": "news", "text": "hi"}}]}
     app, report = await _revised_and_approved(db_path, plan, revised)
     assert report.status == "succeeded" and posted == ["general", "news"]
-    assert [e.key.removeprefix(report.id) for e in app.effects(report.id)] == ["/pub", "/other"]
+    assert [e.key.removeprefix(report.id) for e in await app.effects(report.id)] == ["/pub", "/other"]
 
 
 async def test_a_transient_model_error_during_replanning_is_retried(db_path: Path) -> None:

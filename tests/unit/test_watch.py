@@ -59,10 +59,10 @@ async def test_a_run_whose_owner_is_gone_ends_the_watch_as_interrupted(tmp_path:
     db = tmp_path / "charter.db"
     with Charter(db, tools=[hold]) as runner:
         run_id = await runner.start(PLAN)  # claimed by the runner's engine, which never runs it
-        lease_until = runner.store.get_run(run_id).lease_expires  # type: ignore[union-attr]
+        lease_until = (await runner.store.get_run(run_id)).lease_expires  # type: ignore[union-attr]
     later = FakeClock(start=lease_until + 1, auto_advance=True)  # the lease has run out
     with Charter(db, clock=later) as watcher:
         updates = [u async for u in watcher.watch(run_id)]
         last = updates[-1]
         assert (last.event, last.interrupted, last.state.status) == (None, True, "running")
-        assert len(watcher.store.events(run_id)) == len(updates) - 1 == 2  # nothing was written
+        assert len(await watcher.store.events(run_id)) == len(updates) - 1 == 2  # nothing was written

@@ -1,4 +1,4 @@
--- The declared schema: what applying every migration in order must produce.
+-- The declared SQLite schema: what applying every migration in order must produce.
 -- A test checks that it does; change it together with a new migration.
 
 CREATE TABLE runs (
@@ -27,28 +27,17 @@ CREATE TABLE events (
     at      DOUBLE PRECISION NOT NULL,
     data    TEXT NOT NULL,                -- JSON
     PRIMARY KEY (run_id, seq)
-);
-
-CREATE TABLE steps (
-    run_id      TEXT NOT NULL REFERENCES runs (id),
-    step_id     TEXT NOT NULL,
-    item        INTEGER NOT NULL,         -- -1 for the step as a whole
-    status      TEXT NOT NULL,
-    attempt     INTEGER NOT NULL DEFAULT 0,
-    retry_at    DOUBLE PRECISION,
-    started_at  DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    output      TEXT,                     -- JSON
-    error       TEXT,                     -- JSON
-    PRIMARY KEY (run_id, step_id, item)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE requests (
-    id         INTEGER PRIMARY KEY,
-    run_id     TEXT NOT NULL REFERENCES runs (id),
-    action     TEXT NOT NULL,             -- pause | cancel
-    reason     TEXT NOT NULL DEFAULT '',
-    created_at DOUBLE PRECISION NOT NULL
+    id           INTEGER PRIMARY KEY,
+    run_id       TEXT NOT NULL REFERENCES runs (id),
+    kind         TEXT NOT NULL,
+    step         TEXT,
+    requested_by TEXT NOT NULL DEFAULT '',
+    reason       TEXT NOT NULL DEFAULT '',
+    data         TEXT NOT NULL DEFAULT '{}',
+    created_at   DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX requests_by_run ON requests (run_id);
 

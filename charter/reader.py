@@ -1,0 +1,180 @@
+"""Reading runs from a store: find, list, report, follow and wait for them, never changing one.
+
+:class:`RunReader` is the reading half of :class:`~charter.Charter` (which adds the
+methods that act). Like the store, every method is async. Waiting (``watch``,
+``wait``) wakes when the store changes: at once for a writer in this process, and
+within a poll of the store's cheap change check for one in another.
+
+It may import the engine's pure parts (the rules, the report, leases) and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass, replace
+
+from .clock import Clock, SystemClock
+from .engine import rules
+from .engine.leases import claimable
+from .engine.report import RunReport, build_report
+from .engine.watchers import RunSnapshot, snapshot
+from .errors import RunNotFoundError
+from .events import Event
+from .store import EffectRow, RunRow, Store
+
+#: The statuses of a run that no process is working on: it ended, paused, or waits for a
+#: decision (its plan's review, or an approval step).
+SETTLED = frozenset({rules.CREATED, rules.PAUSED, rules.AWAITING, *rules.RUN_DONE})
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What :meth:`Charter.watch` yields: a run's state just after one committed ``event``.
+
+    ``state`` is the watcher's own, brought up to date in place as the run goes
+    on: keep the events if you need the past. The last update of a run whose
+    process is gone has ``interrupted`` set and no event.
+    """
+
+    state: rules.RunState
+    event: Event | None
+    interrupted: bool = False
+
+    def snapshot(self) -> RunSnapshot:
+        """The run as it is at this update, frozen (what the engine's watchers are given)."""
+        return snapshot(self.state)
+
+
+class RunReader:
+    """Reads the runs of ``store``; ``clock`` tells which owners' leases have run out."""
+
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+        self.store = store
+        self.clock = clock
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as a person names it (a path, or ``:memory:``)."""
+        return str(self.store.location)
+
+    # --- inspecting -----------------------------------------------------------------
+
+    async def resolve(self, run_id: str) -> str:
+        """A full run id from an id or a unique prefix of one."""
+        try:
+            run_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}") from None
+        if await self.store.get_run(run_id) is not None:
+            return run_id
+        matches = await self.store.find_run_ids(run_id) if run_id else []
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        raise RunNotFoundError(f"{run_id!r} matches several runs: {', '.join(matches)}")
+
+    async def runs(self, limit: int = 50) -> list[RunRow]:
+        """The latest runs, newest first."""
+        now = self._now()
+        return [_mark(r, now) for r in await self.store.list_runs(limit)]
+
+    async def interrupted(self) -> list[RunRow]:
+        """The runs that stopped in the middle, oldest first: their log says they are running, but
+        the process running them is gone (dead on this machine, or its lease expired).
+        :meth:`resume` or :meth:`resume_all` continues them; nothing else does."""
+        now = self._now()
+        out = []
+        for run_id, _, _ in await self.store.unfinished_runs():
+            row = await self.store.get_run(run_id)
+            if row is not None and (marked := _mark(row, now)).interrupted:
+                out.append(marked)
+        return out
+
+    def _now(self) -> float:
+        return (self.clock or SystemClock()).now()
+
+    async def state(self, run_id: str) -> rules.RunState:
+        """A run's state as the rules derive it from its log (a copy of its own: change it freely)."""
+        run_id = await self.resolve(run_id)
+        return rules.replay(run_id, await self.store.events(run_id))
+
+    async def report(self, run_id: str) -> RunReport:
+        """A run's status, output and timeline, from its log."""
+        run_id = await self.resolve(run_id)
+        events = await self.store.events(run_id)
+        report = build_report(rules.replay(run_id, events), events)
+        return replace(report, interrupted=True) if await self._owner_gone(run_id, self._now()) else report
+
+    async def watch(self, run_id: str, *, interval: float = 0.2) -> AsyncIterator[RunUpdate]:
+        """Follow a run from its log, whichever process executes it: one update per committed
+        event, those already there first, until the run settles (it ends, pauses, or waits for
+        a decision) or is interrupted (no live process holds it; it goes on with ``resume``).
+
+        Watching only reads: the run is never claimed or changed. It wakes when the store
+        changes, and looks at least every ``interval`` seconds of this app's clock whether the
+        run's owner is still alive.
+        """
+        run_id = await self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        token = await self.store.change()
+        events = await self.store.events(run_id)
+        state = rules.replay(run_id, events[:1])
+        seen = 0
+        while True:
+            for ev in events:
+                if seen:  # the first, RunCreated, made the state
+                    rules.apply(state, ev)
+                seen += 1
+                state.last_seq = seen
+                yield RunUpdate(state, ev)
+            if state.status not in (rules.RUNNING, rules.REPLANNING):
+                return
+            token = await self.store.wait_for_change(token, interval, clock)
+            events = await self.store.events(run_id, after=seen)
+            if not events and await self._owner_gone(run_id, clock.now()):
+                # Read again: the run may have moved on just before its owner let go of it.
+                events = await self.store.events(run_id, after=seen)
+                if not events:
+                    yield RunUpdate(state, None, interrupted=True)
+                    return
+
+    async def _owner_gone(self, run_id: str, now: float) -> bool:
+        """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
+        row = await self.store.get_run(run_id)
+        return row is not None and _mark(row, now).interrupted
+
+    async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+        """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
+        return await self.store.effects(await self.resolve(run_id) if run_id else None, limit)
+
+    async def wait(self, run_id: str, *, until: Collection[str] = SETTLED, timeout: float | None = None,
+                   interval: float = 0.2) -> RunRow:
+        """Wait until a run, run by any process, has one of the statuses ``until`` (default:
+        :data:`SETTLED`), or no live process holds it any more (it is interrupted: it would
+        never get there), or ``timeout`` seconds of this app's clock have passed; returns the
+        run as it is then.
+
+        Only reads. It wakes when the store changes, and looks at least every ``interval``
+        seconds whether the run's owner is still alive.
+        """
+        run_id = await self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        deadline = None if timeout is None else clock.now() + timeout
+        token = await self.store.change()
+        while True:
+            now = clock.now()
+            row = await self.store.get_run(run_id)
+            if row is None:
+                raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+            row = _mark(row, now)
+            if row.status in until or row.interrupted or (deadline is not None and now >= deadline):
+                return row
+            wait = interval if deadline is None else min(interval, deadline - now)
+            token = await self.store.wait_for_change(token, wait, clock)
+
+
+def _mark(row: RunRow, now: float) -> RunRow:
+    """``row``, marked interrupted if it is in flight and whoever ran it is gone."""
+    gone = row.status in (rules.RUNNING, rules.REPLANNING) and claimable(row.owner, row.lease_expires, now)
+    return replace(row, interrupted=True) if gone else row

@@ -1,0 +1,106 @@
+"""The store's interface, in domain terms: what the engine and the facade may ask of any store.
+
+Every method is async. Only the engine writes (``create_run``, ``append``,
+claims and requests it answers); the facade reads and leaves requests. A store
+never sees the engine's state: it is handed events and the rows the rules
+project from them (:mod:`charter.store.records`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+
+from ..clock import Clock
+from ..events import Event
+from .records import EffectRow, NewRun, RequestRow, RunRow, RunWrite
+
+
+class Store(ABC):
+    """Events and the state derived from them, shared by every process that runs or watches runs."""
+
+    #: a human-readable location, for messages
+    location: str = ""
+    #: opened only to read: nothing is migrated or written
+    read_only: bool = False
+
+    # --- writing (the engine) ------------------------------------------------------
+
+    @abstractmethod
+    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
+        """Record a new run, claimed by ``owner``, with its first events (``first.after_seq`` is 0):
+        all of it, or nothing."""
+
+    @abstractmethod
+    async def append(self, writes: Sequence[RunWrite], owner: str, answered: Sequence[int] = ()) -> None:
+        """Append each run's events and its new row, in one transaction, and delete the control
+        requests (``answered``) these events carry out.
+
+        Fenced: raises :class:`~charter.errors.RunFencedError` (and writes nothing) if a run
+        is no longer owned by ``owner`` or has events after ``after_seq``.
+        """
+
+    # --- ownership -------------------------------------------------------------------
+
+    @abstractmethod
+    async def claim(self, run_id: str, owner: str, lease_expires: float, expected_owner: str | None) -> bool:
+        """Take a run that is free, ``owner``'s already, or held by ``expected_owner`` (found dead)."""
+
+    @abstractmethod
+    async def renew(self, run_ids: Sequence[str], owner: str, lease_expires: float) -> None:
+        """Extend ``owner``'s leases on runs it still holds."""
+
+    @abstractmethod
+    async def release(self, run_ids: Sequence[str], owner: str) -> None:
+        """Let go of runs; requests left for a run that has ended can no longer apply and go too."""
+
+    # --- control requests --------------------------------------------------------------
+
+    @abstractmethod
+    async def add_request(self, request: RequestRow) -> int:
+        """Leave a request for whoever runs ``request.run_id``; returns its id."""
+
+    @abstractmethod
+    async def pending_requests(self, run_ids: Sequence[str] | None = None) -> list[RequestRow]:
+        """Requests not yet carried out, oldest first (of ``run_ids`` only, if given). Reading takes
+        nothing: a request is deleted by the :meth:`append` that records what it did."""
+
+    # --- reading -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> RunRow | None: ...
+
+    @abstractmethod
+    async def find_run_ids(self, prefix: str) -> list[str]:
+        """Ids that start with ``prefix`` (a few, newest first)."""
+
+    @abstractmethod
+    async def list_runs(self, limit: int = 50) -> list[RunRow]:
+        """The latest runs, newest first."""
+
+    @abstractmethod
+    async def unfinished_runs(self) -> list[tuple[str, str | None, float | None]]:
+        """Runs in flight by their log, oldest first: (id, owner, lease expiry)."""
+
+    @abstractmethod
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        """A run's events with a sequence number above ``after``, in order."""
+
+    @abstractmethod
+    async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
+        """The effect ledger, oldest first: of one run, or of every run."""
+
+    # --- changes -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def change(self) -> Hashable:
+        """A token that differs from an earlier one once anything was written since (by anyone)."""
+
+    @abstractmethod
+    async def wait_for_change(self, seen: Hashable, timeout: float, clock: Clock) -> Hashable:
+        """Return once the store has changed since ``seen`` (a token from :meth:`change`), or after
+        ``timeout`` seconds of ``clock``; returns the token now."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the connection (sync, so that ``with`` and ``finally`` blocks can call it)."""
