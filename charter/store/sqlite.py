@@ -12,7 +12,8 @@ more than the data. Here it is folded into the file once it holds a sixteenth
 of the space that was free when the store was opened (at least
 :data:`MIN_LOG_PAGES` pages, at most SQLite's 1000), cut back to that size when
 it is reused, and truncated to nothing when the disk is full and when this
-process holds no run any more.
+process holds no run any more (then on a thread of its own, so that a run's
+end does not wait for it; :meth:`SQLiteStore.tidied` waits for it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from collections.abc import Coroutine, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +39,8 @@ MODES = ("rwc", "rw", "ro")
 #: the fewest and most pages the write-ahead log may hold before it is folded into the file
 MIN_LOG_PAGES, MAX_LOG_PAGES = 32, 1000
 BUSY_MS = 10_000
+#: how long the truncation of an idle store's log waits for the readers of the moment
+TIDY_WAIT = 2.0
 #: how often a waiter looks whether another process wrote (one ``PRAGMA data_version``, microseconds)
 POLL_SECONDS = 0.05
 
@@ -115,6 +119,7 @@ class SQLiteStore(SQLStore):
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from None
         self._in_transaction = False
+        self._tidying: threading.Thread | None = None
         key = str(self._file) if self._file is not None else f":memory:{id(self)}"
         self._changes = _changes.setdefault(key, _Changes())
         now(self._check_charter_store())
@@ -251,12 +256,35 @@ class SQLiteStore(SQLStore):
         )
 
     def _idle(self) -> None:
-        self._truncate_log()
-        if not self.read_only:
+        if self.read_only:
+            return
+        try:
+            self._bound_log()  # the free space may have changed since the store was opened
+        except sqlite3.Error:
+            pass
+        if self._file is not None and (self._tidying is None or not self._tidying.is_alive()):
+            # On a thread and a connection of its own: the run's last commit does not wait for it.
+            self._tidying = threading.Thread(target=self._truncate_elsewhere, name="charter-log", daemon=True)
+            self._tidying.start()
+
+    def _truncate_elsewhere(self) -> None:
+        """The truncation of an idle store's log. It waits a moment for readers to finish (a report
+        read just after the run) and gives up after that: the log is then left for later."""
+        try:
+            conn = sqlite3.connect(str(self._file), timeout=TIDY_WAIT, isolation_level=None, check_same_thread=False)
             try:
-                self._bound_log()  # the free space may have changed since the store was opened
-            except sqlite3.Error:
-                pass
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            pass
+
+    def tidied(self, timeout: float | None = 10.0) -> bool:
+        """Wait until an idle store's log has been folded in and truncated; ``False`` on timeout."""
+        if self._tidying is not None:
+            self._tidying.join(timeout)
+            return not self._tidying.is_alive()
+        return True
 
     def _truncate_log(self) -> None:
         """Fold the write-ahead log into the file and cut it to nothing, unless someone is using it
@@ -273,6 +301,7 @@ class SQLiteStore(SQLStore):
             pass
 
     def close(self) -> None:
+        self.tidied()
         self._conn.close()
 
 

@@ -55,6 +55,7 @@ def test_the_log_is_truncated_when_the_run_ends(tmp_path: Path) -> None:
     app, watcher, report = run_chain(db, 400)
     assert report.status == "succeeded"
     assert watcher.largest > 0
+    assert app.store.tidied()  # type: ignore[attr-defined] - the run's end does not wait for the truncation
     assert Path(f"{db}-wal").stat().st_size == 0  # the store is still open: the log is empty, not deleted
     assert watcher.largest <= (app.store.log_pages + 64) * PAGE  # type: ignore[attr-defined]
     app.close()
@@ -69,6 +70,7 @@ def test_on_a_small_volume_the_log_stays_small(tmp_path: Path) -> None:
         pages = app.store.log_pages  # type: ignore[attr-defined]
         assert MIN_LOG_PAGES <= pages < MAX_LOG_PAGES
         assert watcher.largest <= (pages + 64) * PAGE, (watcher.largest, pages)
+        assert app.store.tidied()  # type: ignore[attr-defined]
         assert Path(f"{db}-wal").stat().st_size == 0
         app.close()
 
