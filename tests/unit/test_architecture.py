@@ -121,3 +121,22 @@ def test_a_package_importing_its_own_submodules_is_no_circle(tmp_path: Path) -> 
         "pkg/errors.py": "",
     })
     assert import_circles(pkg) == []
+
+
+def test_no_module_of_the_package_is_over_500_lines() -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert long == {}
+
+
+def test_the_rules_and_the_store_know_nothing_above_them() -> None:
+    """The pure rules import only data and each other; the store imports neither the engine nor the
+    interfaces (it is handed records, never the engine's state)."""
+    files = {module_name(PACKAGE, p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(files)
+    for name, path in files.items():
+        deps = imports_of(PACKAGE, path, modules)
+        if name.startswith("charter.store"):
+            above = {d for d in deps if d.startswith(("charter.engine", "charter.app", "charter.reader",
+                                                      "charter.cli", "charter.planning"))}
+            assert above == set(), f"{name} imports {sorted(above)}"
