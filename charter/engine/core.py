@@ -85,7 +85,9 @@ class Engine:
         self.attempts = Attempts(self.clock, max_concurrency, model, workspace, self._wake_up)
         self.hosting = Hosting(store, self.clock, self.owner, lease_seconds)
         self._hosted = self.hosting.runs
-        self._dirty: set[str] = set()  # runs to look at on the next turn
+        # runs to look at on the next turn, in the order something happened to them: runs created
+        # together go together, and their rows and events stay on a few pages of the store
+        self._dirty: dict[str, None] = {}
         self._due: list[tuple[float, str]] = []  # (when, run): a heap of runs to look at again
         # runs with ready work that waits for a free place, in the order they began to wait: as
         # places free up, only as many are looked at again as there are places
@@ -137,7 +139,7 @@ class Engine:
         return adopted, problems
 
     def _look_at(self, run_id: str) -> None:
-        self._dirty.add(run_id)
+        self._dirty[run_id] = None
         self._wake_up()
 
     # --- control ----------------------------------------------------------------------
@@ -205,7 +207,7 @@ class Engine:
             while self._hosted:
                 now = clock.now()
                 while self._due and self._due[0][0] <= now:
-                    self._dirty.add(heapq.heappop(self._due)[1])
+                    self._dirty[heapq.heappop(self._due)[1]] = None
                 batch: dict[str, list[Event]] = {}
                 recorded = self._take_records(batch)
                 self._take_outcomes(now, batch)
@@ -268,7 +270,7 @@ class Engine:
         for o in outcomes:
             self.attempts.ended(o)
             h, u = o.hosted, o.unit
-            self._dirty.add(h.state.run_id)
+            self._dirty[h.state.run_id] = None
             if u.status != RUNNING or u.attempt != o.attempt:
                 continue  # the attempt was already accounted for
             ev: Event
@@ -287,7 +289,7 @@ class Engine:
         for h, outcome in revisions:
             h.replanning = None
             state = h.state
-            self._dirty.add(state.run_id)
+            self._dirty[state.run_id] = None
             if outcome is None or state.status != rules.REPLANNING:
                 continue  # interrupted (a pause): asked again on resume
             events: list[Event]
@@ -327,7 +329,7 @@ class Engine:
             h = self._hosted.get(run_id)
             if h is None:
                 continue
-            self._dirty.add(run_id)
+            self._dirty[run_id] = None
             for request in requests:
                 try:
                     events = control.events_for(h.state, request, now)
@@ -348,9 +350,9 @@ class Engine:
         while free > 0 and self._starved:  # places were given back: the runs that waited longest may go
             run_id = next(iter(self._starved))
             del self._starved[run_id]
-            self._dirty.add(run_id)
+            self._dirty[run_id] = None
             free -= 1
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         for run_id in dirty:
             h = self._hosted.get(run_id)
             if h is None:
@@ -363,7 +365,7 @@ class Engine:
             decision = rules.advance(state, now)
             if decision.events:
                 batch.setdefault(run_id, []).extend(decision.events)
-                self._dirty.add(run_id)
+                self._dirty[run_id] = None
                 again = True
             if decision.wake_at is not None:
                 heapq.heappush(self._due, (decision.wake_at, run_id))
@@ -384,14 +386,14 @@ class Engine:
                 if isinstance(ev, StepStarted):
                     attempts.launch(h, unit, ev)  # the run is looked at again when the attempt ends
                 else:  # it could not start (its arguments did not resolve): the rules decide what follows
-                    self._dirty.add(run_id)
+                    self._dirty[run_id] = None
                     again = True
         return again
 
     def _add(self, state: RunState, ev: Event, batch: dict[str, list[Event]]) -> None:
         rules.apply(state, ev)
         batch.setdefault(state.run_id, []).append(ev)
-        self._dirty.add(state.run_id)
+        self._dirty[state.run_id] = None
 
     async def _commit(self, batch: dict[str, list[Event]]) -> None:
         answered, self._answered = self._answered, []

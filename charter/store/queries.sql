@@ -8,7 +8,8 @@ VALUES (:id, :status, :goal, :tool_sources, :parent_run, :steps_total, :created_
         0, :owner, :lease_expires)
 
 -- name: insert_event
-INSERT INTO events (run_id, seq, type, at, data) VALUES (:run_id, :seq, :type, :at, :data)
+INSERT INTO events (run_no, seq, type, at, data)
+VALUES ((SELECT no FROM runs WHERE id = :run_id), :seq, :type, :at, :data)
 
 -- name: update_run
 UPDATE runs SET status = :status, steps_done = :steps_done, reason = :reason, output = :output,
@@ -22,7 +23,8 @@ UPDATE runs SET steps_done = :steps_done, reason = :reason, output = :output,
 WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
 
 -- name: select_events
-SELECT seq, type, at, data FROM events WHERE run_id = :run_id AND seq > :after ORDER BY seq
+SELECT e.seq, e.type, e.at, e.data FROM events e
+WHERE e.run_no = (SELECT no FROM runs WHERE id = :run_id) AND e.seq > :after ORDER BY e.seq
 
 -- name: select_run
 SELECT id, status, goal, tool_sources, parent_run, steps_total, steps_done, reason, output,

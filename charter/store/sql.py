@@ -137,6 +137,9 @@ class SQLStore(Store):
     def _idle(self) -> None:
         """Called when this handle holds no run any more (most dialects have nothing to tidy up)."""
 
+    async def _migrated(self) -> None:
+        """Called at the end of the migrations' transaction, before it commits: a last check."""
+
     def transaction(self) -> _Transaction:
         """``async with store.transaction():`` one write transaction, committed if the block ends well."""
         return _Transaction(self)
@@ -176,6 +179,7 @@ class SQLStore(Store):
                 for statement in _statements(sql):
                     await self._execute(statement)
                 await self._execute(self._sql("insert_migration"), {"v": version, "n": name, "t": time.time()})
+            await self._migrated()
 
     # --- writing -------------------------------------------------------------------
 

@@ -159,6 +159,21 @@ class SQLiteStore(SQLStore):
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             self._conn.execute(f"PRAGMA journal_size_limit = {pages * self._page}")
 
+    async def migrate(self) -> None:
+        # SQLite's way to rebuild a table that others refer to: foreign keys off (outside the
+        # transaction, where the pragma works), every key checked before the commit (_migrated).
+        self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            await super().migrate()
+        finally:
+            self._conn.execute("PRAGMA foreign_keys = ON")
+
+    async def _migrated(self) -> None:
+        broken = await self._fetchall("PRAGMA foreign_key_check")
+        if broken:
+            raise StoreError(f"store {self.path}: upgrading it would break {len(broken)} reference(s) "
+                             f"(first: table {broken[0][0]}); nothing was changed")
+
     async def _check_charter_store(self) -> None:
         """Refuse a SQLite database that is not a Charter store (only an empty one becomes one)."""
         tables = {r[0] for r in await self._fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}

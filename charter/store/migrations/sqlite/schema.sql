@@ -2,7 +2,8 @@
 -- A test checks that it does; change it together with a new migration.
 
 CREATE TABLE runs (
-    id            TEXT PRIMARY KEY,
+    no            INTEGER PRIMARY KEY,    -- the order of creation: clusters the log
+    id            TEXT NOT NULL UNIQUE,
     status        TEXT NOT NULL,
     goal          TEXT NOT NULL,
     tool_sources  TEXT NOT NULL,          -- JSON list of tool files/modules
@@ -21,12 +22,12 @@ CREATE TABLE runs (
 CREATE INDEX runs_by_status ON runs (status, created_at);
 
 CREATE TABLE events (
-    run_id  TEXT NOT NULL REFERENCES runs (id),
+    run_no  INTEGER NOT NULL REFERENCES runs (no),
     seq     INTEGER NOT NULL,
     type    TEXT NOT NULL,
     at      DOUBLE PRECISION NOT NULL,
     data    TEXT NOT NULL,                -- JSON
-    PRIMARY KEY (run_id, seq)
+    PRIMARY KEY (run_no, seq)
 ) WITHOUT ROWID;
 
 CREATE TABLE requests (
