@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .clock import Clock
 from .engine import control, rules
@@ -36,6 +36,7 @@ from .store import Store, open_store
 from .tools import Registry, Tool, load_tools
 from .workspace import Workspace, WorkspaceRegistry, load_workspace
 
+T = TypeVar("T")
 ToolsLike = Registry | Iterable[Tool | str] | str | None
 PlanLike = Plan | str | Path | Mapping[str, Any]
 
@@ -388,11 +389,11 @@ class Charter(RunReader):
 
     def run_sync(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None) -> RunReport:
         """:meth:`run`, for code that is not async."""
-        return asyncio.run(self.run(plan, inputs=inputs))
+        return _sync(self.run(plan, inputs=inputs), "run")
 
     def resume_sync(self, run_id: str) -> RunReport:
         """:meth:`resume`, for code that is not async."""
-        return asyncio.run(self.resume(run_id))
+        return _sync(self.resume(run_id), "resume")
 
     # --- stopping --------------------------------------------------------------------
 
@@ -428,8 +429,24 @@ class Charter(RunReader):
     def __enter__(self) -> Charter:
         return self
 
+    async def __aenter__(self) -> Charter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sync(work: Coroutine[Any, Any, T], name: str) -> T:
+    """Run ``work`` to the end, from code that is not async."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    work.close()
+    raise ConfigError(f"{name}_sync is for code that is not async; here, use: await app.{name}(...)")
 
 
 async def _start_servers(registry: Registry, plan: PlanLike) -> None:

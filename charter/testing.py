@@ -1,4 +1,4 @@
-"""What users of Charter need in their own tests: a fake clock and log assertions.
+"""What users of Charter need in their own tests: a fake clock, the scripted model and log assertions.
 
 >>> from charter.testing import FakeClock
 >>> clock = FakeClock(start=1000.0)

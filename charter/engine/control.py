@@ -196,7 +196,7 @@ def events_for(state: rules.RunState, request: Request, now: float) -> list[Even
         try:
             return [rules.decision(state, request.step, approve, request.by, note, now)]
         except (KeyError, ValueError) as exc:
-            raise RunStateError(str(exc).strip("'\"")) from None
+            raise RunStateError(str(exc.args[0])) from None
     return _retry(state, request, now)
 
 

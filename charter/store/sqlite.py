@@ -209,6 +209,8 @@ class SQLiteStore(SQLStore):
     # No statement here suspends, so no other task can run between BEGIN and COMMIT:
     # the one connection needs no lock.
     async def _begin(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.path} is open only to read (mode 'ro'): open it with mode 'rw' to change it")
         if self._in_transaction:
             raise RuntimeError("transactions of a store do not nest")
         await self._execute("BEGIN IMMEDIATE")
@@ -279,7 +281,9 @@ class SQLiteStore(SQLStore):
             pass
         if self._file is not None and (self._tidying is None or not self._tidying.is_alive()):
             # On a thread and a connection of its own: the run's last commit does not wait for it.
-            self._tidying = threading.Thread(target=self._truncate_elsewhere, name="charter-log", daemon=True)
+            # Not a daemon: a process that ends right after its run waits the moment it takes, and
+            # its last connection then removes the log files as SQLite does.
+            self._tidying = threading.Thread(target=self._truncate_elsewhere, name="charter-log")
             self._tidying.start()
 
     def _truncate_elsewhere(self) -> None:

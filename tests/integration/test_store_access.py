@@ -84,7 +84,7 @@ def test_reading_never_creates_or_changes_a_store(tmp_path: Path) -> None:
     before = db.read_bytes()
     app = Charter(db, tools=[one], mode="ro")
     assert asyncio.run(app.report(run_id)).status == "succeeded"
-    with pytest.raises(StoreError, match="readonly"):
+    with pytest.raises(StoreError, match=r"open only to read \(mode .ro.\)"):
         app.run_sync(PLAN)
     app.close()
     assert db.read_bytes() == before

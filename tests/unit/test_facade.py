@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, ConfigError, PermanentError, PlanError, tool
+from charter import Charter, ConfigError, PermanentError, PlanError, StoreError, tool
 from charter.app import Pausing, check_plan, make_registry, plan_request
 from charter.events import Event
 from charter.testing import ScriptedModel, event_types
@@ -146,3 +146,22 @@ async def test_wait_sees_a_pause_that_another_app_carries_out(db_path: Path) -> 
         assert row.status == "paused" and row.reason == "lunch"
         await driving
         assert (await other.wait(run_id)).status == "paused"  # settled already: at once
+
+
+async def test_async_with_closes_and_run_sync_inside_a_loop_says_what_to_do(tmp_path: Path) -> None:
+    async with Charter(tmp_path / "c.db", tools=[shout]) as app:
+        with pytest.raises(ConfigError, match=r"run_sync is for code that is not async; here, use: await app\.run"):
+            app.run_sync(GREET)
+        assert (await app.run(GREET)).status == "succeeded"
+    with pytest.raises(Exception, match="closed"):
+        await app.runs()
+
+
+async def test_a_store_opened_to_read_says_so_when_asked_to_write(tmp_path: Path) -> None:
+    async with Charter(tmp_path / "c.db", tools=[shout]) as app:
+        run_id = await app.start(GREET)
+        assert await app.pause(run_id) == "done"
+    async with Charter(tmp_path / "c.db", tools=[shout], mode="ro") as reader:
+        with pytest.raises(StoreError, match=r"is open only to read \(mode 'ro'\)"):
+            await reader.resume(run_id)
+        assert (await reader.report(run_id)).status == "paused"  # nothing was changed

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, PermanentError, RetryableError, tool
+from charter import Charter, PermanentError, RetryableError, RunStateError, tool
 from charter.engine import control
 from charter.events import ModelCalled, PlanRevised, ReplanRequested
 from charter.plan import Plan
@@ -217,3 +217,26 @@ async def test_when_no_revision_is_left_the_reason_says_so(db_path: Path) -> Non
     assert report.status == "failed"
     assert report.reason == ("1 step(s) failed (get), 1 skipped; no revision left: "
                              "the plan was revised 1 time(s), the most this run allows")
+
+
+async def test_a_person_saying_no_is_not_planned_around(db_path: Path) -> None:
+    gated = {"goal": "publish the count", "steps": [
+        {"id": "ok", "approval": {"message": "publish?"}},
+        {"id": "out", "tool": "publish", "args": {"text": "42"}, "needs": ["ok"]},
+    ]}
+    model = ScriptedModel([{**gated, "steps": gated["steps"][1:]}])  # a revision that would skip the question
+    app = make(db_path, model)
+    report = await run(app, gated, max_replans=2)
+    assert report.status == "awaiting"
+    assert await app.reject(report.id, "ok", by="ana", reason="not today") == "done"
+    report = await app.resume(report.id)
+    assert report.status == "failed" and ran == []
+    assert "ok rejected by a person, so the plan is not revised" in report.reason
+    assert model.requests == [] and not any(isinstance(e, ReplanRequested) for e in report.events)
+
+
+async def test_a_decision_on_a_step_the_plan_lacks_names_it_whole(db_path: Path) -> None:
+    app = make(db_path, ScriptedModel([]))
+    report = await run(app, {"goal": "g", "steps": [{"id": "ok", "approval": {"message": "go?"}}]}, max_replans=0)
+    with pytest.raises(RunStateError, match=r"has no step 'nosuch'$"):
+        await app.approve(report.id, "nosuch")

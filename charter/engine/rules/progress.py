@@ -134,6 +134,11 @@ def _end(state: RunState, now: float, emit: Emit) -> None:
     reason = f"{len(failed)} step(s) failed ({', '.join(failed)})"
     if skipped:
         reason += f", {skipped} skipped"
+    refused = [s for s in failed if (state.steps[s].error or {}).get("type") == "ApprovalRejected"]
+    if refused:  # a person said no: that is not a failure to plan around
+        reason += f"; {', '.join(refused)} rejected by a person, so the plan is not revised"
+        emit(RunFailed(at=now, reason=reason, failed_steps=failed))
+        return
     if state.replans < state.max_replans:
         emit(ReplanRequested(at=now, reason=reason, failed_steps=failed))
         return
