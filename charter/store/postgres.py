@@ -1,0 +1,201 @@
+"""The PostgreSQL store, through psycopg 3 (async) and a connection pool.
+
+Only what differs from SQLite is here: connecting (lazily: the store is made
+by a sync constructor, and connects on first use), the parameter style, error
+messages, the migrations folder (``migrations/postgresql``, with its identity
+columns), and the wake-up: every write transaction ends with
+``NOTIFY charter``, and a listener on a connection of its own tells waiters.
+A transaction holds one pooled connection, found by the task through a
+context variable, so the shared layer's statements inside it go to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from ..clock import Clock
+from ..errors import StoreError
+from .sql import QUERIES, SQLStore
+
+CHANNEL = "charter"
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _pg(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s`` (and a literal ``%`` doubled)."""
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+class PostgresStore(SQLStore):
+    """Events and state in a PostgreSQL database (``postgresql://user@host:port/db``)."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        super().__init__()
+        self.dialect = "postgresql"
+        self.url = url
+        self.location = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)  # no password in messages
+        self._pool: Any = None
+        self._sizes = (min_size, max_size)
+        self._tx: contextvars.ContextVar[Any] = contextvars.ContextVar(f"charter-pg-tx-{id(self)}", default=None)
+        self._sql_cache: dict[str, str] = {}
+        self._changes = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._opening: asyncio.Lock | None = None
+
+    # --- connecting ---------------------------------------------------------------
+
+    async def _ready(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                from psycopg_pool import AsyncConnectionPool
+
+                pool = AsyncConnectionPool(self.url, min_size=self._sizes[0], max_size=self._sizes[1],
+                                           kwargs={"autocommit": True}, open=False)
+                try:
+                    await pool.open(wait=True, timeout=10)
+                except Exception as exc:
+                    await pool.close()
+                    raise StoreError(f"cannot reach store {self.location}: {exc}") from None
+                self._pool = pool
+                await self.migrate()
+        return self._pool
+
+    def _sql(self, name: str) -> str:
+        text = self._sql_cache.get(name)
+        if text is None:
+            text = self._sql_cache[name] = _pg(QUERIES[name])
+        return text
+
+    # --- statements -----------------------------------------------------------------
+
+    async def _run(self, sql: str, params: Any, many: bool = False, fetch: bool = False) -> Any:
+        import psycopg
+
+        conn = self._tx.get()
+        try:
+            if conn is not None:
+                return await _on(conn, sql, params, many, fetch)
+            pool = await self._ready()
+            async with pool.connection() as c:
+                return await _on(c, sql, params, many, fetch)
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.location}: {str(exc).strip()}") from exc
+
+    async def _execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        return int(await self._run(_raw(sql), params or None))
+
+    async def _executemany(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self._run(_raw(sql), rows, many=True)
+
+    async def _fetchall(self, sql: str, params: dict[str, Any] | None = None) -> list[Sequence[Any]]:
+        return list(await self._run(_raw(sql), params or None, fetch=True))
+
+    # --- transactions -----------------------------------------------------------------
+
+    async def _begin(self) -> None:
+        if self._tx.get() is not None:
+            raise RuntimeError("transactions of a store do not nest")
+        pool = await self._ready()
+        conn = await pool.getconn()
+        try:
+            await conn.execute("BEGIN")
+        except BaseException:
+            await pool.putconn(conn)
+            raise
+        self._tx.set(conn)
+
+    async def _commit(self) -> None:
+        conn = self._tx.get()
+        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # delivered at the commit
+        await conn.execute("COMMIT")
+        self._tx.set(None)
+        await self._pool.putconn(conn)
+
+    async def _rollback(self, exc: BaseException) -> None:
+        conn = self._tx.get()
+        self._tx.set(None)
+        if conn is None:
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception:
+            pass
+        await self._pool.putconn(conn)
+
+    # --- changes ------------------------------------------------------------------------
+
+    async def change(self) -> Hashable:
+        await self._listen()
+        return self._changes
+
+    async def wait_for_change(self, seen: Hashable, timeout: float, clock: Clock) -> Hashable:
+        await self._listen()
+        if self._changes != seen:
+            return self._changes
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await clock.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
+        return self._changes
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.done():
+            ready = asyncio.get_running_loop().create_future()
+            self._listener = asyncio.ensure_future(self._listening(ready))
+            await ready
+
+    async def _listening(self, ready: asyncio.Future[None]) -> None:
+        import psycopg
+
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                ready.set_result(None)
+                async for _ in conn.notifies():
+                    self._changes += 1
+                    for fut in list(self._waiters):
+                        if not fut.done():
+                            fut.set_result(None)
+        except Exception as exc:
+            if not ready.done():
+                ready.set_exception(StoreError(f"cannot listen on store {self.location}: {exc}"))
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                asyncio.get_running_loop().create_task(pool.close())
+            except RuntimeError:
+                asyncio.run(pool.close())
+
+
+def _raw(sql: str) -> str:
+    """A statement as given: named queries come translated already; others (PRAGMA-free DDL) as is."""
+    return sql if "%(" in sql or ":" not in sql else _pg(sql)
+
+
+async def _on(conn: Any, sql: str, params: Any, many: bool, fetch: bool) -> Any:
+    async with conn.cursor() as cur:
+        if many:
+            await cur.executemany(sql, params)
+            return None
+        await cur.execute(sql, params)
+        if fetch:
+            return await cur.fetchall()
+        return cur.rowcount

@@ -1,0 +1,66 @@
+"""A throwaway PostgreSQL cluster for tests: initdb, pg_ctl start on a free loopback port, stop.
+
+Uses the machine's ``initdb`` and ``pg_ctl`` (as the ``postgres`` user when running
+as root, which PostgreSQL requires), unless ``CHARTER_TEST_PG_URL`` names a server.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres() -> dict[str, object]:
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam("postgres")
+
+    def demote() -> None:
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    return {"preexec_fn": demote}
+
+
+@contextmanager
+def cluster() -> Iterator[str]:
+    """A running server with an empty database ``charter``; yields its URL."""
+    given = os.environ.get("CHARTER_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    for tool in ("initdb", "pg_ctl", "createdb"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"PostgreSQL's {tool} is not installed: install the server binaries, "
+                               "or set CHARTER_TEST_PG_URL")
+    root = Path(tempfile.mkdtemp(prefix="charter-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", _free_port()
+    run = _as_postgres()
+    subprocess.run(["initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
+                   check=True, capture_output=True, **run)  # type: ignore[arg-type]
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    subprocess.run(["pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+                   check=True, capture_output=True, **run)  # type: ignore[arg-type]
+    try:
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "charter"],
+                       check=True, capture_output=True, **run)  # type: ignore[arg-type]
+        yield f"postgresql://postgres@127.0.0.1:{port}/charter"
+    finally:
+        subprocess.run(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       check=False, capture_output=True, **run)  # type: ignore[arg-type]
+        shutil.rmtree(root, ignore_errors=True)
