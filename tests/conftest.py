@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from charter import Charter, SQLiteStore
 from charter.testing import FakeClock
 
+#: which store the suite runs on: ``sqlite`` (the default) or ``postgresql``
+STORE = os.environ.get("CHARTER_TEST_STORE", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL server for the whole session (a throwaway cluster, or ``CHARTER_TEST_PG_URL``)."""
+    from tests.pg import cluster
+
+    with cluster() as url:
+        yield url
+
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "charter.db"
+def db_path(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """The test's own empty store: a SQLite file, or a fresh PostgreSQL database (``CHARTER_TEST_STORE``)."""
+    if STORE != "postgresql":
+        return tmp_path / "charter.db"
+    import psycopg
+
+    server: str = request.getfixturevalue("pg_server")
+    base, name = server.rsplit("/", 1)[0], f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return f"{base}/{name}"
 
 
 @pytest.fixture

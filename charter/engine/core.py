@@ -228,6 +228,7 @@ class Engine:
                         if not fut.done():
                             fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
                     raise
+                self.attempts.go()
                 for fut in recorded:
                     if not fut.done():
                         fut.set_result(None)

@@ -46,12 +46,16 @@ class PostgresStore(SQLStore):
         self._waiters: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pool's connections belong to
 
     # --- connecting ---------------------------------------------------------------
 
     async def _ready(self) -> Any:
-        if self._pool is not None:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._loop is loop:
             return self._pool
+        if self._loop is not loop:  # a new event loop (another asyncio.run): the old one's connections are gone
+            self._pool, self._listener, self._opening, self._loop = None, None, None, loop
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
@@ -135,10 +139,12 @@ class PostgresStore(SQLStore):
     # --- changes ------------------------------------------------------------------------
 
     async def change(self) -> Hashable:
+        await self._ready()
         await self._listen()
         return self._changes
 
     async def wait_for_change(self, seen: Hashable, timeout: float, clock: Clock) -> Hashable:
+        await self._ready()
         await self._listen()
         if self._changes != seen:
             return self._changes
@@ -175,14 +181,29 @@ class PostgresStore(SQLStore):
                 ready.set_exception(StoreError(f"cannot listen on store {self.location}: {exc}"))
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        """Let go of the connections: closed on their loop if it still runs, else dropped."""
+        listener, pool, loop = self._listener, self._pool, self._loop
+        self._listener = self._pool = self._loop = None
+        if listener is not None and not listener.done():
+            listener.cancel()
+        if pool is None or loop is None or loop.is_closed():
+            return
+        if loop.is_running():
+            loop.create_task(pool.close())
+        else:
             try:
-                asyncio.get_running_loop().create_task(pool.close())
+                loop.run_until_complete(pool.close())
             except RuntimeError:
-                asyncio.run(pool.close())
+                pass
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaited on the loop the connections belong to."""
+        listener, pool = self._listener, self._pool
+        self._listener = self._pool = self._loop = None
+        if listener is not None:
+            listener.cancel()
+        if pool is not None:
+            await pool.close()
 
 
 def _raw(sql: str) -> str:
