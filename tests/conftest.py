@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,20 @@ from charter.testing import FakeClock
 STORE = os.environ.get("CHARTER_TEST_STORE", "sqlite")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=STORE == "postgresql")
 def pg_server() -> Iterator[str]:
-    """A PostgreSQL server for the whole session (a throwaway cluster, or ``CHARTER_TEST_PG_URL``)."""
+    """A PostgreSQL server for the whole session (a throwaway cluster, or ``CHARTER_TEST_PG_URL``);
+    its URL is also left in ``CHARTER_TEST_PG_URL`` for helpers that make databases."""
     from tests.pg import cluster
 
     with cluster() as url:
-        yield url
+        before = os.environ.get("CHARTER_TEST_PG_URL")
+        os.environ["CHARTER_TEST_PG_URL"] = url
+        try:
+            yield url
+        finally:
+            if before is None:
+                os.environ.pop("CHARTER_TEST_PG_URL", None)
 
 
 @pytest.fixture
@@ -32,13 +38,9 @@ def db_path(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """The test's own empty store: a SQLite file, or a fresh PostgreSQL database (``CHARTER_TEST_STORE``)."""
     if STORE != "postgresql":
         return tmp_path / "charter.db"
-    import psycopg
+    from tests.pg import new_database
 
-    server: str = request.getfixturevalue("pg_server")
-    base, name = server.rsplit("/", 1)[0], f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return f"{base}/{name}"
+    return new_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture

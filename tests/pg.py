@@ -64,3 +64,16 @@ def cluster() -> Iterator[str]:
         subprocess.run(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"],
                        check=False, capture_output=True, **run)  # type: ignore[arg-type]
         shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(server: str | None = None) -> str:
+    """A fresh, empty database on ``server`` (default: ``$CHARTER_TEST_PG_URL``); its URL."""
+    import secrets
+
+    import psycopg
+
+    server = server or os.environ["CHARTER_TEST_PG_URL"]
+    base, name = server.rsplit("/", 1)[0], f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return f"{base}/{name}"

@@ -222,7 +222,12 @@ class Workspace:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.db = str(root / "charter.db")
+        if os.environ.get("CHARTER_TEST_STORE") == "postgresql":
+            from tests.pg import new_database
+
+            self.db = new_database()
+        else:
+            self.db = str(root / "charter.db")
         self.tools = root / "tools.py"
         self.tools.write_text(TOOLS, encoding="utf-8")
         self.env = cli_env()
@@ -275,7 +280,7 @@ class Workspace:
     # --- the store, through the CLI ----------------------------------------------------
 
     def runs(self) -> list[dict[str, Any]]:
-        if not Path(self.db).exists():  # `charter runs` would say there is no store (it creates none)
+        if "://" not in self.db and not Path(self.db).exists():  # `charter runs` creates no store
             return []
         res = self("runs", "--json")
         assert res.rc == 0, res
