@@ -33,9 +33,10 @@ def _pg(sql: str) -> str:
 class PostgresStore(SQLStore):
     """Events and state in a PostgreSQL database (``postgresql://user@host:port/db``)."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: str, *, mode: str = "rwc", min_size: int = 1, max_size: int = 10) -> None:
         super().__init__()
         self.dialect = "postgresql"
+        self.read_only = mode == "ro"
         self.url = url
         self.location = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)  # no password in messages
         self._pool: Any = None
@@ -70,8 +71,16 @@ class PostgresStore(SQLStore):
                     await pool.close()
                     raise StoreError(f"cannot reach store {self.location}: {exc}") from None
                 self._pool = pool
+                if self.read_only:
+                    await self._check_charter_store()
                 await self.migrate()
         return self._pool
+
+    async def _check_charter_store(self) -> None:
+        """A store opened only to read must have Charter's tables already (reading creates nothing)."""
+        rows = await self._fetchall("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        if not rows[0][0]:
+            raise StoreError(f"no store at {self.location}: the database has no Charter tables yet")
 
     def _sql(self, name: str) -> str:
         text = self._sql_cache.get(name)

@@ -390,7 +390,7 @@ def open_store(url: str | Path | None = None, *, mode: str = "rwc") -> SQLStore:
     if target.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(target)
+        return PostgresStore(target, mode=mode)
     if target.startswith("sqlite:///"):
         target = target[len("sqlite:///"):]
     elif "://" in target:
