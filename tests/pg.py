@@ -77,3 +77,17 @@ def new_database(server: str | None = None) -> str:
     with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     return f"{base}/{name}"
+
+
+_stores: dict[Path, str] = {}
+
+
+def store_for(root: Path, name: str = "charter.db") -> str:
+    """The store a test's folder uses: ``root/name``, or under ``CHARTER_TEST_STORE=postgresql`` a fresh
+    database of its own (the same one for the same folder)."""
+    if os.environ.get("CHARTER_TEST_STORE") != "postgresql":
+        return str(root / name)
+    key = root / name
+    if key not in _stores:
+        _stores[key] = new_database()
+    return _stores[key]
