@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,11 +59,12 @@ async def test_fencing_requests_and_wake_ups(pg_url: str) -> None:
     with pytest.raises(RunFencedError):  # a writer that missed an event
         await store.append([RunWrite("pg-r1", 1, [ev], rec)], "host:1:a")
     assert [e.type for e in await store.events("pg-r1")] == ["RunCreated", "StepStarted"]
-    clock = FakeClock(auto_advance=True)
+    clock = FakeClock(start=1000.0)  # never moves by itself: only a notification can end the wait
     seen = await store.change()
     other = open_store(pg_url)  # another process, as far as the server can tell
     rid = await other.add_request(RequestRow("pg-r1", "approve_step", 3.0, step="ok", by="ana", reason="fine"))
-    assert await store.wait_for_change(seen, 3600.0, clock) != seen  # woken by NOTIFY, not a timer
+    woken = await asyncio.wait_for(store.wait_for_change(seen, 3600.0, clock), 60)  # 60 s: only against a hang
+    assert woken != seen and clock.now() == 1000.0  # woken by NOTIFY: the clock never moved
     [request] = await store.pending_requests(["pg-r1"])
     assert (request.id, request.kind, request.step, request.by) == (rid, "approve_step", "ok", "ana")
     other.close()
