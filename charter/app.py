@@ -312,7 +312,7 @@ class Charter(RunReader):
         if registry is None:
             registry = load_tools(state.tool_sources) if state.tool_sources else Registry()
             self._loaded.append(registry)  # its MCP servers stop at close
-        steps = [s for s in state.plan.steps if every_step or state.steps[s.id].status not in rules.STEP_DONE]
+        steps = state.plan.steps if every_step else state.remaining_steps()
         await registry.start([n for s in steps for n in s.tool_names()])
         return registry
 

@@ -220,7 +220,7 @@ class Engine:
                         await self._take_stored_requests()
                 self._take_requests(now, batch)
                 looked = set(self._dirty)
-                again = self._advance(now, batch)
+                self._advance(now, batch)
                 try:
                     await self._commit(batch)
                 except BaseException as exc:
@@ -238,7 +238,7 @@ class Engine:
                     await self.hosting.renew()
                 if not self._hosted:
                     break
-                if again or self._dirty or self.attempts.pending() or self._inbox or self._stop_reason:
+                if self._dirty or self.attempts.pending() or self._inbox or self._stop_reason:
                     continue
                 deadline = min(next_poll, next_renew, self._due[0][0] if self._due else math.inf)
                 self._wake.clear()
@@ -343,9 +343,8 @@ class Engine:
                 if isinstance(request, control.RevisePlan):
                     h.state.policies = rules.retry_policies(h.state.plan, h.registry)
 
-    def _advance(self, now: float, batch: dict[str, list[Event]]) -> bool:
+    def _advance(self, now: float, batch: dict[str, list[Event]]) -> None:
         """Ask the rules what is next for each run that needs a look; start what may start."""
-        again = False
         attempts = self.attempts
         free = attempts.max_concurrency - attempts.running
         while free > 0 and self._starved:  # places were given back: the runs that waited longest may go
@@ -366,8 +365,7 @@ class Engine:
             decision = rules.advance(state, now)
             if decision.events:
                 batch.setdefault(run_id, []).extend(decision.events)
-                self._dirty[run_id] = None
-                again = True
+                self._dirty[run_id] = None  # what the rules just did may lead to more: look again
             if decision.wake_at is not None:
                 heapq.heappush(self._due, (decision.wake_at, run_id))
             for unit in decision.ready:
@@ -388,8 +386,6 @@ class Engine:
                     attempts.launch(h, unit, ev)  # the run is looked at again when the attempt ends
                 else:  # it could not start (its arguments did not resolve): the rules decide what follows
                     self._dirty[run_id] = None
-                    again = True
-        return again
 
     def _add(self, state: RunState, ev: Event, batch: dict[str, list[Event]]) -> None:
         rules.apply(state, ev)

@@ -119,8 +119,7 @@ class Hosting:
                 registry = load_tools(state.tool_sources) if load else Registry()
             if need_tools and not state.finished:
                 if registry.unstarted:  # the MCP servers of what is left start while the loop goes on
-                    await registry.start([n for s in state.plan.steps if state.steps[s.id].status
-                                          not in rules.STEP_DONE for n in s.tool_names()])
+                    await registry.start([n for s in state.remaining_steps() for n in s.tool_names()])
                 _check_tools(state, registry)
                 _check_models(state, model)
             state.policies = rules.retry_policies(state.plan, registry)
@@ -211,10 +210,8 @@ class Hosting:
 
 def _check_tools(state: RunState, registry: Registry) -> None:
     """Refuse to take on a run whose remaining steps need tools that are not loaded."""
-    missing = []
-    for step in state.plan.steps:
-        if state.steps[step.id].status in rules.STEP_DONE:
-            continue
+    missing: list[str] = []
+    for step in state.remaining_steps():
         missing += [n for n in step.tool_names() if n not in registry and n not in missing]
     if missing:
         where = ", ".join(state.tool_sources) or "code that recorded no tool source"
@@ -224,8 +221,7 @@ def _check_tools(state: RunState, registry: Registry) -> None:
 
 def _check_models(state: RunState, model: Model | None) -> None:
     """Refuse to take on a run whose remaining ``llm`` or ``agent`` steps would find no model."""
-    remaining = [s.id for s in state.plan.steps if state.steps[s.id].status not in rules.STEP_DONE]
-    problems = model_problems(state.plan, model, steps=remaining)
+    problems = model_problems(state.plan, model, steps=[s.id for s in state.remaining_steps()])
     if problems:
         raise ConfigError(f"run {state.run_id} cannot go on: " + "; ".join(str(p) for p in problems)
                           + " (pass --model, or set CHARTER_MODEL)")

@@ -155,6 +155,10 @@ class RunState:
     def finished(self) -> bool:
         return self.status in RUN_DONE
 
+    def remaining_steps(self) -> list[Step]:
+        """The steps of the plan not done yet (neither succeeded, failed nor skipped), in plan order."""
+        return [s for s in self.plan.steps if self.steps[s.id].status not in STEP_DONE]
+
     def running_units(self) -> list[Unit]:
         return [u for s in self.steps.values() for u in s.units.values() if u.status == RUNNING]
 
