@@ -25,6 +25,7 @@ from .engine.core import Engine
 from .engine.journal import planner_events
 from .engine.report import RunReport
 from .engine.watchers import Feed, Watcher
+from .engine.worker import Worker
 from .errors import CharterError, ConfigError, PlanError, RunStateError
 from .models import Model, Retrying, RetryingModel, model_from_spec
 from .plan.inputs import check_inputs
@@ -226,6 +227,20 @@ class Charter(RunReader):
         """
         loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
         return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
+
+    async def submit(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None,
+                     budget: Mapping[str, float] | None = None, max_replans: int = 0) -> str:
+        """Record a new approved run for the workers (:meth:`worker`, ``charter worker``) to run,
+        and return its id at once; checked as in :meth:`start`. Its tools must load on the workers
+        from where this app loaded them (tool files, modules, the workspace file)."""
+        loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
+        return await self.engine().submit(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
+
+    def worker(self, *, concurrency: int = 10, lease_seconds: float = 15.0, grace_seconds: float = 30.0) -> Worker:
+        """A worker on this app's store: ``await worker.run()`` executes steps of submitted runs
+        until ``worker.stop()``. Runs load the tools they recorded."""
+        return Worker(self.store, clock=self.clock, concurrency=concurrency, lease_seconds=lease_seconds,
+                      grace_seconds=grace_seconds, model=self.model, workspace=self.workspace)
 
     async def drive(self) -> None:
         """Run every run this app has taken (started, resumed, approved or retried here) until

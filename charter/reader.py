@@ -21,6 +21,7 @@ from .engine.watchers import RunSnapshot, snapshot
 from .errors import RunNotFoundError
 from .events import Event
 from .store import EffectRow, RunRow, Store
+from .store.records import WorkerRow
 
 #: The statuses of a run that no process is working on: it ended, paused, or waits for a
 #: decision (its plan's review, or an approval step).
@@ -90,6 +91,11 @@ class RunReader:
             if row is not None and (marked := _mark(row, now)).interrupted:
                 out.append(marked)
         return out
+
+    async def workers(self, *, all: bool = False) -> list[WorkerRow]:
+        """The live workers (their heartbeat not expired), oldest first; ``all`` adds the silent ones."""
+        now = self._now()
+        return [w for w in await self.store.workers() if all or w.expires_at >= now]
 
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from ..clock import Clock
 from ..events import Event
-from .records import EffectRow, NewRun, RequestRow, RunRow, RunWrite
+from .records import DueTask, EffectRow, NewRun, RequestRow, RunLock, RunRow, RunWrite, WorkerRow
 
 
 class Store(ABC):
@@ -27,7 +28,7 @@ class Store(ABC):
     # --- writing (the engine) ------------------------------------------------------
 
     @abstractmethod
-    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
+    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float | None) -> None:
         """Record a new run, claimed by ``owner``, with its first events (``first.after_seq`` is 0):
         all of it, or nothing."""
 
@@ -89,6 +90,38 @@ class Store(ABC):
     @abstractmethod
     async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger, oldest first: of one run, or of every run."""
+
+    # --- the fleet (runs submitted for any worker: their owner is ``FLEET``) ---------------
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """One write transaction around several calls: the store's writes inside it join it."""
+
+    @abstractmethod
+    async def lock_run(self, run_id: str, now: float, *, skip_locked: bool = False) -> RunLock | None:
+        """Lock a fleet run's row for the transaction and read where its log ends and its tasks
+        (``live`` as of ``now``). ``None`` if it is not a fleet run or, with ``skip_locked``,
+        another writer holds it."""
+
+    @abstractmethod
+    async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:
+        """Work any worker may take at ``now``: ready units, timers due, units of silent workers."""
+
+    @abstractmethod
+    async def next_due(self) -> float | None:
+        """When the earliest unowned task comes due (a retry, a timer), if any."""
+
+    @abstractmethod
+    async def beat(self, worker: WorkerRow) -> None:
+        """A worker's heartbeat: it is alive until ``worker.expires_at``, and this is its load."""
+
+    @abstractmethod
+    async def workers(self) -> list[WorkerRow]:
+        """Every worker that has beaten, oldest first (the live ones: ``expires_at`` not passed)."""
+
+    @abstractmethod
+    async def drop_worker(self, worker_id: str) -> None:
+        """A worker that stopped cleanly leaves the list."""
 
     # --- changes -------------------------------------------------------------------------
 

@@ -115,6 +115,12 @@ class PostgresStore(SQLStore):
 
     # --- transactions -----------------------------------------------------------------
 
+    def _active(self) -> bool:
+        return self._tx.get() is not None
+
+    def _locking(self, skip_locked: bool) -> str:
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
     async def _begin(self) -> None:
         if self._tx.get() is not None:
             raise RuntimeError("transactions of a store do not nest")

@@ -56,6 +56,82 @@ class RunChange(Protocol):
     def finished_at(self) -> float | None: ...
 
 
+#: the owner of a run submitted to the fleet: any worker may run its steps (see :class:`Queue`)
+FLEET = "fleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of a fleet run's work: ready for any worker (no ``owner``), or running on one.
+
+    ``step`` is ``""`` for a timer: the run is looked at again at ``due_at`` (a
+    retry's due time, an approval's deadline). ``live`` is whether the owner's
+    heartbeat is still fresh (as read; always true of an unowned task).
+    """
+
+    step: str
+    item: int | None
+    due_at: float
+    owner: str | None = None
+    attempt: int = 0
+    tool: str = ""
+    live: bool = True
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return (self.step, self.item)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A fleet run's whole work after a write, as its writer (holding the run's lock) decided it.
+
+    The store makes the run's task rows match: it inserts what is new, changes
+    what moved to another owner or attempt, and deletes the rest.
+    """
+
+    tasks: Sequence[Task]
+
+
+@dataclass(frozen=True)
+class RunLock:
+    """A fleet run locked by a writer for one transaction: where its log ends, and its tasks."""
+
+    run_id: str
+    status: str
+    last_seq: int
+    tool_sources: list[str]
+    tasks: list[Task]
+
+
+@dataclass(frozen=True)
+class DueTask:
+    """Work a worker may take now: a ready unit, a timer that came due, or a unit whose worker went silent."""
+
+    run_id: str
+    step: str
+    item: int | None
+    owner: str | None
+    tool: str
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker as its last heartbeat left it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    expires_at: float
+    concurrency: int
+    running: int = 0
+    runs: list[str] = field(default_factory=list)
+    lacking: dict[str, str] = field(default_factory=dict)
+    stopping: bool = False
+
+
 @dataclass(frozen=True)
 class RunWrite:
     """One run's part of a batch: its new events and the row they lead to.
@@ -71,6 +147,8 @@ class RunWrite:
     events: Sequence[Event]
     run: RunChange
     status_changed: bool = True
+    #: a fleet run's work after these events (``None``: a run one engine hosts has no queue)
+    queue: Queue | None = None
 
     @property
     def last_seq(self) -> int:

@@ -25,7 +25,7 @@ from ..errors import RunFencedError, StoreError
 from ..events import EffectRecorded, Event
 from ..workspace.secrets import redact
 from .base import Store
-from .records import EffectRow, NewRun, RequestRow, RunRow, RunWrite
+from .records import FLEET, DueTask, EffectRow, NewRun, Queue, RequestRow, RunLock, RunRow, RunWrite, Task, WorkerRow
 
 # ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -77,15 +77,21 @@ def _run_row(r: Sequence[Any]) -> RunRow:
 class _Transaction:
     """A write transaction as an async context manager (a small class: it is on every commit's path)."""
 
-    __slots__ = ("store",)
+    __slots__ = ("joined", "store")
 
     def __init__(self, store: SQLStore) -> None:
         self.store = store
+        self.joined = False
 
     async def __aenter__(self) -> None:
+        if self.store._active():  # inside a transaction of this task already: part of it
+            self.joined = True
+            return
         await self.store._begin()
 
     async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if self.joined:
+            return
         if exc is not None:
             await self.store._rollback(exc)
             return
@@ -131,6 +137,15 @@ class SQLStore(Store):
     async def _rollback(self, exc: BaseException) -> None:
         """Undo the transaction that ``exc`` broke; may raise a clearer error in its place."""
 
+    @abstractmethod
+    def _active(self) -> bool:
+        """Whether the calling task is inside a write transaction (another one joins it)."""
+
+    def _locking(self, skip_locked: bool) -> str:
+        """What ends a query that locks the rows it reads for the transaction (nothing where a
+        write transaction locks the whole database)."""
+        return ""
+
     def _committed(self) -> None:
         """Called after every write transaction committed (a dialect may tell waiters at once)."""
 
@@ -141,7 +156,9 @@ class SQLStore(Store):
         """Called at the end of the migrations' transaction, before it commits: a last check."""
 
     def transaction(self) -> _Transaction:
-        """``async with store.transaction():`` one write transaction, committed if the block ends well."""
+        """``async with store.transaction():`` one write transaction, committed if the block ends well.
+
+        The store's own writes inside the block join it (all of it commits, or none)."""
         return _Transaction(self)
 
     def _sql(self, name: str) -> str:
@@ -183,7 +200,7 @@ class SQLStore(Store):
 
     # --- writing -------------------------------------------------------------------
 
-    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
+    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float | None) -> None:
         async with self.transaction():
             await self._execute(self._sql("insert_run"), {
                 "id": run.run_id, "status": first.run.status, "goal": run.goal,
@@ -192,7 +209,8 @@ class SQLStore(Store):
                 "owner": owner, "lease_expires": lease_expires,
             })
             await self._write([first], owner)
-        self._held.add(run.run_id)
+        if owner != FLEET:
+            self._held.add(run.run_id)
 
     async def append(self, writes: Sequence[RunWrite], owner: str, answered: Sequence[int] = ()) -> None:
         writes = [w for w in writes if w.events]
@@ -231,6 +249,72 @@ class SQLStore(Store):
         await self._executemany(self._sql("insert_event"), event_rows)
         if effect_rows:
             await self._executemany(self._sql("insert_effect"), effect_rows)
+        for w in writes:
+            if w.queue is not None:
+                await self._write_queue(w.run_id, w.queue)
+
+    async def _write_queue(self, run_id: str, queue: Queue) -> None:
+        """Make a fleet run's task rows match ``queue``: insert, change and delete only what differs."""
+        no = (await self._fetchall(self._sql("select_run_no"), {"id": run_id}))[0][0]
+        have = {(r[0], None if r[1] < 0 else r[1]): r
+                for r in await self._fetchall(self._sql("select_run_tasks"), {"no": no, "now": 0.0})}
+        inserts, updates = [], []
+        for t in queue.tasks:
+            row = {"no": no, "step": t.step, "item": -1 if t.item is None else t.item, "due_at": t.due_at,
+                   "tool": t.tool, "owner": t.owner, "attempt": t.attempt}
+            old = have.pop(t.key, None)
+            if old is None:
+                inserts.append(row)
+            elif (old[2], old[3], old[4], old[5]) != (t.due_at, t.owner, t.attempt, t.tool):
+                updates.append(row)
+        if have:
+            await self._executemany(self._sql("delete_task"), [
+                {"no": no, "step": step, "item": -1 if item is None else item} for step, item in have])
+        if updates:
+            await self._executemany(self._sql("update_task"), updates)
+        if inserts:
+            await self._executemany(self._sql("insert_task"), inserts)
+
+    # --- the fleet -----------------------------------------------------------------
+
+    async def lock_run(self, run_id: str, now: float, *, skip_locked: bool = False) -> RunLock | None:
+        if not self._active():
+            raise RuntimeError("lock_run locks for a transaction: call it inside store.transaction()")
+        rows = await self._fetchall(self._sql("lock_run") + self._locking(skip_locked), {"id": run_id})
+        if not rows:
+            return None  # not a fleet run, or (skip_locked) another writer holds it
+        no, status, last_seq, sources = rows[0]
+        tasks = [_task(r) for r in await self._fetchall(self._sql("select_run_tasks"), {"no": no, "now": now})]
+        return RunLock(run_id, status, last_seq, json.loads(sources), tasks)
+
+    async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:
+        rows = await self._fetchall(self._sql("select_due_tasks"), {"now": now, "limit": limit})
+        return [DueTask(run_id=r[0], step=r[1], item=None if r[2] < 0 else r[2], owner=r[3], tool=r[4]) for r in rows]
+
+    async def next_due(self) -> float | None:
+        rows = await self._fetchall(self._sql("select_next_due"))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def beat(self, worker: WorkerRow) -> None:
+        async with self.transaction():
+            await self._execute(self._sql("upsert_worker"), {
+                "id": worker.id, "host": worker.host, "pid": worker.pid, "started_at": worker.started_at,
+                "heartbeat_at": worker.heartbeat_at, "expires_at": worker.expires_at,
+                "concurrency": worker.concurrency, "running": worker.running, "runs": _dumps(worker.runs),
+                "lacking": _dumps(worker.lacking), "stopping": 1 if worker.stopping else 0,
+            })
+
+    async def workers(self) -> list[WorkerRow]:
+        return [
+            WorkerRow(id=r[0], host=r[1], pid=r[2], started_at=r[3], heartbeat_at=r[4], expires_at=r[5],
+                      concurrency=r[6], running=r[7], runs=json.loads(r[8]), lacking=json.loads(r[9]),
+                      stopping=bool(r[10]))
+            for r in await self._fetchall(self._sql("select_workers"))
+        ]
+
+    async def drop_worker(self, worker_id: str) -> None:
+        async with self.transaction():
+            await self._execute(self._sql("delete_worker"), {"id": worker_id})
 
     # --- ownership ----------------------------------------------------------------
 
@@ -305,6 +389,11 @@ class SQLStore(Store):
 
     async def unfinished_runs(self) -> list[tuple[str, str | None, float | None]]:
         return [(r[0], r[1], r[2]) for r in await self._fetchall(self._sql("select_unfinished_runs"))]
+
+
+def _task(r: Sequence[Any]) -> Task:
+    return Task(step=r[0], item=None if r[1] < 0 else r[1], due_at=r[2], owner=r[3], attempt=r[4], tool=r[5],
+                live=bool(r[6]))
 
 
 def _statements(sql: str) -> list[str]:

@@ -216,6 +216,9 @@ class SQLiteStore(SQLStore):
         await self._execute("BEGIN IMMEDIATE")
         self._in_transaction = True
 
+    def _active(self) -> bool:
+        return self._in_transaction  # nothing suspends inside one: the caller is the task that began it
+
     async def _commit(self) -> None:
         self._in_transaction = False
         await self._execute("COMMIT")

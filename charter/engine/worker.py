@@ -1,0 +1,359 @@
+"""A worker: runs the steps of fleet runs, any step of any run, beside other workers.
+
+Workers share nothing but the store. Each turn a worker writes what its
+attempts reported (outcomes, model and tool calls, effects), takes due work if
+it has room (ready units, timers, units of workers gone silent), and beats its
+heartbeat; between turns it waits for its attempts, for the store to change
+(PostgreSQL's ``LISTEN/NOTIFY``), or for the next due time. Every write to a run
+is one transaction decided by :class:`~charter.engine.fleet.FleetWriter`.
+
+A worker that cannot reach the store keeps what its attempts reported and
+writes it once the store is back; one that was cut off past its lease finds its
+units taken over and its late outcomes refused, and goes on with other work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..errors import CharterError, ConfigError, StoreError
+from ..events import Event, PlanRevised, RunFailed
+from ..models import Model
+from ..store.base import Store
+from ..store.records import WorkerRow
+from ..tools import Registry, load_tools
+from ..workspace import Workspace
+from . import rules
+from .attempts import Attempts, Hosted, Outcome
+from .fleet import REPLAN, FleetWriter, Inputs, catch_up
+from .journal import planner_events
+from .leases import new_owner
+from .rules import RUNNING, Unit
+
+log = logging.getLogger("charter.worker")
+
+ACTIVE = (RUNNING, rules.AWAITING, rules.REPLANNING)
+
+
+@dataclass
+class _Reports:
+    """What a run's attempts here reported and is not written yet."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    records: list[tuple[Event, asyncio.Future[None]]] = field(default_factory=list)
+    revision: Any = None  # a Revision, an Exception, or None (interrupted)
+    revised: bool = False
+
+
+class Worker:
+    """Executes steps of fleet runs until asked to stop.
+
+    Args:
+        store: the shared store (PostgreSQL for workers on several machines).
+        concurrency: attempts running at once in this worker.
+        lease_seconds: how long this worker's claims last without a heartbeat (it beats
+            every third of it); past it, other workers take its units over.
+        grace_seconds: on :meth:`stop`, how long attempts in flight may take to finish
+            before they are interrupted (and left for other workers).
+        model: the model of ``llm`` and ``agent`` steps that name none, and of replanning.
+    """
+
+    def __init__(self, store: Store, *, clock: Clock | None = None, concurrency: int = 10,
+                 lease_seconds: float = 15.0, grace_seconds: float = 30.0, model: Model | None = None,
+                 workspace: Workspace | None = None,
+                 load: Callable[[list[str]], Registry] = load_tools) -> None:
+        if concurrency < 1:
+            raise ConfigError("a worker's concurrency must be at least 1")
+        if lease_seconds <= 0:
+            raise ConfigError("a worker's lease must be longer than 0 seconds")
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.id = new_owner()
+        self.lease_seconds = lease_seconds
+        self.grace_seconds = grace_seconds
+        self.attempts = Attempts(self.clock, concurrency, model, workspace, self._wake_up)
+        self.runs: dict[str, Hosted] = {}  # fleet runs with work in flight here, as last read
+        self.lacking: dict[str, str] = {}  # run id -> why this worker leaves its steps to others
+        self.refused: list[str] = []  # late outcomes the store refused (logged too)
+        self.started_at = self.clock.now()
+        self._load = load
+        self._registries: dict[tuple[str, ...], Registry] = {}
+        self._reports: dict[str, _Reports] = {}
+        self._writer = FleetWriter(store, self.id, self._can_start, self._can_replan)
+        self._wake = asyncio.Event()
+        self._changed = True
+        self._stop_at: float | None = None
+        self._beaten = -math.inf
+
+    # --- what this worker may take --------------------------------------------------------
+
+    def _can_start(self, h: Hosted, unit: Unit, taken: int) -> bool:
+        if self._stop_at is not None or self.attempts.running + taken >= self.attempts.max_concurrency:
+            return False
+        step = h.state.plan.by_id[unit.step]
+        if step.kind != "tool":
+            return True
+        tool = h.registry.get(step.tool)
+        return tool is not None and self.attempts.limits.ready_at(tool, self.clock.now()) is None
+
+    def _can_replan(self, h: Hosted) -> bool:
+        return self._stop_at is None and (self.attempts.model is not None or bool(os.environ.get("CHARTER_MODEL")))
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking work; let attempts in flight finish within the grace period, then leave.
+        Safe to call from a signal handler's callback on the loop."""
+        if self._stop_at is None:
+            self._stop_at = self.clock.now() + self.grace_seconds
+            self._wake_up()
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Work until :meth:`stop` is called and everything taken here is written."""
+        self._wake = asyncio.Event()
+        watcher = asyncio.ensure_future(self._watch_store())
+        try:
+            while True:
+                now = self.clock.now()
+                self._collect()
+                await self._write_reports()
+                if self._changed:
+                    self._changed = False
+                    await self._look_at_runs()
+                if self._stop_at is None:
+                    await self._claim(now)
+                if now - self._beaten >= self.lease_seconds / 3:
+                    await self._beat(now)
+                if self._stop_at is not None:
+                    if now >= self._stop_at:
+                        for h in self.runs.values():
+                            h.stop()  # past the grace period: interrupted, and left for others
+                    if not self.runs and not self._reports and not self.attempts.pending():
+                        break
+                if self.attempts.pending():
+                    continue
+                await self._sleep(now)
+        finally:
+            watcher.cancel()
+            await self.attempts.stop_all(list(self.runs.values()))
+            try:
+                await self.store.drop_worker(self.id)
+            except StoreError as exc:
+                log.warning("worker %s: could not leave the list of workers: %s", self.id, exc)
+
+    async def _sleep(self, now: float) -> None:
+        deadline = self._beaten + self.lease_seconds / 3
+        if self._stop_at is not None:
+            deadline = min(deadline, self._stop_at)
+        if self._reports:
+            deadline = min(deadline, now + 0.5)  # the store was unreachable: try again soon
+        elif self._stop_at is None and self.attempts.running < self.attempts.max_concurrency:
+            try:
+                due = await self.store.next_due()
+            except StoreError:
+                due = None
+            if due is not None:
+                deadline = min(deadline, max(due, now + 0.05))  # due now but not taken: not a busy loop
+        self._wake.clear()
+        try:
+            await self.clock.wait_for(self._wake.wait(), max(0.0, deadline - self.clock.now()))
+        except TimeoutError:
+            pass
+
+    async def _watch_store(self) -> None:
+        """Wake the loop when anyone writes to the store."""
+        seen = None
+        while True:
+            try:
+                now_seen = await self.store.wait_for_change(seen, 5.0, self.clock)
+            except StoreError:
+                await asyncio.sleep(0.5)
+                continue
+            if now_seen != seen:
+                seen = now_seen
+                self._changed = True
+                self._wake_up()
+
+    async def _beat(self, now: float) -> None:
+        row = WorkerRow(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+            heartbeat_at=now, expires_at=now + self.lease_seconds, concurrency=self.attempts.max_concurrency,
+            running=self.attempts.running, runs=sorted(self.runs), lacking=dict(self.lacking),
+            stopping=self._stop_at is not None,
+        )
+        try:
+            await self.store.beat(row)
+            self._beaten = now
+        except StoreError as exc:
+            log.warning("worker %s: no heartbeat: %s", self.id, exc)
+            self._beaten = now - self.lease_seconds / 3 + 0.5  # try again in half a second
+
+    # --- writing what attempts reported ---------------------------------------------------------
+
+    def _collect(self) -> None:
+        a = self.attempts
+        for o in a.outcomes:
+            a.ended(o)
+            self._reports.setdefault(o.hosted.state.run_id, _Reports()).outcomes.append(o)
+        for h, ev, fut in a.records:
+            self._reports.setdefault(h.state.run_id, _Reports()).records.append((ev, fut))
+        for h, revision in a.revisions:
+            h.replanning = None
+            r = self._reports.setdefault(h.state.run_id, _Reports())
+            r.revision, r.revised = revision, True
+        a.outcomes, a.records, a.revisions = [], [], []
+
+    async def _write_reports(self) -> None:
+        for run_id in sorted(self._reports):
+            r = self._reports[run_id]
+            h = self.runs.get(run_id)
+            if h is None:
+                del self._reports[run_id]
+                continue
+            written = await self._settle(run_id, Inputs(outcomes=r.outcomes, records=[e for e, _ in r.records]),
+                                         revision=r)
+            if written is None:
+                continue  # the store is unreachable: kept for the next turn
+            del self._reports[run_id]
+            kept = {id(e) for e in written.kept}
+            for ev, fut in r.records:
+                if not fut.done():
+                    if id(ev) in kept:
+                        fut.set_result(None)
+                    else:
+                        fut.cancel()  # the attempt lost its unit: nobody waits for this any more
+            self.refused.extend(written.refused)
+
+    async def _look_at_runs(self) -> None:
+        """Runs with work here that someone else changed: stop what a pause or a cancel stopped."""
+        for run_id, h in list(self.runs.items()):
+            try:
+                row = await self.store.get_run(run_id)
+                if row is None or row.last_seq == h.state.last_seq:
+                    continue
+                h.state = await catch_up(self.store, h, run_id, row.last_seq)
+            except StoreError:
+                return
+            if h.state.status not in ACTIVE:
+                h.stop()
+
+    # --- taking work ------------------------------------------------------------------------------
+
+    async def _claim(self, now: float) -> None:
+        free = self.attempts.max_concurrency - self.attempts.running
+        try:
+            due = await self.store.due_tasks(now, limit=4 * free + 8)
+        except StoreError as exc:
+            log.warning("worker %s: cannot read the queue: %s", self.id, exc)
+            return
+        runs: dict[str, bool] = {}
+        for t in due:
+            if t.run_id in self.lacking:
+                continue
+            needs_room = t.step not in ("", REPLAN) and t.owner is None
+            runs[t.run_id] = runs.get(t.run_id, False) or not needs_room or free > 0
+        for run_id, useful in runs.items():
+            if not useful:
+                continue
+            h = await self._host(run_id)
+            if h is not None:
+                await self._settle(run_id, Inputs(), claim=True, h=h)
+            free = self.attempts.max_concurrency - self.attempts.running
+
+    async def _host(self, run_id: str) -> Hosted | None:
+        """The run's state and tools here (loaded once, outside any transaction: MCP servers start)."""
+        h = self.runs.get(run_id)
+        if h is not None:
+            return h
+        try:
+            events = await self.store.events(run_id)
+            if not events:
+                return None
+            state = rules.replay(run_id, events)
+            key = tuple(state.tool_sources)
+            registry = self._registries.get(key)
+            if registry is None:
+                registry = self._load(list(key)) if key else Registry()
+                self._registries[key] = registry
+            if registry.unstarted:
+                await registry.start([n for s in state.remaining_steps() for n in s.tool_names()])
+        except StoreError:
+            return None
+        except CharterError as exc:
+            self._lack(run_id, f"its tools do not load here: {exc}")
+            return None
+        missing = sorted({s.tool for s in state.remaining_steps() if s.kind == "tool" and s.tool not in registry})
+        if missing:
+            self._lack(run_id, f"tools not loaded here: {', '.join(missing)}")
+            return None
+        state.policies = rules.retry_policies(state.plan, registry)
+        return Hosted(state, registry)
+
+    def _lack(self, run_id: str, why: str) -> None:
+        if run_id not in self.lacking:
+            log.warning("worker %s leaves the steps of run %s to other workers: %s", self.id, run_id, why)
+            self.lacking[run_id] = why
+            self._beaten = -math.inf  # say so in the next heartbeat
+
+    async def _settle(self, run_id: str, inputs: Inputs, *, claim: bool = False,
+                      revision: _Reports | None = None, h: Hosted | None = None) -> Any:
+        """One transaction on a run: catch up, write ``inputs``, start what this worker takes."""
+        h = h or self.runs.get(run_id) or await self._host(run_id)
+        if h is None:
+            return None
+        try:
+            async with self.store.transaction():
+                now = self.clock.now()
+                lock = await self.store.lock_run(run_id, now, skip_locked=claim)
+                if lock is None:
+                    return None
+                h.state = await catch_up(self.store, h, run_id, lock.last_seq)
+                if revision is not None and revision.revised:
+                    inputs.replanned = True
+                    inputs.revised = self._revised(h, lock.tasks, revision.revision, now)
+                written = await self._writer.write(h, lock, now, inputs)
+        except StoreError as exc:
+            h.state.last_seq = 1 << 62  # what was applied did not land: read it all again next time
+            log.warning("worker %s: run %s: %s", self.id, run_id, exc)
+            return None
+        if written.started or written.replan:
+            self.runs[run_id] = h
+        for unit, ev in written.started:
+            self.attempts.launch(h, unit, ev)
+        self.attempts.go()
+        if written.replan:
+            self.attempts.replan(h)
+        if written.stops:
+            h.stop()
+        if not h.busy():
+            self.runs.pop(run_id, None)
+        return written
+
+    def _revised(self, h: Hosted, tasks: list[Any], outcome: Any, now: float) -> list[Event]:
+        """A replanning's events, if this worker still holds the run's replanning."""
+        state = h.state
+        held = any(t.step == REPLAN and t.owner == self.id for t in tasks)
+        if outcome is None or not held or state.status != rules.REPLANNING:
+            return []
+        if isinstance(outcome, Exception):
+            return [RunFailed(at=now, reason=f"{state.reason}; no revised plan: {outcome}",
+                              failed_steps=[s for s, st in state.steps.items() if st.status == rules.FAILED])]
+        events: list[Event] = list(planner_events(outcome.result.calls, now, outcome.result.latencies))
+        events.append(PlanRevised(at=now, version=state.plan_version + 1, plan=outcome.plan.to_json(),
+                                  by="planner", reason=state.reason, diff=outcome.diff,
+                                  needs_review=outcome.needs_review))
+        return events
+
+
+__all__ = ["Worker"]
