@@ -368,16 +368,18 @@ class Charter(RunReader):
         return await plan_request(request, self.registry, self.model, clock=self.clock, on_retry=on_retry)
 
     async def propose(self, request: str, *, planned: PlanningResult | None = None, max_replans: int = 2,
-                      budget: Mapping[str, float] | None = None) -> str:
+                      budget: Mapping[str, float] | None = None, submit: bool = False) -> str:
         """Plan ``request`` and record a run that waits for review; returns its id.
         Then :meth:`approve` (and :meth:`resume`) or :meth:`reject` it.
 
         ``planned``: the request's plan, planned already (by :meth:`plan` or :func:`plan_request`):
-        it is recorded, with the planner's model calls, instead of asking again.
+        it is recorded, with the planner's model calls, instead of asking again. With ``submit``,
+        workers run it once approved (see :meth:`submit`).
         """
         result = planned if planned is not None else await self.plan(request)
         engine = self.engine()
-        return await engine.create(result.plan, self.registry, approved_by=None, request=request,
+        record = engine.submit if submit else engine.create
+        return await record(result.plan, self.registry, approved_by=None, request=request,
                                    planning=planner_events(result.calls, engine.clock.now(), result.latencies),
                                    budget=budget, max_replans=max_replans)
 

@@ -97,6 +97,10 @@ class RunReader:
         now = self._now()
         return [w for w in await self.store.workers() if all or w.expires_at >= now]
 
+    async def schema(self) -> tuple[int, int]:
+        """The store's schema version, and the latest this Charter knows (migrations apply on open)."""
+        return await self.store.schema_version()
+
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()
 

@@ -68,9 +68,11 @@ async def run(
     max_steps: MaxSteps = None,
     replan: Annotated[int, typer.Option("--replan", metavar="N", min=0,
                                         help="Revised plans the model may propose when steps fail for good.")] = 0,
+    submit: Annotated[bool, typer.Option("--submit", help="Record the run and print its id at once: "
+                                         "workers (`charter worker`) run it.")] = False,
 ) -> None:
     """Run a plan file with the given tools. It runs only this plan: runs that another process left
-    unfinished are continued by `charter resume`."""
+    unfinished are continued by `charter resume`. With --submit, workers run it instead."""
     values = parse_inputs(inputs)
     try:  # a plan that cannot run leaves the store untouched: checked before the store is opened
         registry = make_registry(tools or None, workspace())
@@ -84,12 +86,27 @@ async def run(
     except CharterError as exc:
         raise fail(exc) from None
     charter = open_app(db, registry, concurrency, with_workspace=True, model=chosen, mode="rwc")
+    budget = budget_of(max_tokens, max_cost, max_time, max_steps)
     try:
-        run_id = await charter.start(loaded, inputs=values, budget=budget_of(max_tokens, max_cost, max_time, max_steps),
-                                     max_replans=replan)
+        if submit:
+            run_id = await charter.submit(loaded, inputs=values, budget=budget, max_replans=replan)
+        else:
+            run_id = await charter.start(loaded, inputs=values, budget=budget, max_replans=replan)
     except CharterError as exc:
         raise fail(exc) from None
+    if submit:
+        submitted(run_id, json_out, charter.location)
     await run_to_end(charter, run_id, json_out)
+
+
+def submitted(run_id: str, json_out: bool, where: str) -> None:
+    """Say that a run was submitted, and how to follow it (the command then exits 0)."""
+    if json_out:
+        out.print_json(json.dumps({"run_id": run_id, "status": "submitted"}))
+    else:
+        out.print(f"run {run_id} submitted: workers run it (`charter worker --db {escape(where)}`); "
+                  f"follow it with `charter watch {run_id}`")
+    raise typer.Exit(0)
 
 
 @command()

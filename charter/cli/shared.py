@@ -61,8 +61,9 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or 
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")]
 RequestArg = Annotated[str, typer.Argument(metavar="REQUEST", help="What you want done, in words.")]
 DbOpt = Annotated[
-    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH",
-                      help="The SQLite store (`run` and `do` create it if missing)."),
+    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH|URL",
+                      help="The store: a SQLite file (`run` and `do` create it if missing) or a "
+                           "postgresql://user@host/db URL."),
 ]
 ToolsOpt = Annotated[
     list[str] | None,

@@ -116,6 +116,11 @@ class Worker:
             self._stop_at = self.clock.now() + self.grace_seconds
             self._wake_up()
 
+    def stop_now(self) -> None:
+        """Stop at once: attempts in flight are interrupted and left for other workers."""
+        self._stop_at = self.clock.now()
+        self._wake_up()
+
     def _wake_up(self) -> None:
         self._wake.set()
 

@@ -123,6 +123,10 @@ class Store(ABC):
     async def drop_worker(self, worker_id: str) -> None:
         """A worker that stopped cleanly leaves the list."""
 
+    @abstractmethod
+    async def schema_version(self) -> tuple[int, int]:
+        """The schema version the store has, and the latest its code knows."""
+
     # --- changes -------------------------------------------------------------------------
 
     @abstractmethod

@@ -198,6 +198,10 @@ class SQLStore(Store):
                 await self._execute(self._sql("insert_migration"), {"v": version, "n": name, "t": time.time()})
             await self._migrated()
 
+    async def schema_version(self) -> tuple[int, int]:
+        rows = await self._fetchall(self._sql("select_schema_version"))
+        return int(rows[0][0]), migrations(self.dialect)[-1][0]
+
     # --- writing -------------------------------------------------------------------
 
     async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float | None) -> None:
