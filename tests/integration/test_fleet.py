@@ -14,7 +14,7 @@ from charter import Charter
 
 TOOLS = '''
 import json, os, time
-from charter import tool
+from charter import RetryPolicy, tool
 
 SIDE = os.environ.get("FLEET_SIDE_FILE", "side.jsonl")
 
@@ -29,6 +29,30 @@ def square(n: int) -> int:
 @tool
 def total(values: list) -> int:
     return sum(values)
+
+@tool(retry=RetryPolicy(max_attempts=3, initial_interval=0.5, jitter=0))
+def flaky(name: str) -> str:
+    path = SIDE + "." + name
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    open(path, "w").write(str(n + 1))
+    if n == 0:
+        raise ConnectionError("the first call fails")
+    return name
+
+@tool
+def slow(name: str) -> str:
+    open(SIDE + ".started." + name, "w").close()
+    while not os.path.exists(SIDE + ".go"):
+        time.sleep(0.01)
+    return name
+
+@tool
+async def aslow(name: str) -> str:
+    import asyncio
+    open(SIDE + ".started." + name, "w").close()
+    while not os.path.exists(SIDE + ".go"):
+        await asyncio.sleep(0.01)
+    return name
 
 @tool(effect="write")
 def write(text: str) -> str:
@@ -92,3 +116,180 @@ async def test_workers_run_a_submitted_fan_out(db_path: Any, tools_file: Path, t
     assert await submitter.workers() == []  # a worker that stopped cleanly leaves the list
     for a in [submitter, *apps]:
         a.close()
+
+
+async def _status(app: Charter, run_id: str) -> str:
+    row = await app.store.get_run(run_id)
+    assert row is not None
+    return row.status
+
+
+async def _run_workers(*workers: Any) -> list[asyncio.Future[None]]:
+    return [asyncio.ensure_future(w.run()) for w in workers]
+
+
+async def _stop(workers: list[Any], tasks: list[asyncio.Future[None]]) -> None:
+    for w in workers:
+        w.stop()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_retry_due_while_no_worker_runs_is_taken_by_the_next(db_path: Any, tools_file: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    run_id = await app.submit({"goal": "flaky", "steps": [{"id": "f", "tool": "flaky", "args": {"name": "a"}}]})
+    w = app.worker(concurrency=1, lease_seconds=5, grace_seconds=0)
+    tasks = await _run_workers(w)
+
+    async def failed_once() -> bool:
+        return any(e.type == "StepFailed" for e in await app.store.events(run_id))
+    await _until(failed_once)
+    await _stop([w], tasks)  # the retry is due in half a second: nobody hosts the run then
+    assert await _status(app, run_id) == "running"
+    assert [t.step for t in await app.store.due_tasks(float("inf"))] == [""]  # the timer is in the store
+    w2 = Charter(db_path).worker(concurrency=1, lease_seconds=5)
+    tasks = await _run_workers(w2)
+
+    async def succeeded() -> bool:
+        return await _status(app, run_id) == "succeeded"
+    await _until(succeeded)
+    await _stop([w2], tasks)
+    retried = [e for e in await app.store.events(run_id) if e.type == "StepStarted"]
+    assert [e.attempt for e in retried] == [1, 2]
+    app.close()
+
+
+async def test_an_approval_deadline_fires_with_no_worker_hosting_it(db_path: Any, tools_file: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    plan = {"goal": "ask", "steps": [
+        {"id": "ok", "approval": {"message": "go?", "timeout": 0.5}},
+        {"id": "after", "tool": "square", "args": {"n": 2}, "needs": ["ok"]},
+    ]}
+    run_id = await app.submit(plan)
+    assert await _status(app, run_id) == "running"
+    await asyncio.sleep(0)  # nothing hosts it; the deadline passes in the store alone
+    w = app.worker(concurrency=1, lease_seconds=5)
+    tasks = await _run_workers(w)
+
+    async def ended() -> bool:
+        return await _status(app, run_id) == "failed"
+    await _until(ended)
+    await _stop([w], tasks)
+    report = await app.report(run_id)
+    assert "no decision within the approval's timeout" in json.dumps(report.to_json())
+    app.close()
+
+
+async def test_an_approval_given_from_anywhere_lets_the_workers_go_on(db_path: Any, tools_file: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    plan = {"goal": "ask", "steps": [
+        {"id": "ok", "approval": {"message": "go?"}},
+        {"id": "after", "tool": "square", "args": {"n": 3}, "needs": ["ok"]},
+    ]}
+    run_id = await app.submit(plan)
+    w = Charter(db_path).worker(concurrency=1, lease_seconds=5)
+    tasks = await _run_workers(w)
+
+    async def awaiting() -> bool:
+        return await _status(app, run_id) == "awaiting"
+    await _until(awaiting)
+    assert await Charter(db_path).approve(run_id, "ok", by="tester") == "done"
+
+    async def succeeded() -> bool:
+        return await _status(app, run_id) == "succeeded"
+    await _until(succeeded)
+    await _stop([w], tasks)
+    assert (await app.report(run_id)).output == 9
+    app.close()
+
+
+async def test_a_pause_reaches_the_worker_running_a_step(db_path: Any, tools_file: Path, tmp_path: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    run_id = await app.submit({"goal": "slow", "steps": [{"id": "s", "tool": "aslow", "args": {"name": "p"}}]})
+    w = Charter(db_path).worker(concurrency=1, lease_seconds=5, grace_seconds=0)
+    tasks = await _run_workers(w)
+    side = tmp_path / "side.jsonl"
+
+    async def started() -> bool:
+        return Path(f"{side}.started.p").exists()
+    await _until(started)
+    assert await app.pause(run_id, "hold on") == "done"
+
+    async def interrupted() -> bool:
+        return any(e.type == "StepInterrupted" for e in await app.store.events(run_id))
+    await _until(interrupted)  # the worker heard of the pause and stopped the attempt
+    assert await _status(app, run_id) == "paused"
+    Path(f"{side}.go").touch()
+    assert await app.store.due_tasks(float("inf")) == []  # a paused run offers nothing to take
+    assert (await app.resume(run_id)).status in ("running", "succeeded")
+
+    async def succeeded() -> bool:
+        return await _status(app, run_id) == "succeeded"
+    await _until(succeeded)
+    await _stop([w], tasks)
+    app.close()
+
+
+async def test_a_worker_without_a_runs_tools_leaves_its_steps_and_says_so(
+        db_path: Any, tools_file: Path, tmp_path: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    run_id = await app.submit(plan(2))
+    tools_file.rename(tmp_path / "elsewhere.py")  # not deployed where this worker runs
+    w = Charter(db_path).worker(concurrency=1, lease_seconds=5)
+    tasks = await _run_workers(w)
+
+    async def said() -> bool:
+        rows = await app.workers()
+        return bool(rows) and run_id in rows[0].lacking
+    await _until(said)
+    assert await _status(app, run_id) == "running"  # left for a worker that has the tools
+    (tmp_path / "elsewhere.py").rename(tools_file)
+    w2 = Charter(db_path).worker(concurrency=2, lease_seconds=5)
+    tasks += await _run_workers(w2)
+
+    async def succeeded() -> bool:
+        return await _status(app, run_id) == "succeeded"
+    await _until(succeeded)
+    await _stop([w, w2], tasks)
+    app.close()
+
+
+async def test_a_silent_workers_unit_is_taken_over_and_its_late_outcome_refused(
+        db_path: Any, tools_file: Path, tmp_path: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    run_id = await app.submit({"goal": "slow", "steps": [{"id": "s", "tool": "slow", "args": {"name": "x"}},
+                                                          {"id": "w", "tool": "write", "args": {"text": "${s}"}}]})
+    side = tmp_path / "side.jsonl"
+    silent = Charter(db_path).worker(concurrency=1, lease_seconds=1, grace_seconds=0)
+
+    async def no_heartbeat(now: float) -> None:  # cut off: its heartbeat no longer reaches the store
+        if silent._beaten == float("-inf"):
+            await type(silent)._beat(silent, now)
+    silent._beat = no_heartbeat  # type: ignore[method-assign]
+    tasks = await _run_workers(silent)
+
+    async def started() -> bool:
+        return Path(f"{side}.started.x").exists()
+    await _until(started)
+    Path(f"{side}.started.x").unlink()
+    other = Charter(db_path).worker(concurrency=1, lease_seconds=5)
+    tasks += await _run_workers(other)
+
+    async def taken_over() -> bool:
+        return Path(f"{side}.started.x").exists()
+    await _until(taken_over)  # the other worker runs the unit again, once the silent one's lease lapsed
+    Path(f"{side}.go").touch()
+
+    async def refused() -> bool:
+        return bool(silent.refused)
+    await _until(refused)
+
+    async def succeeded() -> bool:
+        return await _status(app, run_id) == "succeeded"
+    await _until(succeeded)
+    await _stop([silent, other], tasks)
+    events = await app.store.events(run_id)
+    assert [(e.type, e.attempt) for e in events if e.type in ("StepStarted", "StepInterrupted")
+            and e.step == "s"] == [("StepStarted", 1), ("StepInterrupted", 1), ("StepStarted", 2)]
+    assert "came too late" in silent.refused[0]
+    assert [json.loads(line) for line in side.read_text().splitlines()] == [{"text": "x"}]
+    app.close()
