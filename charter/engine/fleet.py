@@ -19,7 +19,7 @@ finds a unit whose worker went silent records it as interrupted; it runs again
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,9 @@ class Inputs:
     records: Sequence[Event] = ()  # model and tool calls, effects, from attempts in flight here
     requests: bool = False  # apply the control requests stored for the run
     extra: Sequence[Event] = ()  # events decided by the caller (a control request applied here)
+    #: the units this writer runs now, if it is a worker: a unit the store says it runs and it
+    #: does not (a commit whose outcome was unknown started it, say) is run again
+    here: Collection[tuple[str, int | None]] | None = None
     replanned: bool = False  # this writer's replanning ended (whatever came of it)
     revised: Sequence[Event] = ()  # ... and the events it led to (checked by the caller)
 
@@ -134,13 +137,20 @@ class FleetWriter:
 
         tasks = {t.key: t for t in lock.tasks}
         for t in lock.tasks:  # the units of workers gone silent run again
-            if not t.step or t.owner is None or t.live or t.owner == self.owner:
+            if not t.step or t.owner is None or (t.step == REPLAN and t.owner == self.owner):
                 continue
+            if t.owner == self.owner:
+                if inputs.here is None or t.key in inputs.here:
+                    continue
+                reason = "its worker lost track of it (a commit whose outcome was unknown)"
+            elif t.live:
+                continue
+            else:
+                reason = f"its worker ({t.owner}) stopped answering"
             u = _unit(state, t.step, t.item)
             if u is not None and u.status == RUNNING and u.attempt == t.attempt:
-                log.warning("run %s: %s stopped answering; %s runs again", state.run_id, t.owner, _name(u))
-                add(StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt,
-                                    reason=f"its worker ({t.owner}) stopped answering"))
+                log.warning("run %s: %s runs again: %s", state.run_id, _name(u), reason)
+                add(StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt, reason=reason))
             del tasks[t.key]
         for rec in inputs.records:
             if isinstance(rec, EffectRecorded) or self._holds(state, tasks, rec.step, rec.item, rec.attempt):  # type: ignore[attr-defined]

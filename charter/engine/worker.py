@@ -324,6 +324,7 @@ class Worker:
                 if lock is None:
                     return None
                 h.state = await catch_up(self.store, h, run_id, lock.last_seq)
+                inputs.here = {*h.tasks, *((o.unit.step, o.unit.item) for o in inputs.outcomes)}
                 if revision is not None and revision.revised:
                     inputs.replanned = True
                     inputs.revised = self._revised(h, lock.tasks, revision.revision, now)

@@ -64,7 +64,8 @@ class PostgresStore(SQLStore):
                 from psycopg_pool import AsyncConnectionPool
 
                 pool = AsyncConnectionPool(self.url, min_size=self._sizes[0], max_size=self._sizes[1],
-                                           kwargs={"autocommit": True}, open=False)
+                                           kwargs={"autocommit": True, **_CONNECTION}, open=False,
+                                           check=AsyncConnectionPool.check_connection)
                 try:
                     await pool.open(wait=True, timeout=10)
                 except Exception as exc:
@@ -122,21 +123,35 @@ class PostgresStore(SQLStore):
         return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
     async def _begin(self) -> None:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
         if self._tx.get() is not None:
             raise RuntimeError("transactions of a store do not nest")
         pool = await self._ready()
-        conn = await pool.getconn()
+        try:
+            conn = await pool.getconn()
+        except PoolTimeout as exc:
+            raise StoreError(f"cannot reach store {self.location}: {exc}") from exc
         try:
             await conn.execute("BEGIN")
-        except BaseException:
+        except BaseException as exc:
             await pool.putconn(conn)
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"store {self.location}: {str(exc).strip()}") from exc
             raise
         self._tx.set(conn)
 
     async def _commit(self) -> None:
+        import psycopg
+
         conn = self._tx.get()
-        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # delivered at the commit
-        await conn.execute("COMMIT")
+        try:
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # delivered at the commit
+            await conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            # _rollback gives the connection back; whether the commit landed is unknown to this side
+            raise StoreError(f"store {self.location}: the commit's outcome is unknown: {str(exc).strip()}") from exc
         self._tx.set(None)
         await self._pool.putconn(conn)
 
@@ -183,9 +198,10 @@ class PostgresStore(SQLStore):
         import psycopg
 
         try:
-            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True, **_CONNECTION) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 ready.set_result(None)
+                self._changes += 1  # what was written while nobody listened (a reconnection) is news
                 async for _ in conn.notifies():
                     self._changes += 1
                     for fut in list(self._waiters):
@@ -194,6 +210,9 @@ class PostgresStore(SQLStore):
         except Exception as exc:
             if not ready.done():
                 ready.set_exception(StoreError(f"cannot listen on store {self.location}: {exc}"))
+        for fut in list(self._waiters):  # the listener is gone: waiters look again (and listen anew)
+            if not fut.done():
+                fut.set_result(None)
 
     def close(self) -> None:
         """Let go of the connections: closed on their loop if it still runs, else dropped."""
@@ -219,6 +238,16 @@ class PostgresStore(SQLStore):
             listener.cancel()
         if pool is not None:
             await pool.close()
+
+
+#: every connection: a transaction left open by a client that went silent (a partition) is ended by
+#: the server, so the rows it locked do not hold up the fleet; a dead peer is noticed in seconds
+_CONNECTION: dict[str, Any] = {
+    "connect_timeout": 10,
+    "options": "-c idle_in_transaction_session_timeout=10000",
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+    "tcp_user_timeout": 15000,
+}
 
 
 def _raw(sql: str) -> str:
