@@ -14,7 +14,9 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _free_port() -> int:
@@ -91,3 +93,45 @@ def store_for(root: Path, name: str = "charter.db") -> str:
     if key not in _stores:
         _stores[key] = new_database()
     return _stores[key]
+
+
+@dataclass
+class Server:
+    """A PostgreSQL server on a network host (tests/netns.py)."""
+
+    url: str  # of its `charter` database
+    host: Any
+    data: Path
+    options: str
+    log: Path
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every connection is dropped, the data stays."""
+        self.host.run(["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(self.data), "-o", self.options,
+                       "-l", str(self.log), "-m", "fast", "-w", "restart"], check=True, capture_output=True)
+
+
+@contextmanager
+def cluster_on(host: Any) -> Iterator[Server]:
+    """A server inside ``host``'s namespace, listening on its address, with fsync on; needs root."""
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="charter-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    data = root / "data"
+    subprocess.run(["initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
+                   check=True, capture_output=True, **_as_postgres())  # type: ignore[arg-type]
+    with open(data / "pg_hba.conf", "a") as hba:
+        hba.write("host all all 10.0.0.0/8 trust\n")
+    options = f"-c listen_addresses={host.address} -p 5432 -k {root} -c max_connections=200"
+    server = Server(f"postgresql://postgres@{host.address}:5432/charter", host, data, options, root / "log")
+    host.run(["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(data), "-o", options, "-l", str(server.log),
+              "-w", "start"], check=True, capture_output=True)
+    try:
+        with psycopg.connect(f"postgresql://postgres@{host.address}:5432/postgres", autocommit=True) as admin:
+            admin.execute("CREATE DATABASE charter")
+        yield server
+    finally:
+        host.run(["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"],
+                 check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
