@@ -26,8 +26,8 @@ from typing import Any
 from ..errors import RunStateError
 from ..events import EffectRecorded, Event, StepInterrupted, StepStarted
 from ..store.base import Store
-from ..store.records import FLEET, Queue, RequestRow, RunLock, RunWrite, Task
-from ..tools import Registry
+from ..store.records import FLEET, Queue, RequestRow, RunLock, RunWrite, Task, ToolSlot
+from ..tools import Registry, Tool
 from ..workspace.secrets import masked
 from . import control, rules
 from .attempts import Hosted, Outcome
@@ -81,7 +81,7 @@ async def catch_up(store: Store, h: Hosted | None, run_id: str, last_seq: int) -
 def task_for(state: RunState, unit: Unit, now: float, owner: str | None = None, attempt: int = 0) -> Task:
     step = state.plan.by_id[unit.step]
     return Task(step=unit.step, item=unit.item, due_at=now, owner=owner, attempt=attempt,
-                tool=step.tool or "" if step.kind == "tool" else step.kind)
+                tool=step.tool or "" if step.kind == "tool" else "")
 
 
 async def apply_request(store: Store, run_id: str, request: control.Request, now: float) -> None:
@@ -119,12 +119,13 @@ class FleetWriter:
     """
 
     def __init__(self, store: Store, owner: str,
-                 can_start: Callable[[Hosted, Unit, int], bool] = lambda h, u, n: False,
+                 can_start: Callable[[Hosted, Unit, int], bool] | None = None,
                  can_replan: Callable[[Hosted], bool] = lambda h: False) -> None:
         self.store = store
         self.owner = owner
         self.can_start = can_start
         self.can_replan = can_replan
+        self._slots: dict[str, ToolSlot] = {}  # the limited tools locked for the write under way
 
     async def write(self, h: Hosted, lock: RunLock, now: float, inputs: Inputs) -> Written:
         """Inside the transaction that holds ``lock``: decide and write. ``h.state`` is caught up."""
@@ -192,6 +193,11 @@ class FleetWriter:
                 add(ev)
             state.policies = rules.retry_policies(state.plan, h.registry)
 
+        self._slots = {}
+        if self.can_start is not None:  # a writer that may start units: the fleet's tool limits hold
+            limited = {s.tool for s in state.remaining_steps() if s.kind == "tool" and _limited(h.registry.get(s.tool))}
+            if limited:
+                self._slots = await self.store.lock_tools(sorted(limited), now)
         queued, wake = self._advance(h, now, done, add)
         if state.status == rules.REPLANNING:
             held = tasks.get((REPLAN, None))
@@ -213,6 +219,7 @@ class FleetWriter:
             keep.append(Task("", None, wake))
         write = RunWrite(state.run_id, state.last_seq, done.events, rules.run_record(state),
                          queue=Queue([*keep, *queued]))
+        await self.store.save_tools(self._slots)
         await self.store.append([write], FLEET, answered)
         state.last_seq = write.last_seq
         return done
@@ -238,9 +245,13 @@ class FleetWriter:
                 step = state.plan.by_id[unit.step]
                 if step.concurrency is not None and _running_of(state, unit.step) >= step.concurrency:
                     continue  # looked at again when one of them ends
-                if step.kind != "approval" and not self.can_start(h, unit, len(done.started)):
-                    queued.append(task_for(state, unit, now))
-                    continue
+                if step.kind != "approval":
+                    tool = h.registry.get(step.tool) if step.kind == "tool" else None
+                    later = self._limit(tool, now)
+                    if later is not None or self.can_start is None or not self.can_start(h, unit, len(done.started)):
+                        queued.append(task_for(state, unit, later or now))
+                        continue
+                    self._take(tool, now)
                 ev = rules.start(state, unit, now)
                 add(ev)
                 if isinstance(ev, StepStarted):
@@ -249,6 +260,35 @@ class FleetWriter:
                     again = True  # an approval asked, or arguments that did not resolve
             if not again:
                 return queued, decision.wake_at
+
+
+    def _limit(self, tool: Tool | None, now: float) -> float | None:
+        """``None`` if the fleet's limits let a call of ``tool`` start now, else when to look again."""
+        slot = self._slots.get(tool.name) if tool is not None else None
+        if tool is None or slot is None:
+            return None
+        if tool.concurrency is not None and slot.running >= tool.concurrency:
+            return now + BLOCKED_POLL  # a unit of another run may end: nothing tells this run
+        if tool.rate is not None and slot.next_at > now:
+            return slot.next_at
+        return None
+
+    def _take(self, tool: Tool | None, now: float) -> None:
+        slot = self._slots.get(tool.name) if tool is not None else None
+        if tool is None or slot is None:
+            return
+        slot.running += 1
+        if tool.rate is not None:
+            slot.next_at = max(now, slot.next_at) + 1.0 / tool.rate
+            slot.changed = True
+
+
+#: how soon a unit held back by a tool's fleet-wide concurrency is looked at again
+BLOCKED_POLL = 0.2
+
+
+def _limited(tool: Tool | None) -> bool:
+    return tool is not None and (tool.concurrency is not None or tool.rate is not None)
 
 
 def _request_events(state: RunState, row: RequestRow, now: float) -> list[Event]:

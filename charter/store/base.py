@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 
 from ..clock import Clock
 from ..events import Event
-from .records import DueTask, EffectRow, NewRun, RequestRow, RunLock, RunRow, RunWrite, WorkerRow
+from .records import DueTask, EffectRow, NewRun, RequestRow, RunLock, RunRow, RunWrite, ToolSlot, WorkerRow
 
 
 class Store(ABC):
@@ -102,6 +102,15 @@ class Store(ABC):
         """Lock a fleet run's row for the transaction and read where its log ends and its tasks
         (``live`` as of ``now``). ``None`` if it is not a fleet run or, with ``skip_locked``,
         another writer holds it."""
+
+    @abstractmethod
+    async def lock_tools(self, tools: Sequence[str], now: float) -> dict[str, ToolSlot]:
+        """Lock the fleet-wide rows of limited tools for the transaction (in a fixed order), with how
+        many of their units run on live workers and when the next may start."""
+
+    @abstractmethod
+    async def save_tools(self, slots: dict[str, ToolSlot]) -> None:
+        """Write back the next start of the slots a writer changed (inside the same transaction)."""
 
     @abstractmethod
     async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:

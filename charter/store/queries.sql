@@ -145,3 +145,19 @@ DELETE FROM workers WHERE expires_at < :before
 
 -- name: select_run_no
 SELECT no FROM runs WHERE id = :id
+
+-- name: insert_tool_slot
+INSERT INTO tool_slots (tool, next_at) VALUES (:tool, 0) ON CONFLICT (tool) DO NOTHING
+
+-- name: lock_tool_slot
+-- A limited tool's row, locked for the transaction (a dialect adds its row lock): its next start.
+SELECT next_at FROM tool_slots WHERE tool = :tool
+
+-- name: count_tool_running
+-- How many of a tool's units run on live workers: a statement of its own, after the lock, so that
+-- it sees what the writer that held the lock before committed (read committed: one snapshot a statement).
+SELECT count(*) FROM tasks t JOIN workers w ON w.id = t.owner
+WHERE t.tool = :tool AND t.step <> '' AND w.expires_at >= :now
+
+-- name: update_tool_slot
+UPDATE tool_slots SET next_at = :next_at WHERE tool = :tool

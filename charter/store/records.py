@@ -104,6 +104,16 @@ class RunLock:
     tasks: list[Task]
 
 
+@dataclass
+class ToolSlot:
+    """A limited tool across the fleet, as locked for one write: its calls running on live
+    workers, and when the next may start (its rate). The writer changes it as it starts units."""
+
+    running: int
+    next_at: float
+    changed: bool = False
+
+
 @dataclass(frozen=True)
 class DueTask:
     """Work a worker may take now: a ready unit, a timer that came due, or a unit whose worker went silent."""

@@ -25,7 +25,20 @@ from ..errors import RunFencedError, StoreError
 from ..events import EffectRecorded, Event
 from ..workspace.secrets import redact
 from .base import Store
-from .records import FLEET, DueTask, EffectRow, NewRun, Queue, RequestRow, RunLock, RunRow, RunWrite, Task, WorkerRow
+from .records import (
+    FLEET,
+    DueTask,
+    EffectRow,
+    NewRun,
+    Queue,
+    RequestRow,
+    RunLock,
+    RunRow,
+    RunWrite,
+    Task,
+    ToolSlot,
+    WorkerRow,
+)
 
 # ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -290,6 +303,22 @@ class SQLStore(Store):
         no, status, last_seq, sources = rows[0]
         tasks = [_task(r) for r in await self._fetchall(self._sql("select_run_tasks"), {"no": no, "now": now})]
         return RunLock(run_id, status, last_seq, json.loads(sources), tasks)
+
+    async def lock_tools(self, tools: Sequence[str], now: float) -> dict[str, ToolSlot]:
+        if not self._active():
+            raise RuntimeError("lock_tools locks for a transaction: call it inside store.transaction()")
+        slots = {}
+        for tool in sorted(set(tools)):  # always in the same order: two writers cannot wait on each other
+            await self._execute(self._sql("insert_tool_slot"), {"tool": tool})
+            next_at = (await self._fetchall(self._sql("lock_tool_slot") + self._locking(False), {"tool": tool}))[0][0]
+            running = (await self._fetchall(self._sql("count_tool_running"), {"tool": tool, "now": now}))[0][0]
+            slots[tool] = ToolSlot(running=int(running), next_at=float(next_at))
+        return slots
+
+    async def save_tools(self, slots: dict[str, ToolSlot]) -> None:
+        rows = [{"tool": t, "next_at": s.next_at} for t, s in slots.items() if s.changed]
+        if rows:
+            await self._executemany(self._sql("update_tool_slot"), rows)
 
     async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:
         rows = await self._fetchall(self._sql("select_due_tasks"), {"now": now, "limit": limit})

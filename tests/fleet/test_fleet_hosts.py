@@ -71,10 +71,10 @@ class Fleet:
         self.hosts: dict[str, netns.Host] = {}
 
     def start(self, host: netns.Host) -> None:
-        log = open(self.folder / f"{host.name}.log", "wb")
         cmd = [sys.executable, "-m", "charter", "worker", "--db", self.server.url, "-c", "4",
                "--lease", str(LEASE), "--grace", "10"]
-        self.workers[host.name] = host.popen(cmd, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.folder / f"{host.name}.log", "wb") as log:  # the worker keeps its own copy open
+            self.workers[host.name] = host.popen(cmd, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
         self.hosts[host.name] = host
 
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -108,7 +108,7 @@ class Fleet:
 
     def stop_all(self) -> dict[str, int | None]:
         codes: dict[str, int | None] = {}
-        for name, p in self.workers.items():
+        for p in self.workers.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for name, p in self.workers.items():

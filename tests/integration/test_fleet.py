@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,19 @@ async def aslow(name: str) -> str:
     while not os.path.exists(SIDE + ".go"):
         await asyncio.sleep(0.01)
     return name
+
+@tool(concurrency=1)
+def one_at_a_time(x: int) -> int:
+    with open(SIDE + ".spans", "a") as f:
+        f.write(json.dumps(["start", time.time()]) + "\\n")
+    time.sleep(0.05)
+    with open(SIDE + ".spans", "a") as f:
+        f.write(json.dumps(["end", time.time()]) + "\\n")
+    return x
+
+@tool(rate=10)
+def rated(x: int) -> int:
+    return x
 
 @tool(effect="write")
 def write(text: str) -> str:
@@ -292,4 +304,34 @@ async def test_a_silent_workers_unit_is_taken_over_and_its_late_outcome_refused(
             and e.step == "s"] == [("StepStarted", 1), ("StepInterrupted", 1), ("StepStarted", 2)]
     assert "came too late" in silent.refused[0]
     assert [json.loads(line) for line in side.read_text().splitlines()] == [{"text": "x"}]
+    app.close()
+
+
+async def test_tool_limits_hold_across_the_fleet(db_path: Any, tools_file: Path, tmp_path: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    runs = []
+    for tool in ("one_at_a_time", "rated"):
+        for _ in range(2):
+            runs.append(await app.submit({"goal": tool, "steps": [
+                {"id": "numbers", "tool": "numbers", "args": {"n": 4}},
+                {"id": "each", "tool": tool, "for_each": "${numbers}", "args": {"x": "${item}"}},
+            ]}))
+    workers = [Charter(db_path).worker(concurrency=4, lease_seconds=5) for _ in range(2)]
+    tasks = await _run_workers(*workers)
+
+    async def done() -> bool:
+        return [await _status(app, r) for r in runs] == ["succeeded"] * len(runs)
+    await _until(done)
+    await _stop(workers, tasks)
+    spans = [json.loads(line) for line in Path(f"{tmp_path / 'side.jsonl'}.spans").read_text().splitlines()]
+    assert len(spans) == 16
+    assert spans == [s for pair in zip(spans[::2], spans[1::2], strict=True) for s in pair]
+    assert [kind for kind, _ in spans] == ["start", "end"] * 8  # never two at once, on any worker
+    starts = []
+    for r in runs[2:]:
+        starts += [e.at for e in await app.store.events(r) if e.type == "StepStarted" and e.step == "each"]
+    starts.sort()
+    assert len(starts) == 8
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.1 - 1e-6, gaps  # ten a second, across both workers
     app.close()
