@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,6 @@ async def test_tool_limits_hold_across_the_fleet(db_path: Any, tools_file: Path,
         starts += [e.at for e in await app.store.events(r) if e.type == "StepStarted" and e.step == "each"]
     starts.sort()
     assert len(starts) == 8
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.1 - 1e-6, gaps  # ten a second, across both workers
     app.close()
