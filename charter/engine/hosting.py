@@ -215,9 +215,15 @@ class Hosting:
             await self.store.renew(list(self.runs), self.owner, self.clock.now() + self.lease_seconds)
 
     async def release(self, *run_ids: str) -> None:
+        timers = {}
         for run_id in run_ids:
-            self.runs.pop(run_id, None)
-        await self.store.release(run_ids, self.owner)
+            h = self.runs.pop(run_id, None)
+            # a run let go of while it waits for a person: the store keeps its deadline, for any worker
+            if h is not None and h.state.status == rules.AWAITING:
+                deadline = rules.next_deadline(h.state)
+                if deadline is not None:
+                    timers[run_id] = deadline
+        await self.store.release(run_ids, self.owner, timers)
 
 
 def _check_tools(state: RunState, registry: Registry) -> None:

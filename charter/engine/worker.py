@@ -263,9 +263,12 @@ class Worker:
             log.warning("worker %s: cannot read the queue: %s", self.id, exc)
             return
         runs: dict[str, bool] = {}
+        hosted: set[str] = set()  # runs a host let go of while they waited: their timer came due
         for t in due:
             if t.run_id in self.lacking:
                 continue
+            if not t.fleet:
+                hosted.add(t.run_id)
             needs_room = t.step not in ("", REPLAN) and t.owner is None
             runs[t.run_id] = runs.get(t.run_id, False) or not needs_room or free > 0
         for run_id, useful in runs.items():
@@ -273,7 +276,7 @@ class Worker:
                 continue
             h = await self._host(run_id)
             if h is not None:
-                await self._settle(run_id, Inputs(), claim=True, h=h)
+                await self._settle(run_id, Inputs(), claim=True, h=h, hand_over=run_id in hosted)
             free = self.attempts.max_concurrency - self.attempts.running
 
     async def _host(self, run_id: str) -> Hosted | None:
@@ -312,7 +315,7 @@ class Worker:
             self._beaten = -math.inf  # say so in the next heartbeat
 
     async def _settle(self, run_id: str, inputs: Inputs, *, claim: bool = False,
-                      revision: _Reports | None = None, h: Hosted | None = None) -> Any:
+                      revision: _Reports | None = None, h: Hosted | None = None, hand_over: bool = False) -> Any:
         """One transaction on a run: catch up, write ``inputs``, start what this worker takes."""
         h = h or self.runs.get(run_id) or await self._host(run_id)
         if h is None:
@@ -320,6 +323,8 @@ class Worker:
         try:
             async with self.store.transaction():
                 now = self.clock.now()
+                if hand_over and await self.store.hand_over(run_id):
+                    log.info("worker %s takes over run %s: its approval's deadline came", self.id, run_id)
                 lock = await self.store.lock_run(run_id, now, skip_locked=claim)
                 if lock is None:
                     return None

@@ -9,7 +9,7 @@ project from them (:mod:`charter.store.records`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from ..clock import Clock
@@ -52,8 +52,10 @@ class Store(ABC):
         """Extend ``owner``'s leases on runs it still holds."""
 
     @abstractmethod
-    async def release(self, run_ids: Sequence[str], owner: str) -> None:
-        """Let go of runs; requests left for a run that has ended can no longer apply and go too."""
+    async def release(self, run_ids: Sequence[str], owner: str, timers: Mapping[str, float] | None = None) -> None:
+        """Let go of runs; requests left for a run that has ended can no longer apply and go too.
+        ``timers``: when a run let go of while it waits (an approval's deadline) must be looked at
+        again; any worker takes it over then (and whoever claims the run first removes it)."""
 
     # --- control requests --------------------------------------------------------------
 
@@ -111,6 +113,10 @@ class Store(ABC):
     @abstractmethod
     async def save_tools(self, slots: dict[str, ToolSlot]) -> None:
         """Write back the next start of the slots a writer changed (inside the same transaction)."""
+
+    @abstractmethod
+    async def hand_over(self, run_id: str) -> bool:
+        """Inside a transaction: make a run no process holds a fleet run (its timer came due)."""
 
     @abstractmethod
     async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:

@@ -113,7 +113,7 @@ DELETE FROM tasks WHERE run_no = :no AND step = :step AND item = :item
 
 -- name: select_due_tasks
 -- Ready units and timers that came due, and units whose worker's claim lapsed, oldest first.
-SELECT r.id, t.step, t.item, t.owner, t.tool FROM tasks t
+SELECT r.id, t.step, t.item, t.owner, t.tool, r.owner FROM tasks t
 JOIN runs r ON r.no = t.run_no
 LEFT JOIN workers w ON w.id = t.owner
 WHERE t.due_at <= :now AND (t.owner IS NULL OR w.expires_at IS NULL OR w.expires_at < :now)
@@ -161,3 +161,15 @@ WHERE t.tool = :tool AND t.step <> '' AND w.expires_at >= :now
 
 -- name: update_tool_slot
 UPDATE tool_slots SET next_at = :next_at WHERE tool = :tool
+
+-- name: delete_timer
+-- A run's timer goes when someone takes the run (or sets a new one).
+DELETE FROM tasks WHERE run_no = (SELECT no FROM runs WHERE id = :id) AND step = ''
+
+-- name: insert_timer
+INSERT INTO tasks (run_no, step, item, due_at, tool, owner, attempt)
+VALUES ((SELECT no FROM runs WHERE id = :id), '', -1, :due_at, '', NULL, 0)
+
+-- name: hand_over_run
+-- A run that its host let go of while it waited (an approval with a deadline): the fleet takes it.
+UPDATE runs SET owner = 'fleet', lease_expires = NULL WHERE id = :id AND owner IS NULL

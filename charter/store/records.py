@@ -123,6 +123,8 @@ class DueTask:
     item: int | None
     owner: str | None
     tool: str
+    #: the run is the fleet's; else a run its host let go of while it waited, whose timer came due
+    fleet: bool = True
 
 
 @dataclass(frozen=True)

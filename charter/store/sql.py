@@ -17,7 +17,7 @@ import json
 import re
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -322,7 +322,13 @@ class SQLStore(Store):
 
     async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:
         rows = await self._fetchall(self._sql("select_due_tasks"), {"now": now, "limit": limit})
-        return [DueTask(run_id=r[0], step=r[1], item=None if r[2] < 0 else r[2], owner=r[3], tool=r[4]) for r in rows]
+        return [DueTask(run_id=r[0], step=r[1], item=None if r[2] < 0 else r[2], owner=r[3], tool=r[4],
+                        fleet=r[5] == FLEET) for r in rows]
+
+    async def hand_over(self, run_id: str) -> bool:
+        if not self._active():
+            raise RuntimeError("hand_over belongs to a transaction: call it inside store.transaction()")
+        return await self._execute(self._sql("hand_over_run"), {"id": run_id}) == 1
 
     async def next_due(self) -> float | None:
         rows = await self._fetchall(self._sql("select_next_due"))
@@ -356,6 +362,8 @@ class SQLStore(Store):
             n = await self._execute(self._sql("claim_run"), {
                 "id": run_id, "owner": owner, "lease_expires": lease_expires, "expected_owner": expected_owner or "",
             })
+            if n == 1:
+                await self._execute(self._sql("delete_timer"), {"id": run_id})
         if n == 1:
             self._held.add(run_id)
         return n == 1
@@ -365,10 +373,13 @@ class SQLStore(Store):
             await self._executemany(self._sql("renew_lease"),
                                     [{"id": r, "owner": owner, "lease_expires": lease_expires} for r in run_ids])
 
-    async def release(self, run_ids: Sequence[str], owner: str) -> None:
+    async def release(self, run_ids: Sequence[str], owner: str, timers: Mapping[str, float] | None = None) -> None:
         async with self.transaction():
             await self._executemany(self._sql("release_run"), [{"id": r, "owner": owner} for r in run_ids])
             await self._executemany(self._sql("drop_finished_requests"), [{"id": r} for r in run_ids])
+            if timers:
+                await self._executemany(self._sql("delete_timer"), [{"id": r} for r in timers])
+                await self._executemany(self._sql("insert_timer"), [{"id": r, "due_at": t} for r, t in timers.items()])
         if self._held:
             self._held.difference_update(run_ids)
             if not self._held:

@@ -336,3 +336,33 @@ async def test_tool_limits_hold_across_the_fleet(db_path: Any, tools_file: Path,
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.1 - 1e-6, gaps  # ten a second, across both workers
     app.close()
+
+
+async def test_a_deadline_of_a_run_its_host_let_go_of_is_kept_by_a_worker(db_path: Any, tools_file: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    plan = {"goal": "ask", "steps": [
+        {"id": "ok", "approval": {"message": "go?", "timeout": 0.3}},
+        {"id": "after", "tool": "square", "args": {"n": 2}, "needs": ["ok"]},
+    ]}
+    report = await app.run(plan)  # `charter run` without --submit: it ends waiting for a person
+    assert report.status == "awaiting"
+    assert [t.step for t in await app.store.due_tasks(float("inf"))] == [""]  # its deadline, in the store
+    w = Charter(db_path).worker(concurrency=1, lease_seconds=5)
+    tasks = await _run_workers(w)
+
+    async def ended() -> bool:
+        return await _status(app, report.id) == "failed"
+    await _until(ended)  # no process hosted the run when its deadline passed: a worker enforced it
+    await _stop([w], tasks)
+    assert "no decision within the approval's timeout" in json.dumps((await app.report(report.id)).to_json())
+    app.close()
+
+
+async def test_a_run_taken_back_by_a_person_loses_its_timer(db_path: Any, tools_file: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    plan = {"goal": "ask", "steps": [{"id": "ok", "approval": {"message": "go?", "timeout": 3600}}]}
+    report = await app.run(plan)
+    assert [t.step for t in await app.store.due_tasks(float("inf"))] == [""]
+    assert await app.approve(report.id, "ok") == "done"  # this process takes the run: the timer goes
+    assert await app.store.due_tasks(float("inf")) == []
+    app.close()
