@@ -92,6 +92,7 @@ class Worker:
         self._changed = True
         self._stop_at: float | None = None
         self._beaten = -math.inf
+        self._alive_until = -math.inf  # the expiry of the last heartbeat the store took
 
     # --- what this worker may take --------------------------------------------------------
 
@@ -129,6 +130,7 @@ class Worker:
         self._wake = asyncio.Event()
         watcher = asyncio.ensure_future(self._watch_store())
         try:
+            await self._beat(self.clock.now())  # alive in the store before it claims anything
             while True:
                 now = self.clock.now()
                 self._collect()
@@ -136,7 +138,7 @@ class Worker:
                 if self._changed:
                     self._changed = False
                     await self._look_at_runs()
-                if self._stop_at is None:
+                if self._stop_at is None and now < self._alive_until:  # claims only under a fresh heartbeat
                     await self._claim(now)
                 if now - self._beaten >= self.lease_seconds / 3:
                     await self._beat(now)
@@ -199,7 +201,7 @@ class Worker:
         )
         try:
             await self.store.beat(row)
-            self._beaten = now
+            self._beaten, self._alive_until = now, row.expires_at
         except StoreError as exc:
             log.warning("worker %s: no heartbeat: %s", self.id, exc)
             self._beaten = now - self.lease_seconds / 3 + 0.5  # try again in half a second

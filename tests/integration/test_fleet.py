@@ -14,7 +14,7 @@ from charter import Charter
 
 TOOLS = '''
 import json, os, time
-from charter import RetryPolicy, tool
+from charter import PermanentError, RetryPolicy, tool
 
 SIDE = os.environ.get("FLEET_SIDE_FILE", "side.jsonl")
 
@@ -66,6 +66,13 @@ def one_at_a_time(x: int) -> int:
 @tool(rate=10)
 def rated(x: int) -> int:
     return x
+
+@tool
+def fetch(source: str) -> str:
+    """Fetch a document from a source."""
+    if source == "primary":
+        raise PermanentError("primary is gone")
+    return "doc from " + source
 
 @tool(effect="write")
 def write(text: str) -> str:
@@ -365,4 +372,48 @@ async def test_a_run_taken_back_by_a_person_loses_its_timer(db_path: Any, tools_
     assert [t.step for t in await app.store.due_tasks(float("inf"))] == [""]
     assert await app.approve(report.id, "ok") == "done"  # this process takes the run: the timer goes
     assert await app.store.due_tasks(float("inf")) == []
+    app.close()
+
+
+async def test_a_budget_holds_for_a_run_on_several_workers(db_path: Any, tools_file: Path) -> None:
+    app = Charter(db_path, tools=[str(tools_file)])
+    run_id = await app.submit(plan(8), budget={"steps": 5})
+    workers = [Charter(db_path).worker(concurrency=4, lease_seconds=5) for _ in range(2)]
+    tasks = await _run_workers(*workers)
+
+    async def paused() -> bool:
+        return await _status(app, run_id) == "paused"
+    await _until(paused)
+    await _stop(workers, tasks)
+    events = await app.store.events(run_id)
+    assert sum(e.type == "StepStarted" for e in events) == 5  # numbers and four squares, not one more
+    assert "budget reached" in (await app.report(run_id)).reason
+    app.close()
+
+
+async def test_replanning_and_model_steps_run_on_workers(db_path: Any, tools_file: Path) -> None:
+    from charter.testing import ScriptedModel
+
+    app = Charter(db_path, tools=[str(tools_file)], model=ScriptedModel([]))  # its llm step names no model
+    run_id = await app.submit({"goal": "count the words of the document", "steps": [
+        {"id": "get", "tool": "fetch", "args": {"source": "primary"}},
+        {"id": "say", "llm": {"prompt": "Summarize ${get}"}},
+    ]}, max_replans=1)
+    revised = {"goal": "count the words of the document", "steps": [
+        {"id": "get_mirror", "why": "primary is gone", "tool": "fetch", "args": {"source": "mirror"}},
+        {"id": "say", "why": "the goal", "llm": {"prompt": "Summarize ${get_mirror}"}},
+    ]}
+    model = ScriptedModel([revised, "a short summary"])
+    w = Charter(db_path, model=model).worker(concurrency=2, lease_seconds=5)
+    tasks = await _run_workers(w)
+
+    async def ended() -> bool:
+        return await _status(app, run_id) in ("succeeded", "failed")
+    await _until(ended)
+    await _stop([w], tasks)
+    report = await app.report(run_id)
+    assert report.status == "succeeded", report.reason
+    assert report.output == "a short summary"
+    types = [e.type for e in await app.store.events(run_id)]
+    assert "PlanRevised" in types and types.count("ModelCalled") == 2  # the planner's call and the step's
     app.close()
