@@ -103,11 +103,12 @@ async def workers(
 
 @db_app.command("upgrade")
 def db_upgrade(db: DbOpt = "charter.db") -> None:
-    """Apply the schema migrations this store has not had yet (every command also does, on start)."""
+    """Create the store's tables, or apply the migrations it has not had yet (every command also does,
+    on start): to prepare a database before the workers start."""
     from .shared import run_async
 
     async def body() -> None:
-        charter = open_app(db, mode="rw")
+        charter = open_app(db, mode="rwc")
         try:
             version, latest = await charter.schema()
         except CharterError as exc:
