@@ -238,9 +238,11 @@ class Charter(RunReader):
 
     def worker(self, *, concurrency: int = 10, lease_seconds: float = 15.0, grace_seconds: float = 30.0) -> Worker:
         """A worker on this app's store: ``await worker.run()`` executes steps of submitted runs
-        until ``worker.stop()``. Runs load the tools they recorded."""
+        until ``worker.stop()``. Runs load the tools they recorded, or use this app's if it was given any."""
+        own = self._own_tools()
         return Worker(self.store, clock=self.clock, concurrency=concurrency, lease_seconds=lease_seconds,
-                      grace_seconds=grace_seconds, model=self.model, workspace=self.workspace)
+                      grace_seconds=grace_seconds, model=self.model, workspace=self.workspace,
+                      load=load_tools if own is None else lambda sources: own)
 
     async def drive(self) -> None:
         """Run every run this app has taken (started, resumed, approved or retried here) until

@@ -132,6 +132,8 @@ class Worker:
         try:
             await self._beat(self.clock.now())  # alive in the store before it claims anything
             while True:
+                # cleared before the turn looks at anything: what wakes it during the turn is kept
+                self._wake.clear()
                 now = self.clock.now()
                 self._collect()
                 await self._write_reports()
@@ -148,7 +150,7 @@ class Worker:
                             h.stop()  # past the grace period: interrupted, and left for others
                     if not self.runs and not self._reports and not self.attempts.pending():
                         break
-                if self.attempts.pending():
+                if self.attempts.pending() or self._changed:
                     continue
                 await self._sleep(now)
         finally:
@@ -172,7 +174,6 @@ class Worker:
                 due = None
             if due is not None:
                 deadline = min(deadline, max(due, now + 0.05))  # due now but not taken: not a busy loop
-        self._wake.clear()
         try:
             await self.clock.wait_for(self._wake.wait(), max(0.0, deadline - self.clock.now()))
         except TimeoutError:
@@ -294,7 +295,7 @@ class Worker:
             key = tuple(state.tool_sources)
             registry = self._registries.get(key)
             if registry is None:
-                registry = self._load(list(key)) if key else Registry()
+                registry = self._load(list(key))
                 self._registries[key] = registry
             if registry.unstarted:
                 await registry.start([n for s in state.remaining_steps() for n in s.tool_names()])
