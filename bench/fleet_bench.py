@@ -16,6 +16,9 @@ starts. ``seconds`` runs from the first ``Charter.submit`` to the moment the ben
 woken by the store's change notifications (``Charter.wait``), reads the last run back
 as succeeded. Every line also has:
 
+* ``to_last_commit_s``: the same span, ended instead by the commit time of the last
+  ``RunSucceeded`` (what the bench's own reading adds shows as the difference).
+
 * ``ready_to_started``: for each unit another transaction started (a hand-off), the
   time from the *commit* of the event that made it ready (its dependency's
   ``StepSucceeded``, or the run's ``RunCreated``/``PlanApproved`` for a first step;
@@ -134,9 +137,11 @@ async def wait_all(app: Charter, ids: list[str]) -> list[Any]:
     return rows
 
 
-async def timed(app: Charter, plans: list[dict[str, Any]], gap: float = 0.0) -> tuple[float, list[str], list[Any]]:
-    """Submit ``plans`` (concurrently, or one every ``gap`` seconds) and wait for them all."""
-    t0 = time.perf_counter()
+async def timed(app: Charter, plans: list[dict[str, Any]],
+                gap: float = 0.0) -> tuple[float, float, list[str], list[Any]]:
+    """Submit ``plans`` (concurrently, or one every ``gap`` seconds) and wait for them all:
+    the seconds that took, the wall clock at the start, the run ids, the runs read back."""
+    wall0, t0 = time.time(), time.perf_counter()
     if gap:
         ids = []
         for i, p in enumerate(plans):
@@ -145,7 +150,7 @@ async def timed(app: Charter, plans: list[dict[str, Any]], gap: float = 0.0) -> 
     else:
         ids = list(await asyncio.gather(*(app.submit(p) for p in plans)))
     rows = await wait_all(app, ids)
-    return time.perf_counter() - t0, ids, rows
+    return time.perf_counter() - t0, wall0, ids, rows
 
 
 async def one(workload: str, server: str, n_workers: int, concurrency: int, workdir: Path,
@@ -176,18 +181,21 @@ async def one(workload: str, server: str, n_workers: int, concurrency: int, work
                  "-o", str(spy / f"worker-{workload}-{n_workers}w.txt"), "-p", str(fleet.pids[0])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1.0)  # py-spy attaches
-        cpu0 = fleet_stats.cpu_seconds(fleet.pids)
-        dt, ids, rows = await timed(app, plans, gap)
-        cpu = fleet_stats.cpu_delta(cpu0, fleet_stats.cpu_seconds(fleet.pids))
+        postmaster = fleet_stats.postmaster_of(db)
+        cpu0 = fleet_stats.cpu_seconds(postmaster, fleet.pids)
+        dt, wall0, ids, rows = await timed(app, plans, gap)
+        cpu = fleet_stats.cpu_delta(cpu0, fleet_stats.cpu_seconds(postmaster, fleet.pids))
         if spy_proc is not None:
             spy_proc.send_signal(signal.SIGINT)
             spy_proc.wait(timeout=30)
         events = await fleet_stats.events_with_commit_times(db)
         lat = fleet_stats.ready_to_started(events)
+        ends = [r.committed for r in events if r.type == "RunSucceeded" and r.committed is not None]
+        to_commit = round(max(ends) - wall0, 4) if len(ends) == len(ids) else None
         ok, checked = await check(app, workload, ids, rows, chain_n)
         base = dict(n=len(ids) if workload in ("many", "latency") else len(plans[0]["steps"]) if workload == "chain"
                     else FAN_WIDTH, seconds=round(dt, 4), ok=ok, workers=n_workers, store="postgresql",
-                    concurrency=concurrency, ready_to_started=lat, cpu_s=cpu)
+                    concurrency=concurrency, to_last_commit_s=to_commit, ready_to_started=lat, cpu_s=cpu)
         note = (f"{n_workers} `charter worker -c {concurrency}` processes, idle before the clock; "
                 f"timed: first Charter.submit to the last run read back succeeded; {checked}")
         if workload == "chain":
@@ -202,9 +210,12 @@ async def one(workload: str, server: str, n_workers: int, concurrency: int, work
         else:
             emit(workload="ready_to_started", **base, notes=note + (
                 f"; {LATENCY_RUNS} one-step runs submitted one every {LATENCY_GAP * 1000:g} ms"))
-        if profile:
+        if profile or spy is not None:
+            record = spy / f"worker-{workload}-{n_workers}w.txt" if spy is not None else None
             emit(workload=f"profile_{workload}", workers=n_workers, store="postgresql",
-                 top=pgcluster.top_statements(server, name), per_step=fleet_stats.per_step(server, name, events))
+                 top=pgcluster.top_statements(server, name) if profile else None,
+                 per_step=fleet_stats.per_step(server, name, events) if profile else None,
+                 py_spy=fleet_stats.spy_top(record) if record is not None and record.exists() else None)
     finally:
         if spy_proc is not None and spy_proc.poll() is None:
             spy_proc.kill()

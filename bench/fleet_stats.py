@@ -96,18 +96,28 @@ def _stat(pid: int | str) -> tuple[str, int, float, float] | None:
     return name, int(f[1]), (int(f[11]) + int(f[12])) / TICK, (int(f[13]) + int(f[14])) / TICK
 
 
-def cpu_seconds(workers: list[int]) -> dict[str, float]:
-    """CPU seconds so far: every ``postgres`` process (and the backends its postmaster reaped),
-    the given worker processes, and this process."""
+def postmaster_of(db: str) -> int:
+    """The pid of the server's postmaster (the parent of a backend), when it runs on this machine."""
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as c:
+        row = c.execute("SELECT pg_backend_pid()").fetchone()
+    st = _stat(row[0]) if row else None
+    return st[1] if st is not None else 0
+
+
+def cpu_seconds(postmaster: int, workers: list[int]) -> dict[str, float]:
+    """CPU seconds so far: the server (its postmaster, its live children, and the children it
+    reaped: backends come and go with connections), the given worker processes, this process."""
     pg = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        st = _stat(entry)
-        if st is None or st[0] != "postgres":
-            continue
-        parent = _stat(st[1])
-        pg += st[2] + (st[3] if parent is None or parent[0] != "postgres" else 0.0)
+    top = _stat(postmaster) if postmaster else None
+    if top is not None:
+        pg = top[2] + top[3]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                st = _stat(entry)
+                if st is not None and st[1] == postmaster:
+                    pg += st[2]
     ws = sum(s[2] for s in (_stat(p) for p in workers) if s is not None)
     t = os.times()
     return {"postgres": pg, "workers": ws, "bench": t.user + t.system}
@@ -140,3 +150,29 @@ def per_step(server: str, db: str, rows: list[Row]) -> dict[str, Any]:
     if writes:
         out["wal_bytes_per_write_tx"] = round(float(sum(r[2] for r in mine)) / writes)
     return out
+
+
+# -------------------------------------------------------------------- py-spy
+def spy_top(path: Path, n: int = 12) -> dict[str, Any]:
+    """The frames a py-spy ``--format raw`` record spent most samples in: by their own time
+    (``self``) and with what they called (``inclusive``, Charter's and psycopg's frames only)."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            k = int(count)
+            total += k
+            frames = stack.split(";")
+            own[frames[-1]] = own.get(frames[-1], 0) + k
+            for fr in set(frames):
+                if "charter/" in fr or "psycopg" in fr:
+                    incl[fr] = incl.get(fr, 0) + k
+
+    def top(d: dict[str, int]) -> list[str]:
+        return [f"{v / total * 100:.1f}% {fr}" for fr, v in sorted(d.items(), key=lambda x: -x[1])[:n]]
+
+    return {"samples": total, "self": top(own), "inclusive": top(incl)} if total else {"samples": 0}

@@ -12,6 +12,7 @@
 * ``commit-limit URL``: the most single-row commits a second one connection gets on
   this server (``INSERT`` one ~200-byte row + ``COMMIT`` in a loop): the ceiling of a
   durable chain, which must commit once per step.
+* ``drop URL PREFIX``: drop the server's databases named ``PREFIX...`` (leftovers).
 * ``top URL DB``: the statements of database ``DB`` by total time (pg_stat_statements).
 
 Stdlib and psycopg only; fleet_bench.py imports it, run_pg.sh calls it.
@@ -195,6 +196,9 @@ def main() -> None:
     cl = sub.add_parser("commit-limit")
     cl.add_argument("url")
     cl.add_argument("--seconds", type=float, default=3.0)
+    drop = sub.add_parser("drop")
+    drop.add_argument("url")
+    drop.add_argument("prefix")
     top = sub.add_parser("top")
     top.add_argument("url")
     top.add_argument("db")
@@ -206,6 +210,8 @@ def main() -> None:
         stop(Path(a.dir))
     elif a.cmd == "commit-limit":
         print(json.dumps({"peer": "postgresql", **commit_limit(a.url, a.seconds)}), flush=True)
+    elif a.cmd == "drop":
+        drop_databases(a.url, a.prefix)
     elif a.cmd == "top":
         for r in top_statements(a.url, a.db):
             print(json.dumps(r))
