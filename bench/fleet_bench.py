@@ -26,7 +26,7 @@ as succeeded. Every line also has:
   p50, p99, max in ms; ``same_tx`` counts the units their writer started in the very
   transaction that made them ready (no wait at all).
 * ``cpu_s``: CPU seconds of the PostgreSQL server, the workers and this process while
-  timed (2 cores here: where the budget goes).
+  timed (2 cores here: where the budget goes), and ``other``: the rest of the machine's.
 * with ``--profile``: the top statements by total time (pg_stat_statements) in a
   ``profile`` line, and with ``--py-spy DIR`` a py-spy record of one worker.
 

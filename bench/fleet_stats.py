@@ -102,7 +102,7 @@ def postmaster_of(db: str) -> int:
 
     with psycopg.connect(db, autocommit=True) as c:
         row = c.execute("SELECT pg_backend_pid()").fetchone()
-    st = _stat(row[0]) if row else None
+        st = _stat(row[0]) if row else None  # while the backend lives
     return st[1] if st is not None else 0
 
 
@@ -120,11 +120,22 @@ def cpu_seconds(postmaster: int, workers: list[int]) -> dict[str, float]:
                     pg += st[2]
     ws = sum(s[2] for s in (_stat(p) for p in workers) if s is not None)
     t = os.times()
-    return {"postgres": pg, "workers": ws, "bench": t.user + t.system}
+    return {"postgres": pg, "workers": ws, "bench": t.user + t.system, "machine": _machine_busy()}
+
+
+def _machine_busy() -> float:
+    """CPU seconds every core spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: round(after[k] - before[k], 3) for k in before}
+    """What each used in between, and ``other``: what the rest of the machine used (another
+    session's tests, say: a line with a large ``other`` was measured on a busy machine)."""
+    d = {k: round(after[k] - before[k], 3) for k in before}
+    d["other"] = round(d.pop("machine") - d["postgres"] - d["workers"] - d["bench"], 3)
+    return d
 
 
 # ---------------------------------------------------------------- statements

@@ -77,13 +77,13 @@ def main(path: str) -> None:
               f"{fmt(med(rs, 'ready_to_started', 'p50_ms'), 2)} | {fmt(med(rs, 'ready_to_started', 'p99_ms'), 2)} | "
               f"{fmt(med(rs, 'ready_to_started', 'max_ms'), 2)} | {fmt(med(rs, 'ready_to_started', 'same_tx'), 0)} |")
     print("\nCPU seconds while timed (medians: PostgreSQL / workers / bench) and the wall time:\n")
-    print("| workload | workers | seconds | to last commit | PostgreSQL | workers | bench |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | workers | seconds | to last commit | PostgreSQL | workers | bench | other processes |")
+    print("|---|---|---|---|---|---|---|---|")
     for (peer, wl, n), rs in sorted(groups.items()):
         if peer == "charter" and "cpu_s" in rs[0]:
             print(f"| {wl} | {n} | {fmt(med(rs, 'seconds'), 3)} | {fmt(med(rs, 'to_last_commit_s'), 3)} | "
                   f"{fmt(med(rs, 'cpu_s', 'postgres'), 2)} | {fmt(med(rs, 'cpu_s', 'workers'), 2)} | "
-                  f"{fmt(med(rs, 'cpu_s', 'bench'), 2)} |")
+                  f"{fmt(med(rs, 'cpu_s', 'bench'), 2)} | {fmt(med(rs, 'cpu_s', 'other'), 2)} |")
     print("\nreference lines (medians):")
     for (peer, wl, _), rs in sorted(groups.items()):
         if peer == "dbos" and wl not in METRIC:

@@ -46,7 +46,7 @@ echo "== PostgreSQL at $DATABASE_URL" >&2
 
 cd "$HERE"  # fleet_bench imports its neighbours
 for rep in $(seq 1 "$REPEATS"); do
-  echo "== rep $rep  commit limit" >&2
+  echo "== rep $rep  commit limit  ($(uptime))" >&2
   "$PYTHON" "$HERE/pgcluster.py" commit-limit "$DATABASE_URL" | tee -a "$OUT"
   if [ -z "${NO_DBOS:-}" ]; then
     for wl in $WORKLOADS; do
