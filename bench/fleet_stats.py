@@ -37,12 +37,17 @@ class Row:
 async def events_with_commit_times(db: str) -> list[Row]:
     import psycopg
 
+    committed = "extract(epoch FROM pg_xact_commit_timestamp(e.xmin))::float8"
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as c:
-        cur = await c.execute(
-            "SELECT r.id, e.seq, e.type, e.at, e.data, "
-            "extract(epoch FROM pg_xact_commit_timestamp(e.xmin))::float8, e.xmin::text "
-            "FROM events e JOIN runs r ON r.no = e.run_no ORDER BY r.no, e.seq")
-        return [Row(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in await cur.fetchall()]
+        for when in (committed, "NULL::float8"):  # without track_commit_timestamp: no commit times
+            try:
+                cur = await c.execute(
+                    f"SELECT r.id, e.seq, e.type, e.at, e.data, {when}, e.xmin::text "
+                    "FROM events e JOIN runs r ON r.no = e.run_no ORDER BY r.no, e.seq")
+                return [Row(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in await cur.fetchall()]
+            except psycopg.Error:
+                continue
+    return []
 
 
 def ready_to_started(rows: list[Row]) -> dict[str, Any]:
@@ -69,7 +74,10 @@ def ready_to_started(rows: list[Row]) -> dict[str, Any]:
                 same_tx += 1
             else:
                 waits.append((ev.at - maker.committed) * 1000)
-    return summary(waits) | {"same_tx": same_tx}
+    out = summary(waits) | {"same_tx": same_tx}
+    if rows and all(r.committed is None for r in rows):
+        out["note"] = "no commit times: the server needs track_commit_timestamp=on"
+    return out
 
 
 def summary(ms: list[float]) -> dict[str, Any]:
@@ -146,6 +154,9 @@ def per_step(server: str, db: str, rows: list[Row]) -> dict[str, Any]:
     import psycopg
 
     with psycopg.connect(f"{server.rstrip('/').rsplit('/', 1)[0]}/postgres", autocommit=True) as c:
+        ext = c.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
+        if not ext or not ext[0]:
+            return {"note": "pg_stat_statements is not installed in the server's postgres database"}
         stats = c.execute(
             "SELECT s.query, s.calls, s.wal_bytes, s.total_exec_time FROM pg_stat_statements s "
             "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s", (db,)).fetchall()

@@ -169,10 +169,13 @@ def commit_limit(url: str, seconds: float = 3.0) -> dict[str, Any]:
 
 
 def top_statements(url: str, db: str, limit: int = 15) -> list[dict[str, Any]]:
-    """``db``'s statements by total execution time since the last reset (pg_stat_statements)."""
+    """``db``'s statements by total execution time since the last reset (pg_stat_statements;
+    none if the server does not have it in its ``postgres`` database)."""
     import psycopg
 
     with psycopg.connect(f"{server_of(url)}/postgres", autocommit=True) as c:
+        if not has_statements(c):
+            return []
         rows = c.execute(
             "SELECT s.calls, s.total_exec_time, s.mean_exec_time, s.rows, s.query "
             "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
@@ -181,11 +184,17 @@ def top_statements(url: str, db: str, limit: int = 15) -> list[dict[str, Any]]:
              "query": " ".join(r[4].split())[:160]} for r in rows]
 
 
+def has_statements(conn: Any) -> bool:
+    row = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
+    return bool(row and row[0])
+
+
 def reset_statements(url: str) -> None:
     import psycopg
 
     with psycopg.connect(f"{server_of(url)}/postgres", autocommit=True) as c:
-        c.execute("SELECT pg_stat_statements_reset()")
+        if has_statements(c):
+            c.execute("SELECT pg_stat_statements_reset()")
 
 
 def main() -> None:
