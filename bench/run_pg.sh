@@ -8,7 +8,7 @@
 #     fresh worker processes per workload and worker count);
 #   - PROFILE=1: one more pass of Charter, not in the medians, with pg_stat_statements' top
 #     statements and a py-spy record of one worker (into $OUT.spy/).
-# Env: REPEATS=3  WORKLOADS="chain fanout many latency"  WORKERS="1,2,4"  CONCURRENCY=100
+# Env: REPEATS=3  WORKLOADS="chain fanout many latency"  WORKERS="1,2,4"  CONCURRENCY=100  READ_GAP=0
 #      PEERS_DIR=<the peers' folder> (default ../shared/bench/peers beside the project)
 #      PEERBENCH_VENVS=<where the dbos venv is or goes> (default ${TMPDIR:-/tmp}/peerbench)
 #      PYTHON=<interpreter with charter installed> (default .venv/bin/python)
@@ -21,6 +21,7 @@ REPEATS="${REPEATS:-3}"
 WORKLOADS="${WORKLOADS:-chain fanout many latency}"
 WORKERS="${WORKERS:-1,2,4}"
 CONCURRENCY="${CONCURRENCY:-100}"
+READ_GAP="${READ_GAP:-0}"  # ms between the bench's reads of a run (0: on every store change)
 PEERS_DIR="${PEERS_DIR:-$ROOT/../shared/bench/peers}"
 [ -d "$PEERS_DIR" ] || PEERS_DIR="$ROOT/../../shared/bench/peers"  # from a worktree one level deeper
 VENVS="${PEERBENCH_VENVS:-${TMPDIR:-/tmp}/peerbench}"
@@ -60,7 +61,7 @@ for rep in $(seq 1 "$REPEATS"); do
   for wl in $WORKLOADS; do
     echo "== rep $rep  charter  $wl  workers $WORKERS" >&2
     "$PYTHON" "$HERE/fleet_bench.py" --database-url "$DATABASE_URL" --workloads "$wl" --workers "$WORKERS" \
-      --concurrency "$CONCURRENCY" 2>>"$LOG" | tee -a "$OUT" || echo "!! charter $wl exited non-zero" >&2
+      --concurrency "$CONCURRENCY" --read-gap "$READ_GAP" 2>>"$LOG" | tee -a "$OUT" || echo "!! charter $wl exited non-zero" >&2
   done
 done
 
@@ -68,7 +69,7 @@ if [ -n "${PROFILE:-}" ]; then
   echo "== profile pass (not in the medians): $OUT.profile.jsonl, $OUT.spy/" >&2
   for wl in $WORKLOADS; do
     "$PYTHON" "$HERE/fleet_bench.py" --database-url "$DATABASE_URL" --workloads "$wl" --workers "$WORKERS" \
-      --concurrency "$CONCURRENCY" --profile --py-spy "$OUT.spy" 2>>"$LOG" >>"$OUT.profile.jsonl" \
+      --concurrency "$CONCURRENCY" --read-gap "$READ_GAP" --profile --py-spy "$OUT.spy" 2>>"$LOG" >>"$OUT.profile.jsonl" \
       || echo "!! profile $wl exited non-zero" >&2
   done
 fi
