@@ -218,7 +218,7 @@ class FleetWriter:
         if wake is not None:
             keep.append(Task("", None, wake))
         write = RunWrite(state.run_id, state.last_seq, done.events, rules.run_record(state),
-                         queue=Queue([*keep, *queued]))
+                         queue=Queue([*keep, *queued], run_no=lock.no, had=lock.tasks))
         await self.store.save_tools(self._slots)
         await self.store.append([write], FLEET, answered)
         state.last_seq = write.last_seq

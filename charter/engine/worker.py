@@ -28,7 +28,7 @@ from ..errors import CharterError, ConfigError, StoreError
 from ..events import Event, PlanRevised, RunFailed
 from ..models import Model
 from ..store.base import Store
-from ..store.records import WorkerRow
+from ..store.records import DueTask, WorkerRow
 from ..tools import Registry, load_tools
 from ..workspace import Workspace
 from . import rules
@@ -36,11 +36,14 @@ from .attempts import Attempts, Hosted, Outcome
 from .fleet import REPLAN, FleetWriter, Inputs, catch_up
 from .journal import planner_events
 from .leases import new_owner
-from .rules import RUNNING, Unit
+from .rules import Unit
 
 log = logging.getLogger("charter.worker")
 
-ACTIVE = (RUNNING, rules.AWAITING, rules.REPLANNING)
+
+
+class _Leave(Exception):
+    """Leave a transaction having written nothing (a run whose tools are not here)."""
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Worker:
         self._stop_at: float | None = None
         self._beaten = -math.inf
         self._alive_until = -math.inf  # the expiry of the last heartbeat the store took
+        self._due = 0.0  # when the queue has something due next, as last asked (inf: ask again)
 
     # --- what this worker may take --------------------------------------------------------
 
@@ -131,19 +135,25 @@ class Worker:
         watcher = asyncio.ensure_future(self._watch_store())
         try:
             await self._beat(self.clock.now())  # alive in the store before it claims anything
+            running = 0
             while True:
                 # cleared before the turn looks at anything: what wakes it during the turn is kept
                 self._wake.clear()
                 now = self.clock.now()
                 self._collect()
                 await self._write_reports()
-                if self._changed:
-                    self._changed = False
+                changed, self._changed = self._changed, False
+                if changed:
                     await self._look_at_runs()
-                if self._stop_at is None and now < self._alive_until:  # claims only under a fresh heartbeat
+                freed = self.attempts.running < running
+                running = self.attempts.running
+                # claims only under a fresh heartbeat, and when there may be something new to take
+                if self._stop_at is None and now < self._alive_until and (changed or freed or now >= self._due):
+                    self._due = math.inf  # until the next sleep asks the store when the next comes due
                     await self._claim(now)
                 if now - self._beaten >= self.lease_seconds / 3:
                     await self._beat(now)
+                    self._due = min(self._due, now)  # look for the units of workers gone silent
                 if self._stop_at is not None:
                     if now >= self._stop_at:
                         for h in self.runs.values():
@@ -168,12 +178,15 @@ class Worker:
         if self._reports:
             deadline = min(deadline, now + 0.5)  # the store was unreachable: try again soon
         elif self._stop_at is None and self.attempts.running < self.attempts.max_concurrency:
-            try:
-                due = await self.store.next_due()
-            except StoreError:
-                due = None
-            if due is not None:
-                deadline = min(deadline, max(due, now + 0.05))  # due now but not taken: not a busy loop
+            if self._due == math.inf:
+                try:
+                    due = await self.store.next_due()
+                except StoreError:
+                    due = None
+                # due now but not taken (held back, or for tools not here): looked at again soon, not at once
+                self._due = math.inf if due is None else max(due, now + 0.05)
+            deadline = min(deadline, self._due)
+        # a silent worker's units come due when its lease lapses: looked for at every heartbeat
         try:
             await self.clock.wait_for(self._wake.wait(), max(0.0, deadline - self.clock.now()))
         except TimeoutError:
@@ -244,16 +257,17 @@ class Worker:
             self.refused.extend(written.refused)
 
     async def _look_at_runs(self) -> None:
-        """Runs with work here that someone else changed: stop what a pause or a cancel stopped."""
-        for run_id, h in list(self.runs.items()):
-            try:
-                row = await self.store.get_run(run_id)
-                if row is None or row.last_seq == h.state.last_seq:
-                    continue
-                h.state = await catch_up(self.store, h, run_id, row.last_seq)
-            except StoreError:
-                return
-            if h.state.status not in ACTIVE:
+        """Stop what a pause or a cancel (written by someone else) stopped: one read, whatever runs here."""
+        if not self.runs:
+            return
+        try:
+            stopped = await self.store.stopped_runs(self.id)
+        except StoreError:
+            return
+        for run_id in stopped:
+            h = self.runs.get(run_id)
+            if h is not None:
+                log.info("worker %s: run %s no longer goes on; its attempts here stop", self.id, run_id)
                 h.stop()
 
     # --- taking work ------------------------------------------------------------------------------
@@ -265,51 +279,37 @@ class Worker:
         except StoreError as exc:
             log.warning("worker %s: cannot read the queue: %s", self.id, exc)
             return
-        runs: dict[str, bool] = {}
-        hosted: set[str] = set()  # runs a host let go of while they waited: their timer came due
+        runs: dict[str, DueTask] = {}
+        useful: set[str] = set()
         for t in due:
             if t.run_id in self.lacking:
                 continue
-            if not t.fleet:
-                hosted.add(t.run_id)
-            needs_room = t.step not in ("", REPLAN) and t.owner is None
-            runs[t.run_id] = runs.get(t.run_id, False) or not needs_room or free > 0
-        for run_id, useful in runs.items():
-            if not useful:
+            runs.setdefault(t.run_id, t)
+            if t.step in ("", REPLAN) or t.owner is not None or free > 0:  # a unit ready to run needs room
+                useful.add(t.run_id)
+        for run_id, t in runs.items():
+            if run_id not in useful:
                 continue
-            h = await self._host(run_id)
-            if h is not None:
-                await self._settle(run_id, Inputs(), claim=True, h=h, hand_over=run_id in hosted)
+            registry = await self._registry(run_id, t.tool_sources)
+            if registry is not None:
+                # a run a host let go of while it waited is the fleet's once its timer came due
+                await self._settle(run_id, Inputs(), claim=True, registry=registry, hand_over=not t.fleet)
             free = self.attempts.max_concurrency - self.attempts.running
 
-    async def _host(self, run_id: str) -> Hosted | None:
-        """The run's state and tools here (loaded once, outside any transaction: MCP servers start)."""
-        h = self.runs.get(run_id)
-        if h is not None:
-            return h
+    async def _registry(self, run_id: str, sources: list[str]) -> Registry | None:
+        """The tools of runs that recorded ``sources``, loaded once, outside any transaction (MCP
+        servers start); ``None`` if they do not load here."""
+        key = tuple(sources)
+        registry = self._registries.get(key)
         try:
-            events = await self.store.events(run_id)
-            if not events:
-                return None
-            state = rules.replay(run_id, events)
-            key = tuple(state.tool_sources)
-            registry = self._registries.get(key)
             if registry is None:
-                registry = self._load(list(key))
-                self._registries[key] = registry
+                registry = self._registries[key] = self._load(list(key))
             if registry.unstarted:
-                await registry.start([n for s in state.remaining_steps() for n in s.tool_names()])
-        except StoreError:
-            return None
+                await registry.start()
         except CharterError as exc:
             self._lack(run_id, f"its tools do not load here: {exc}")
             return None
-        missing = sorted({s.tool for s in state.remaining_steps() if s.kind == "tool" and s.tool not in registry})
-        if missing:
-            self._lack(run_id, f"tools not loaded here: {', '.join(missing)}")
-            return None
-        state.policies = rules.retry_policies(state.plan, registry)
-        return Hosted(state, registry)
+        return registry
 
     def _lack(self, run_id: str, why: str) -> None:
         if run_id not in self.lacking:
@@ -317,11 +317,11 @@ class Worker:
             self.lacking[run_id] = why
             self._beaten = -math.inf  # say so in the next heartbeat
 
-    async def _settle(self, run_id: str, inputs: Inputs, *, claim: bool = False,
-                      revision: _Reports | None = None, h: Hosted | None = None, hand_over: bool = False) -> Any:
+    async def _settle(self, run_id: str, inputs: Inputs, *, claim: bool = False, revision: _Reports | None = None,
+                      registry: Registry | None = None, hand_over: bool = False) -> Any:
         """One transaction on a run: catch up, write ``inputs``, start what this worker takes."""
-        h = h or self.runs.get(run_id) or await self._host(run_id)
-        if h is None:
+        h = self.runs.get(run_id)
+        if h is None and registry is None:
             return None
         try:
             async with self.store.transaction():
@@ -331,14 +331,27 @@ class Worker:
                 lock = await self.store.lock_run(run_id, now, skip_locked=claim)
                 if lock is None:
                     return None
-                h.state = await catch_up(self.store, h, run_id, lock.last_seq)
+                if h is None:  # a run new here: its log is read under the lock, not before
+                    assert registry is not None
+                    h = Hosted(await catch_up(self.store, None, run_id, lock.last_seq), registry)
+                    missing = sorted({s.tool for s in h.state.remaining_steps()
+                                      if s.kind == "tool" and s.tool not in registry})
+                    if missing:
+                        self._lack(run_id, f"tools not loaded here: {', '.join(missing)}")
+                        raise _Leave
+                    h.state.policies = rules.retry_policies(h.state.plan, registry)
+                else:
+                    h.state = await catch_up(self.store, h, run_id, lock.last_seq)
                 inputs.here = {*h.tasks, *((o.unit.step, o.unit.item) for o in inputs.outcomes)}
                 if revision is not None and revision.revised:
                     inputs.replanned = True
                     inputs.revised = self._revised(h, lock.tasks, revision.revision, now)
                 written = await self._writer.write(h, lock, now, inputs)
+        except _Leave:
+            return None
         except StoreError as exc:
-            h.state.last_seq = 1 << 62  # what was applied did not land: read it all again next time
+            if h is not None:
+                h.state.last_seq = 1 << 62  # what was applied did not land: read it all again next time
             log.warning("worker %s: run %s: %s", self.id, run_id, exc)
             return None
         if written.started or written.replan:

@@ -123,6 +123,10 @@ class Store(ABC):
         """Work any worker may take at ``now``: ready units, timers due, units of silent workers."""
 
     @abstractmethod
+    async def stopped_runs(self, owner: str) -> list[str]:
+        """The fleet runs ``owner`` runs units of that no longer go on (paused, cancelled, ended)."""
+
+    @abstractmethod
     async def next_due(self) -> float | None:
         """When the earliest unowned task comes due (a retry, a timer), if any."""
 

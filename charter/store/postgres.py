@@ -64,8 +64,7 @@ class PostgresStore(SQLStore):
                 from psycopg_pool import AsyncConnectionPool
 
                 pool = AsyncConnectionPool(self.url, min_size=self._sizes[0], max_size=self._sizes[1],
-                                           kwargs={"autocommit": True, **_CONNECTION}, open=False,
-                                           check=AsyncConnectionPool.check_connection)
+                                           kwargs={"autocommit": True, **_CONNECTION}, open=False)
                 try:
                     await pool.open(wait=True, timeout=10)
                 except Exception as exc:

@@ -113,7 +113,7 @@ DELETE FROM tasks WHERE run_no = :no AND step = :step AND item = :item
 
 -- name: select_due_tasks
 -- Ready units and timers that came due, and units whose worker's claim lapsed, oldest first.
-SELECT r.id, t.step, t.item, t.owner, t.tool, r.owner FROM tasks t
+SELECT r.id, t.step, t.item, t.owner, t.tool, r.owner, r.tool_sources FROM tasks t
 JOIN runs r ON r.no = t.run_no
 LEFT JOIN workers w ON w.id = t.owner
 WHERE t.due_at <= :now AND (t.owner IS NULL OR w.expires_at IS NULL OR w.expires_at < :now)
@@ -173,3 +173,8 @@ VALUES ((SELECT no FROM runs WHERE id = :id), '', -1, :due_at, '', NULL, 0)
 -- name: hand_over_run
 -- A run that its host let go of while it waited (an approval with a deadline): the fleet takes it.
 UPDATE runs SET owner = 'fleet', lease_expires = NULL WHERE id = :id AND owner IS NULL
+
+-- name: select_stopped_runs
+-- The runs a worker runs units of that are no longer going on (paused, cancelled, ended by someone else).
+SELECT DISTINCT r.id FROM tasks t JOIN runs r ON r.no = t.run_no
+WHERE t.owner = :owner AND t.step <> '' AND r.status NOT IN ('running', 'awaiting', 'replanning')

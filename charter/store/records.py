@@ -91,6 +91,10 @@ class Queue:
     """
 
     tasks: Sequence[Task]
+    #: the run's number and its task rows as its writer read them under the lock, if it did:
+    #: the store need not read them again
+    run_no: int | None = None
+    had: Sequence[Task] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class RunLock:
     last_seq: int
     tool_sources: list[str]
     tasks: list[Task]
+    no: int = 0  # the run's number in the store
 
 
 @dataclass
@@ -125,6 +130,7 @@ class DueTask:
     tool: str
     #: the run is the fleet's; else a run its host let go of while it waited, whose timer came due
     fleet: bool = True
+    tool_sources: list[str] = field(default_factory=list)  # the run's, to load its tools before locking it
 
 
 @dataclass(frozen=True)

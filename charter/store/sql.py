@@ -272,9 +272,13 @@ class SQLStore(Store):
 
     async def _write_queue(self, run_id: str, queue: Queue) -> None:
         """Make a fleet run's task rows match ``queue``: insert, change and delete only what differs."""
-        no = (await self._fetchall(self._sql("select_run_no"), {"id": run_id}))[0][0]
-        have = {(r[0], None if r[1] < 0 else r[1]): r
-                for r in await self._fetchall(self._sql("select_run_tasks"), {"no": no, "now": 0.0})}
+        no = queue.run_no
+        if no is None:
+            no = (await self._fetchall(self._sql("select_run_no"), {"id": run_id}))[0][0]
+        had = queue.had
+        if had is None:
+            had = [_task(r) for r in await self._fetchall(self._sql("select_run_tasks"), {"no": no, "now": 0.0})]
+        have = {t.key: t for t in had}
         inserts, updates = [], []
         for t in queue.tasks:
             row = {"no": no, "step": t.step, "item": -1 if t.item is None else t.item, "due_at": t.due_at,
@@ -282,7 +286,7 @@ class SQLStore(Store):
             old = have.pop(t.key, None)
             if old is None:
                 inserts.append(row)
-            elif (old[2], old[3], old[4], old[5]) != (t.due_at, t.owner, t.attempt, t.tool):
+            elif (old.due_at, old.owner, old.attempt, old.tool) != (t.due_at, t.owner, t.attempt, t.tool):
                 updates.append(row)
         if have:
             await self._executemany(self._sql("delete_task"), [
@@ -302,7 +306,7 @@ class SQLStore(Store):
             return None  # not a fleet run, or (skip_locked) another writer holds it
         no, status, last_seq, sources = rows[0]
         tasks = [_task(r) for r in await self._fetchall(self._sql("select_run_tasks"), {"no": no, "now": now})]
-        return RunLock(run_id, status, last_seq, json.loads(sources), tasks)
+        return RunLock(run_id, status, last_seq, json.loads(sources), tasks, no)
 
     async def lock_tools(self, tools: Sequence[str], now: float) -> dict[str, ToolSlot]:
         if not self._active():
@@ -323,25 +327,28 @@ class SQLStore(Store):
     async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:
         rows = await self._fetchall(self._sql("select_due_tasks"), {"now": now, "limit": limit})
         return [DueTask(run_id=r[0], step=r[1], item=None if r[2] < 0 else r[2], owner=r[3], tool=r[4],
-                        fleet=r[5] == FLEET) for r in rows]
+                        fleet=r[5] == FLEET, tool_sources=json.loads(r[6])) for r in rows]
 
     async def hand_over(self, run_id: str) -> bool:
         if not self._active():
             raise RuntimeError("hand_over belongs to a transaction: call it inside store.transaction()")
         return await self._execute(self._sql("hand_over_run"), {"id": run_id}) == 1
 
+    async def stopped_runs(self, owner: str) -> list[str]:
+        return [r[0] for r in await self._fetchall(self._sql("select_stopped_runs"), {"owner": owner})]
+
     async def next_due(self) -> float | None:
         rows = await self._fetchall(self._sql("select_next_due"))
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def beat(self, worker: WorkerRow) -> None:
-        async with self.transaction():
-            await self._execute(self._sql("upsert_worker"), {
-                "id": worker.id, "host": worker.host, "pid": worker.pid, "started_at": worker.started_at,
-                "heartbeat_at": worker.heartbeat_at, "expires_at": worker.expires_at,
-                "concurrency": worker.concurrency, "running": worker.running, "runs": _dumps(worker.runs),
-                "lacking": _dumps(worker.lacking), "stopping": 1 if worker.stopping else 0,
-            })
+        # one statement on its own (autocommit), not a write transaction: it wakes nobody
+        await self._execute(self._sql("upsert_worker"), {
+            "id": worker.id, "host": worker.host, "pid": worker.pid, "started_at": worker.started_at,
+            "heartbeat_at": worker.heartbeat_at, "expires_at": worker.expires_at,
+            "concurrency": worker.concurrency, "running": worker.running, "runs": _dumps(worker.runs),
+            "lacking": _dumps(worker.lacking), "stopping": 1 if worker.stopping else 0,
+        })
 
     async def workers(self) -> list[WorkerRow]:
         return [
