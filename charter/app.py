@@ -141,7 +141,8 @@ class Charter(RunReader):
     (or take over) the run, for an interface that shows progress while it drives.
 
     Args:
-        db: a SQLite path, ``:memory:``, or a store object.
+        db: a SQLite path, ``:memory:``, a ``postgresql://`` URL, or a store object (default:
+            the workspace file's ``db``, else ``charter.db``).
         tools: tool objects, tool files or module names, or a :class:`Registry`.
         clock: the time source; ``charter.testing.FakeClock`` in tests.
         max_concurrency: attempts running at once.
@@ -156,7 +157,7 @@ class Charter(RunReader):
 
     def __init__(
         self,
-        db: str | Path | Store = "charter.db",
+        db: str | Path | Store | None = None,
         *,
         tools: ToolsLike = None,
         clock: Clock | None = None,
@@ -165,9 +166,12 @@ class Charter(RunReader):
         workspace: Workspace | str | Path | None = None,
         mode: str = "rwc",
     ) -> None:
+        ws = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
+        if db is None:  # the workspace file's store, else charter.db here
+            db = (ws.store_location() if ws is not None else None) or "charter.db"
         super().__init__(db if isinstance(db, Store) else open_store(db, mode=mode), clock)
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
-        self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
+        self.workspace = ws
         self.registry = make_registry(tools, self.workspace)
         self._given_tools = tools is not None
         self.max_concurrency = max_concurrency

@@ -22,7 +22,7 @@ app.add_typer(db_app, name="db")
 
 @command()
 async def worker(
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", metavar="N", min=1,
                                              help="Attempts this worker runs at once.")] = 10,
     lease: Annotated[float, typer.Option("--lease", metavar="SECONDS", min=1.0,
@@ -69,7 +69,7 @@ async def worker(
 
 @command()
 async def workers(
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     all_workers: Annotated[bool, typer.Option("--all", help="Also the workers whose heartbeat stopped.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -102,7 +102,7 @@ async def workers(
 
 
 @db_app.command("upgrade")
-def db_upgrade(db: DbOpt = "charter.db") -> None:
+def db_upgrade(db: DbOpt = None) -> None:
     """Create the store's tables, or apply the migrations it has not had yet (every command also does,
     on start): to prepare a database before the workers start."""
     from .shared import run_async

@@ -55,7 +55,7 @@ def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
 async def run(
     plan: PlanArg,
     tools: ToolsOpt = None,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     inputs: Annotated[
         list[str] | None, typer.Option("--input", "-i", metavar="NAME=VALUE", help="A plan input; repeatable.")
     ] = None,
@@ -114,7 +114,7 @@ async def resume(
     run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every interrupted run: those whose process "
                                            "stopped in the middle.")] = False,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
@@ -180,7 +180,7 @@ async def resume_all(charter: Charter, budget: dict[str, float], json_out: bool)
 async def retry(
     run_id: RunArg,
     step: Annotated[str, typer.Argument(metavar="STEP", help="The failed step to run again.")],
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
@@ -203,7 +203,7 @@ async def rerun(
         Path | None, typer.Option("--plan", metavar="PLAN", help="Use this (edited) plan file instead of the run's.")
     ] = None,
     tools: ToolsOpt = None,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
@@ -220,7 +220,7 @@ async def rerun(
 @command()
 async def pause(
     run_id: RunArg,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
@@ -231,7 +231,7 @@ async def pause(
 @command()
 async def cancel(
     run_id: RunArg,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
@@ -239,7 +239,7 @@ async def cancel(
     await stop(db, run_id, "cancel", reason, json_out)
 
 
-async def stop(db: str, run_id: str, action: str, reason: str, json_out: bool) -> None:
+async def stop(db: str | None, run_id: str, action: str, reason: str, json_out: bool) -> None:
     """Pause or cancel a run, here or by asking the process that runs it, and say whether it did."""
     charter = open_app(db)
     past = "paused" if action == "pause" else "cancelled"

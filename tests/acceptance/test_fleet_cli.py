@@ -76,3 +76,16 @@ def test_a_worker_given_a_store_it_cannot_reach_says_so(ws: Workspace) -> None:
     assert "cannot reach store" in res.err and "Traceback" not in res.err, res
     res = ws("worker", "--concurrency", "0")
     assert res.rc == 2 and "Traceback" not in res.err, res
+
+
+def test_the_workspace_file_names_the_store(ws: Workspace) -> None:
+    (ws.root / "stores").mkdir()
+    ws.write("charter.yaml", f"tools: [{ws.tools.name}]\ndb: stores/team.db\n")
+    res = ws("run", plan(ws), db=False)  # no --db, no $CHARTER_DB: the file's
+    assert res.rc == 0, res
+    assert (ws.root / "stores" / "team.db").exists() and not (ws.root / "charter.db").exists()
+    listed = ws("runs", "--json", db=False)
+    assert listed.rc == 0 and len(json.loads(listed.out)) == 1, listed
+    other = ws.root / "other.db"
+    env_run = ws("run", plan(ws), "--db", other, db=False)  # --db (or $CHARTER_DB) wins
+    assert env_run.rc == 0 and other.exists(), env_run
