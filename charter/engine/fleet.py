@@ -195,9 +195,9 @@ class FleetWriter:
 
         self._slots = {}
         if self.can_start is not None:  # a writer that may start units: the fleet's tool limits hold
-            limited = {s.tool for s in state.remaining_steps() if s.kind == "tool" and _limited(h.registry.get(s.tool))}
-            if limited:
-                self._slots = await self.store.lock_tools(sorted(limited), now)
+            tools = {s.tool for s in state.remaining_steps() if s.kind == "tool" and limited(h.registry.get(s.tool))}
+            if tools:
+                self._slots = await self.store.lock_tools(sorted(tools), now)
         queued, wake = self._advance(h, now, done, add)
         if state.status == rules.REPLANNING:
             held = tasks.get((REPLAN, None))
@@ -287,7 +287,8 @@ class FleetWriter:
 BLOCKED_POLL = 0.2
 
 
-def _limited(tool: Tool | None) -> bool:
+def limited(tool: Tool | None) -> bool:
+    """Whether ``tool`` has limits that hold across the fleet (its concurrency, its rate)."""
     return tool is not None and (tool.concurrency is not None or tool.rate is not None)
 
 

@@ -33,17 +33,14 @@ from ..tools import Registry, load_tools
 from ..workspace import Workspace
 from . import rules
 from .attempts import Attempts, Hosted, Outcome
-from .fleet import REPLAN, FleetWriter, Inputs, catch_up
+from .fleet import REPLAN, FleetWriter, Inputs, Written, catch_up
+from .fleet import limited as _has_limits
 from .journal import planner_events
 from .leases import new_owner
 from .rules import Unit
 
 log = logging.getLogger("charter.worker")
 
-
-
-class _Leave(Exception):
-    """Leave a transaction having written nothing (a run whose tools are not here)."""
 
 
 @dataclass
@@ -236,25 +233,31 @@ class Worker:
         a.outcomes, a.records, a.revisions = [], [], []
 
     async def _write_reports(self) -> None:
-        for run_id in sorted(self._reports):
-            r = self._reports[run_id]
-            h = self.runs.get(run_id)
-            if h is None:
-                del self._reports[run_id]
-                continue
-            written = await self._settle(run_id, Inputs(outcomes=r.outcomes, records=[e for e, _ in r.records]),
-                                         revision=r)
-            if written is None:
-                continue  # the store is unreachable: kept for the next turn
+        """Write what attempts reported: the runs whose writes lock no tool's row in one transaction
+        (one commit for many runs: their rows are locked in order of their ids), the others alone."""
+        for run_id in [r for r in self._reports if r not in self.runs]:
             del self._reports[run_id]
-            kept = {id(e) for e in written.kept}
-            for ev, fut in r.records:
-                if not fut.done():
-                    if id(ev) in kept:
-                        fut.set_result(None)
-                    else:
-                        fut.cancel()  # the attempt lost its unit: nobody waits for this any more
-            self.refused.extend(written.refused)
+        together = sorted(r for r in self._reports if not self._limited(self.runs[r]))
+        batches = [together] if together else []
+        batches += [[r] for r in sorted(self._reports) if r not in together]
+        for batch in batches:
+            done = await self._transact([(r, Inputs(outcomes=self._reports[r].outcomes,
+                                                    records=[e for e, _ in self._reports[r].records]),
+                                          {"revision": self._reports[r]}) for r in batch])
+            for run_id, written in done.items():  # none if the store was unreachable: kept for the next turn
+                r = self._reports.pop(run_id)
+                kept = {id(e) for e in written.kept}
+                for ev, fut in r.records:
+                    if not fut.done():
+                        if id(ev) in kept:
+                            fut.set_result(None)
+                        else:
+                            fut.cancel()  # the attempt lost its unit: nobody waits for this any more
+                self.refused.extend(written.refused)
+
+    def _limited(self, h: Hosted) -> bool:
+        """Whether a write to the run locks tools' rows (fleet-wide limits)."""
+        return any(s.kind == "tool" and _has_limits(h.registry.get(s.tool)) for s in h.state.remaining_steps())
 
     async def _look_at_runs(self) -> None:
         """Stop what a pause or a cancel (written by someone else) stopped: one read, whatever runs here."""
@@ -287,14 +290,19 @@ class Worker:
             runs.setdefault(t.run_id, t)
             if t.step in ("", REPLAN) or t.owner is not None or free > 0:  # a unit ready to run needs room
                 useful.add(t.run_id)
+        together: list[tuple[str, Inputs, dict[str, Any]]] = []
+        alone: list[tuple[str, Inputs, dict[str, Any]]] = []
         for run_id, t in runs.items():
-            if run_id not in useful:
-                continue
-            registry = await self._registry(run_id, t.tool_sources)
+            registry = await self._registry(run_id, t.tool_sources) if run_id in useful else None
             if registry is not None:
                 # a run a host let go of while it waited is the fleet's once its timer came due
-                await self._settle(run_id, Inputs(), claim=True, registry=registry, hand_over=not t.fleet)
-            free = self.attempts.max_concurrency - self.attempts.running
+                write = (run_id, Inputs(), {"registry": registry, "hand_over": not t.fleet})
+                # runs whose tools have fleet-wide limits lock those tools' rows: one transaction each,
+                # so that no two transactions lock tools in different orders
+                (alone if any(_has_limits(tool) for tool in registry) else together).append(write)
+        # one transaction for the others: runs another writer holds are skipped, so it waits for none
+        for batch in ([together] if together else []) + [[w] for w in alone]:
+            await self._transact(batch, claim=True)
 
     async def _registry(self, run_id: str, sources: list[str]) -> Registry | None:
         """The tools of runs that recorded ``sources``, loaded once, outside any transaction (MCP
@@ -317,55 +325,67 @@ class Worker:
             self.lacking[run_id] = why
             self._beaten = -math.inf  # say so in the next heartbeat
 
-    async def _settle(self, run_id: str, inputs: Inputs, *, claim: bool = False, revision: _Reports | None = None,
-                      registry: Registry | None = None, hand_over: bool = False) -> Any:
-        """One transaction on a run: catch up, write ``inputs``, start what this worker takes."""
-        h = self.runs.get(run_id)
-        if h is None and registry is None:
-            return None
+    async def _transact(self, writes: list[tuple[str, Inputs, dict[str, Any]]], *,
+                        claim: bool = False) -> dict[str, Written]:
+        """One transaction over several runs (``(run, inputs, options of _decide)``, in order): then
+        start what this worker took. Nothing if the store failed (what was read is read again)."""
+        decided: dict[str, tuple[Hosted, Written]] = {}
         try:
             async with self.store.transaction():
                 now = self.clock.now()
-                if hand_over and await self.store.hand_over(run_id):
-                    log.info("worker %s takes over run %s: its approval's deadline came", self.id, run_id)
-                lock = await self.store.lock_run(run_id, now, skip_locked=claim)
-                if lock is None:
-                    return None
-                if h is None:  # a run new here: its log is read under the lock, not before
-                    assert registry is not None
-                    h = Hosted(await catch_up(self.store, None, run_id, lock.last_seq), registry)
-                    missing = sorted({s.tool for s in h.state.remaining_steps()
-                                      if s.kind == "tool" and s.tool not in registry})
-                    if missing:
-                        self._lack(run_id, f"tools not loaded here: {', '.join(missing)}")
-                        raise _Leave
-                    h.state.policies = rules.retry_policies(h.state.plan, registry)
-                else:
-                    h.state = await catch_up(self.store, h, run_id, lock.last_seq)
-                inputs.here = {*h.tasks, *((o.unit.step, o.unit.item) for o in inputs.outcomes)}
-                if revision is not None and revision.revised:
-                    inputs.replanned = True
-                    inputs.revised = self._revised(h, lock.tasks, revision.revision, now)
-                written = await self._writer.write(h, lock, now, inputs)
-        except _Leave:
-            return None
+                for run_id, inputs, options in writes:
+                    got = await self._decide(run_id, inputs, now, claim=claim, **options)
+                    if got is not None:
+                        decided[run_id] = got
         except StoreError as exc:
-            if h is not None:
-                h.state.last_seq = 1 << 62  # what was applied did not land: read it all again next time
-            log.warning("worker %s: run %s: %s", self.id, run_id, exc)
+            for run_id, _, _ in writes:
+                h = self.runs.get(run_id)
+                if h is not None:
+                    h.state.last_seq = 1 << 62  # what was applied did not land: read it all again next time
+            log.warning("worker %s: %s", self.id, exc)
+            return {}
+        for run_id, (h, written) in decided.items():
+            for unit, ev in written.started:
+                self.attempts.launch(h, unit, ev)
+            if written.replan:
+                self.attempts.replan(h)
+        self.attempts.go()  # the attempts begin now that their starts are committed
+        for run_id, (h, written) in decided.items():
+            if written.stops:
+                h.stop()
+            if h.busy():
+                self.runs[run_id] = h
+            else:
+                self.runs.pop(run_id, None)
+        return {run_id: written for run_id, (_, written) in decided.items()}
+
+    async def _decide(self, run_id: str, inputs: Inputs, now: float, *, claim: bool = False,
+                      revision: _Reports | None = None, registry: Registry | None = None,
+                      hand_over: bool = False) -> tuple[Hosted, Written] | None:
+        """Inside a transaction: lock a run, catch up, write ``inputs``, start what this worker takes."""
+        h = self.runs.get(run_id)
+        if h is None and registry is None:
             return None
-        if written.started or written.replan:
-            self.runs[run_id] = h
-        for unit, ev in written.started:
-            self.attempts.launch(h, unit, ev)
-        self.attempts.go()
-        if written.replan:
-            self.attempts.replan(h)
-        if written.stops:
-            h.stop()
-        if not h.busy():
-            self.runs.pop(run_id, None)
-        return written
+        if hand_over and await self.store.hand_over(run_id):
+            log.info("worker %s takes over run %s: its approval's deadline came", self.id, run_id)
+        lock = await self.store.lock_run(run_id, now, skip_locked=claim)
+        if lock is None:
+            return None
+        if h is None:  # a run new here: its log is read under the lock, not before
+            assert registry is not None
+            h = Hosted(await catch_up(self.store, None, run_id, lock.last_seq), registry)
+            missing = sorted({s.tool for s in h.state.remaining_steps() if s.kind == "tool" and s.tool not in registry})
+            if missing:
+                self._lack(run_id, f"tools not loaded here: {', '.join(missing)}")
+                return None
+            h.state.policies = rules.retry_policies(h.state.plan, registry)
+        else:
+            h.state = await catch_up(self.store, h, run_id, lock.last_seq)
+        inputs.here = {*h.tasks, *((o.unit.step, o.unit.item) for o in inputs.outcomes)}
+        if revision is not None and revision.revised:
+            inputs.replanned = True
+            inputs.revised = self._revised(h, lock.tasks, revision.revision, now)
+        return h, await self._writer.write(h, lock, now, inputs)
 
     def _revised(self, h: Hosted, tasks: list[Any], outcome: Any, now: float) -> list[Event]:
         """A replanning's events, if this worker still holds the run's replanning."""
