@@ -344,7 +344,7 @@ class Worker:
                     h.state.last_seq = 1 << 62  # what was applied did not land: read it all again next time
             log.warning("worker %s: %s", self.id, exc)
             return {}
-        for run_id, (h, written) in decided.items():
+        for h, written in decided.values():
             for unit, ev in written.started:
                 self.attempts.launch(h, unit, ev)
             if written.replan:
