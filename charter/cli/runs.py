@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..app import Charter, check_plan, make_registry
 from ..errors import CharterError, ConfigError
 from ..models import check_spec, model_from_spec
-from .drive import drive, finish, run_to_end
+from .drive import drive, elsewhere, finish, run_to_end
 from .shared import (
     EXIT,
     ConcOpt,
@@ -138,7 +138,10 @@ async def resume(
         raise fail(exc) from None
     if not goes_on:
         report = await charter.report(rid)
-        err.print(f"run {rid} has already ended ({report.status})")
+        if report.status in ("running", "replanning") and not report.interrupted:
+            elsewhere(report, json_out)  # a fleet run: resumed, and the workers take it from here
+        if report.status in ("succeeded", "failed", "cancelled", "rejected"):
+            err.print(f"run {rid} has already ended ({report.status})")
         finish(report, json_out)
     await run_to_end(charter, rid, json_out)
 

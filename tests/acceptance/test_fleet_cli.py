@@ -89,3 +89,27 @@ def test_the_workspace_file_names_the_store(ws: Workspace) -> None:
     other = ws.root / "other.db"
     env_run = ws("run", plan(ws), "--db", other, db=False)  # --db (or $CHARTER_DB) wins
     assert env_run.rc == 0 and other.exists(), env_run
+
+
+def test_decisions_on_a_fleet_run_say_the_workers_go_on_with_it(ws: Workspace) -> None:
+    ws.write("ask.json", json.dumps({"goal": "ask first", "steps": [
+        {"id": "ok", "approval": {"message": "go?"}},
+        {"id": "after", "tool": "hold", "args": {"name": "after"}, "needs": ["ok"]},
+    ]}))
+    ws.write("gate", "")  # `after` holds until it goes
+    res = ws("run", "ask.json", "--tools", ws.tools, "--submit", "--json")
+    assert res.rc == 0, res
+    run_id = json.loads(res.out)["run_id"]
+    worker = ws.start("worker")
+    wait_until(lambda: ws.status(run_id) == "awaiting", timeout=60, what="the approval to be asked")
+    res = ws("pause", run_id)
+    assert res.rc == 0, res
+    res = ws("resume", run_id)  # resumed: it still waits for the decision
+    assert res.rc == 3 and "waits for a decision" in res.out and "ended" not in res.err, res
+    res = ws("approve", run_id, "ok")
+    assert res.rc == 0 and "run by the workers" in res.out, res
+    (ws.root / "gate").unlink()
+    wait_until(lambda: ws.status(run_id) == "succeeded", timeout=60, what="the workers to finish it")
+    assert [c["name"] for c in ws.calls(run=run_id)] == ["after"]
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60).rc == 0
