@@ -3,7 +3,8 @@
 #   make test   runs the whole test suite (lint, types, then pytest on SQLite, then the
 #               integration, acceptance and chaos suites again on PostgreSQL: the tests
 #               start a throwaway cluster with the machine's initdb/pg_ctl, or use
-#               $CHARTER_TEST_PG_URL)
+#               $CHARTER_TEST_PG_URL; tests/fleet puts PostgreSQL and workers on hosts of
+#               their own, network namespaces, which needs root)
 # For contributors:
 #   make test-load   the suite three times from a fresh clone of HEAD while two
 #                    processes burn both cores (changes to timing must pass it)
