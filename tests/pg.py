@@ -105,6 +105,14 @@ class Server:
     options: str
     log: Path
 
+    def stop(self) -> None:
+        self.host.run(["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                      check=True, capture_output=True)
+
+    def start(self) -> None:
+        self.host.run(["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(self.data), "-o", self.options,
+                       "-l", str(self.log), "-w", "start"], check=True, capture_output=True)
+
     def restart(self) -> None:
         """`pg_ctl restart -m fast`: every connection is dropped, the data stays."""
         self.host.run(["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(self.data), "-o", self.options,

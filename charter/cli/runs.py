@@ -102,7 +102,7 @@ async def run(
 def submitted(run_id: str, json_out: bool, where: str) -> None:
     """Say that a run was submitted, and how to follow it (the command then exits 0)."""
     if json_out:
-        out.print_json(json.dumps({"run_id": run_id, "status": "submitted"}))
+        out.print_json(json.dumps({"id": run_id, "status": "submitted"}))  # `id`, as runs and show say
     else:
         out.print(f"run {run_id} submitted: workers run it (`charter worker --db {escape(where)}`); "
                   f"follow it with `charter watch {run_id}`")

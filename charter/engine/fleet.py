@@ -50,6 +50,11 @@ class Inputs:
     #: the units this writer runs now, if it is a worker: a unit the store says it runs and it
     #: does not (a commit whose outcome was unknown started it, say) is run again
     here: Collection[tuple[str, int | None]] | None = None
+    #: whether units of workers that look silent are taken over (a writer that was itself cut
+    #: off from the store lately cannot tell a silent worker from its own outage)
+    take_over: bool = True
+    #: the events of the run committed since this writer last read it (caught up under the lock)
+    landed: Sequence[Event] = ()
     replanned: bool = False  # this writer's replanning ended (whatever came of it)
     revised: Sequence[Event] = ()  # ... and the events it led to (checked by the caller)
 
@@ -66,15 +71,21 @@ class Written:
     stops: bool = False  # the run stopped (paused, cancelled, ended): interrupt what runs here
 
 
-async def catch_up(store: Store, h: Hosted | None, run_id: str, last_seq: int) -> RunState:
-    """The run's state as of ``last_seq``: a cached one brought forward, or a fresh replay."""
+async def catch_up(store: Store, h: Hosted | None, run_id: str, last_seq: int,
+                   tail: list[Event] | None = None) -> RunState:
+    """The run's state as of ``last_seq``: a cached one brought forward, or a fresh replay (into
+    ``tail`` go the events read, for a writer that must not write one of them again)."""
     state = h.state if h is not None else None
     if state is None or state.last_seq > last_seq:
-        state = rules.replay(run_id, await store.events(run_id))
-    elif state.last_seq < last_seq:
-        for ev in await store.events(run_id, after=state.last_seq):
+        events = await store.events(run_id)
+        state = rules.replay(run_id, events)
+    else:
+        events = await store.events(run_id, after=state.last_seq) if state.last_seq < last_seq else []
+        for ev in events:
             rules.apply(state, ev)
         state.last_seq = last_seq
+    if tail is not None:
+        tail.extend(events)
     return state
 
 
@@ -144,7 +155,7 @@ class FleetWriter:
                 if inputs.here is None or t.key in inputs.here:
                     continue
                 reason = "its worker lost track of it (a commit whose outcome was unknown)"
-            elif t.live:
+            elif t.live or not inputs.take_over:
                 continue
             else:
                 reason = f"its worker ({t.owner}) stopped answering"
@@ -153,12 +164,20 @@ class FleetWriter:
                 log.warning("run %s: %s runs again: %s", state.run_id, _name(u), reason)
                 add(StepInterrupted(at=now, step=u.step, item=u.item, attempt=u.attempt, reason=reason))
             del tasks[t.key]
+        landed = inputs.landed
         for rec in inputs.records:
-            if isinstance(rec, EffectRecorded) or self._holds(state, tasks, rec.step, rec.item, rec.attempt):  # type: ignore[attr-defined]
+            if masked(rec) in landed:  # written by a commit whose outcome this writer did not learn
+                done.kept.append(rec)
+            elif isinstance(rec, EffectRecorded) or self._holds(state, tasks, rec.step, rec.item, rec.attempt):  # type: ignore[attr-defined]
                 add(masked(rec))
                 done.kept.append(rec)
         for o in inputs.outcomes:
             u = o.unit
+            cur = _unit(state, u.step, u.item)
+            mine = tasks.get((u.step, u.item))
+            if (cur is not None and cur.attempt == o.attempt and cur.status != RUNNING
+                    and (mine is None or mine.owner != self.owner) and landed):
+                continue  # its outcome landed with a commit whose outcome this writer did not learn
             if not self._holds(state, tasks, u.step, u.item, o.attempt):
                 why = (f"run {state.run_id}: the outcome of {_name(u)} attempt {o.attempt} came too late "
                        "(another worker took the unit over); not written")

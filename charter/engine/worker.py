@@ -94,6 +94,10 @@ class Worker:
         self._beaten = -math.inf
         self._alive_until = -math.inf  # the expiry of the last heartbeat the store took
         self._due = 0.0  # when the queue has something due next, as last asked (inf: ask again)
+        # since when this worker has reached the store without a failure: it takes over the units of
+        # workers that look silent only after a whole lease of that, so that an outage of the store
+        # itself (when nobody could beat) does not look like every other worker went silent
+        self._reachable_since = math.inf  # set by the first heartbeat
 
     # --- what this worker may take --------------------------------------------------------
 
@@ -212,8 +216,12 @@ class Worker:
         )
         try:
             await self.store.beat(row)
+            # beats that came late (the loop waited on a store that was away) start the count again
+            if self._reachable_since == math.inf or now - self._beaten > 2 * self.lease_seconds / 3:
+                self._reachable_since = now
             self._beaten, self._alive_until = now, row.expires_at
         except StoreError as exc:
+            self._reachable_since = math.inf
             log.warning("worker %s: no heartbeat: %s", self.id, exc)
             self._beaten = now - self.lease_seconds / 3 + 0.5  # try again in half a second
 
@@ -338,6 +346,7 @@ class Worker:
                     if got is not None:
                         decided[run_id] = got
         except StoreError as exc:
+            self._reachable_since = math.inf  # until the next heartbeat lands
             for run_id, _, _ in writes:
                 h = self.runs.get(run_id)
                 if h is not None:
@@ -373,15 +382,19 @@ class Worker:
             return None
         if h is None:  # a run new here: its log is read under the lock, not before
             assert registry is not None
-            h = Hosted(await catch_up(self.store, None, run_id, lock.last_seq), registry)
+            h = Hosted(await catch_up(self.store, None, run_id, lock.last_seq), registry)  # nothing written here yet
             missing = sorted({s.tool for s in h.state.remaining_steps() if s.kind == "tool" and s.tool not in registry})
             if missing:
                 self._lack(run_id, f"tools not loaded here: {', '.join(missing)}")
                 return None
             h.state.policies = rules.retry_policies(h.state.plan, registry)
         else:
-            h.state = await catch_up(self.store, h, run_id, lock.last_seq)
+            landed: list[Event] = []
+            h.state = await catch_up(self.store, h, run_id, lock.last_seq, landed)
+            inputs.landed = landed
         inputs.here = {*h.tasks, *((o.unit.step, o.unit.item) for o in inputs.outcomes)}
+        inputs.take_over = (now - self._reachable_since >= self.lease_seconds
+                            and now - self._beaten < 2 * self.lease_seconds / 3)
         if revision is not None and revision.revised:
             inputs.replanned = True
             inputs.revised = self._revised(h, lock.tasks, revision.revision, now)

@@ -42,12 +42,15 @@ class PostgresStore(SQLStore):
         self._pool: Any = None
         self._sizes = (min_size, max_size)
         self._tx: contextvars.ContextVar[Any] = contextvars.ContextVar(f"charter-pg-tx-{id(self)}", default=None)
+        # the pool a transaction's connection came from (the store may have made a new one since)
+        self._tx_pool: contextvars.ContextVar[Any] = contextvars.ContextVar(f"charter-pg-pool-{id(self)}", default=None)
         self._sql_cache: dict[str, str] = {}
         self._changes = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pool's connections belong to
+        self._closing: set[asyncio.Future[None]] = set()  # pools let go of, closing
 
     # --- connecting ---------------------------------------------------------------
 
@@ -61,7 +64,15 @@ class PostgresStore(SQLStore):
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._pool is None:
+                import psycopg
                 from psycopg_pool import AsyncConnectionPool
+
+                try:  # one connection first: a wrong password or database fails now, saying why
+                    probe = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **_CONNECTION)
+                except psycopg.Error as exc:
+                    cause = " ".join(str(exc).split())
+                    raise StoreError(f"cannot reach store {self.location}: {cause}") from None
+                await probe.close()
 
                 pool = AsyncConnectionPool(self.url, min_size=self._sizes[0], max_size=self._sizes[1],
                                            kwargs={"autocommit": True, **_CONNECTION}, open=False)
@@ -93,6 +104,8 @@ class PostgresStore(SQLStore):
     async def _run(self, sql: str, params: Any, many: bool = False, fetch: bool = False) -> Any:
         import psycopg
 
+        from psycopg_pool import PoolTimeout
+
         conn = self._tx.get()
         try:
             if conn is not None:
@@ -100,8 +113,20 @@ class PostgresStore(SQLStore):
             pool = await self._ready()
             async with pool.connection() as c:
                 return await _on(c, sql, params, many, fetch)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._drop_pool()
+            raise StoreError(f"store {self.location}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"store {self.location}: {str(exc).strip()}") from exc
+
+    def _drop_pool(self) -> None:
+        """The server went away (a restart, a cut link): the next statement makes a new pool at
+        once, instead of waiting out the old pool's growing delays between reconnection attempts."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            task = asyncio.ensure_future(pool.close(timeout=0))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         return int(await self._run(_raw(sql), params or None))
@@ -131,15 +156,19 @@ class PostgresStore(SQLStore):
         try:
             conn = await pool.getconn()
         except PoolTimeout as exc:
+            self._drop_pool()
             raise StoreError(f"cannot reach store {self.location}: {exc}") from exc
         try:
             await conn.execute("BEGIN")
         except BaseException as exc:
             await pool.putconn(conn)
             if isinstance(exc, psycopg.Error):
+                if isinstance(exc, psycopg.OperationalError):
+                    self._drop_pool()
                 raise StoreError(f"store {self.location}: {str(exc).strip()}") from exc
             raise
         self._tx.set(conn)
+        self._tx_pool.set(pool)
 
     async def _commit(self) -> None:
         import psycopg
@@ -149,10 +178,12 @@ class PostgresStore(SQLStore):
             await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # delivered at the commit
             await conn.execute("COMMIT")
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self._drop_pool()
             # _rollback gives the connection back; whether the commit landed is unknown to this side
             raise StoreError(f"store {self.location}: the commit's outcome is unknown: {str(exc).strip()}") from exc
         self._tx.set(None)
-        await self._pool.putconn(conn)
+        await self._tx_pool.get().putconn(conn)
 
     async def _rollback(self, exc: BaseException) -> None:
         conn = self._tx.get()
@@ -163,7 +194,10 @@ class PostgresStore(SQLStore):
             await conn.execute("ROLLBACK")
         except Exception:
             pass
-        await self._pool.putconn(conn)
+        try:
+            await self._tx_pool.get().putconn(conn)
+        except Exception:  # its pool was let go of meanwhile: the connection goes with it
+            await conn.close()
 
     # --- changes ------------------------------------------------------------------------
 

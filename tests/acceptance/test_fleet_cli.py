@@ -22,7 +22,7 @@ def plan(ws: Workspace) -> str:
 def test_a_submitted_run_is_run_by_a_worker_which_stops_cleanly_on_sigterm(ws: Workspace) -> None:
     res = ws("run", plan(ws), "--tools", ws.tools, "--submit", "--json")
     assert res.rc == 0, res
-    run_id = json.loads(res.out)["run_id"]
+    run_id = json.loads(res.out)["id"]
     assert ws.status(run_id) == "running"
     assert ws.calls() == []  # recorded, not run
     res = ws("workers")
@@ -99,7 +99,7 @@ def test_decisions_on_a_fleet_run_say_the_workers_go_on_with_it(ws: Workspace) -
     ws.write("gate", "")  # `after` holds until it goes
     res = ws("run", "ask.json", "--tools", ws.tools, "--submit", "--json")
     assert res.rc == 0, res
-    run_id = json.loads(res.out)["run_id"]
+    run_id = json.loads(res.out)["id"]
     worker = ws.start("worker")
     wait_until(lambda: ws.status(run_id) == "awaiting", timeout=60, what="the approval to be asked")
     res = ws("pause", run_id)

@@ -7,7 +7,8 @@ off from the database (its link taken down) for longer than its lease, then
 healed. Every run completes, no attempt runs twice, no finished step runs again,
 every write is delivered exactly once (the side file and the effect ledger
 agree), the cut-off worker's late outcome is refused and logged, and it rejoins.
-A second test restarts PostgreSQL (`pg_ctl restart -m fast`) under load.
+A second test restarts PostgreSQL (`pg_ctl restart -m fast`) under load, then stops it for
+longer than the workers' leases: nothing is lost, and no worker takes another's steps over.
 """
 
 from __future__ import annotations
@@ -216,8 +217,17 @@ def test_a_fleet_survives_postgresql_restarting(net: netns.Network, tmp_path: Pa
             wait_for("a fifth of the runs", lambda: fleet.succeeded() >= len(runs) // 5)
             assert fleet.succeeded() < len(runs), "the work ended before the restart: make the steps longer"
             server.restart()
+            wait_for("two fifths of the runs", lambda: fleet.succeeded() >= 2 * len(runs) // 5)
+            assert fleet.succeeded() < len(runs), "the work ended before the outage: make the steps longer"
+            server.stop()  # an outage longer than the workers' leases: no worker can beat meanwhile
+            time.sleep(2 * LEASE)  # the outage's length (what is tested), not a wait for a condition
+            server.start()
             wait_for("every run", lambda: fleet.succeeded() == len(runs), timeout=300)
         finally:
             codes = fleet.stop_all()
         assert codes == {"w1": 0, "w2": 0, "w3": 0}, codes
         check_contract(fleet, runs)
+        # every worker lived through both: none took another's steps over as if it had gone silent
+        reasons = [json.loads(d)["reason"] for (d,) in fleet.sql(
+            "SELECT data FROM events WHERE type = 'StepInterrupted'")]
+        assert not [r for r in reasons if "stopped answering" in r], reasons
