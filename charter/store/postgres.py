@@ -103,7 +103,6 @@ class PostgresStore(SQLStore):
 
     async def _run(self, sql: str, params: Any, many: bool = False, fetch: bool = False) -> Any:
         import psycopg
-
         from psycopg_pool import PoolTimeout
 
         conn = self._tx.get()
