@@ -1,6 +1,10 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs Charter's offline demo (charter demo)
-#   make test   runs the whole test suite (lint, types, then pytest)
+#   make test   runs the whole test suite (lint, types, then pytest on SQLite, then the
+#               integration, acceptance and chaos suites again on PostgreSQL: the tests
+#               start a throwaway cluster with the machine's initdb/pg_ctl, or use
+#               $CHARTER_TEST_PG_URL; tests/fleet puts PostgreSQL and workers on hosts of
+#               their own, network namespaces, which needs root)
 # For contributors:
 #   make test-load   the suite three times from a fresh clone of HEAD while two
 #                    processes burn both cores (changes to timing must pass it)
@@ -26,6 +30,7 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+	CHARTER_TEST_STORE=postgresql $(BIN)/python -m pytest -q tests/integration tests/acceptance tests/chaos
 
 test-load:
 	scripts/test-under-load 3

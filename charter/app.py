@@ -25,6 +25,7 @@ from .engine.core import Engine
 from .engine.journal import planner_events
 from .engine.report import RunReport
 from .engine.watchers import Feed, Watcher
+from .engine.worker import Worker
 from .errors import CharterError, ConfigError, PlanError, RunStateError
 from .models import Model, Retrying, RetryingModel, model_from_spec
 from .plan.inputs import check_inputs
@@ -140,7 +141,8 @@ class Charter(RunReader):
     (or take over) the run, for an interface that shows progress while it drives.
 
     Args:
-        db: a SQLite path, ``:memory:``, or a store object.
+        db: a SQLite path, ``:memory:``, a ``postgresql://`` URL, or a store object (default:
+            the workspace file's ``db``, else ``charter.db``).
         tools: tool objects, tool files or module names, or a :class:`Registry`.
         clock: the time source; ``charter.testing.FakeClock`` in tests.
         max_concurrency: attempts running at once.
@@ -155,7 +157,7 @@ class Charter(RunReader):
 
     def __init__(
         self,
-        db: str | Path | Store = "charter.db",
+        db: str | Path | Store | None = None,
         *,
         tools: ToolsLike = None,
         clock: Clock | None = None,
@@ -164,9 +166,12 @@ class Charter(RunReader):
         workspace: Workspace | str | Path | None = None,
         mode: str = "rwc",
     ) -> None:
+        ws = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
+        if db is None:  # the workspace file's store, else charter.db here
+            db = (ws.store_location() if ws is not None else None) or "charter.db"
         super().__init__(db if isinstance(db, Store) else open_store(db, mode=mode), clock)
         self.model: Model | None = model_from_spec(model) if isinstance(model, str) else model
-        self.workspace = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
+        self.workspace = ws
         self.registry = make_registry(tools, self.workspace)
         self._given_tools = tools is not None
         self.max_concurrency = max_concurrency
@@ -226,6 +231,22 @@ class Charter(RunReader):
         """
         loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
         return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
+
+    async def submit(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None,
+                     budget: Mapping[str, float] | None = None, max_replans: int = 0) -> str:
+        """Record a new approved run for the workers (:meth:`worker`, ``charter worker``) to run,
+        and return its id at once; checked as in :meth:`start`. Its tools must load on the workers
+        from where this app loaded them (tool files, modules, the workspace file)."""
+        loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
+        return await self.engine().submit(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
+
+    def worker(self, *, concurrency: int = 10, lease_seconds: float = 15.0, grace_seconds: float = 30.0) -> Worker:
+        """A worker on this app's store: ``await worker.run()`` executes steps of submitted runs
+        until ``worker.stop()``. Runs load the tools they recorded, or use this app's if it was given any."""
+        own = self._own_tools()
+        return Worker(self.store, clock=self.clock, concurrency=concurrency, lease_seconds=lease_seconds,
+                      grace_seconds=grace_seconds, model=self.model, workspace=self.workspace,
+                      load=load_tools if own is None else lambda sources: own)
 
     async def drive(self) -> None:
         """Run every run this app has taken (started, resumed, approved or retried here) until
@@ -353,16 +374,18 @@ class Charter(RunReader):
         return await plan_request(request, self.registry, self.model, clock=self.clock, on_retry=on_retry)
 
     async def propose(self, request: str, *, planned: PlanningResult | None = None, max_replans: int = 2,
-                      budget: Mapping[str, float] | None = None) -> str:
+                      budget: Mapping[str, float] | None = None, submit: bool = False) -> str:
         """Plan ``request`` and record a run that waits for review; returns its id.
         Then :meth:`approve` (and :meth:`resume`) or :meth:`reject` it.
 
         ``planned``: the request's plan, planned already (by :meth:`plan` or :func:`plan_request`):
-        it is recorded, with the planner's model calls, instead of asking again.
+        it is recorded, with the planner's model calls, instead of asking again. With ``submit``,
+        workers run it once approved (see :meth:`submit`).
         """
         result = planned if planned is not None else await self.plan(request)
         engine = self.engine()
-        return await engine.create(result.plan, self.registry, approved_by=None, request=request,
+        record = engine.submit if submit else engine.create
+        return await record(result.plan, self.registry, approved_by=None, request=request,
                                    planning=planner_events(result.calls, engine.clock.now(), result.latencies),
                                    budget=budget, max_replans=max_replans)
 

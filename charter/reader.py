@@ -18,9 +18,10 @@ from .engine import rules
 from .engine.leases import claimable
 from .engine.report import RunReport, build_report
 from .engine.watchers import RunSnapshot, snapshot
-from .errors import RunNotFoundError
+from .errors import RunNotFoundError, StoreError
 from .events import Event
 from .store import EffectRow, RunRow, Store
+from .store.records import WorkerRow
 
 #: The statuses of a run that no process is working on: it ended, paused, or waits for a
 #: decision (its plan's review, or an approval step).
@@ -91,6 +92,15 @@ class RunReader:
                 out.append(marked)
         return out
 
+    async def workers(self, *, all: bool = False) -> list[WorkerRow]:
+        """The live workers (their heartbeat not expired), oldest first; ``all`` adds the silent ones."""
+        now = self._now()
+        return [w for w in await self.store.workers() if all or w.expires_at >= now]
+
+    async def schema(self) -> tuple[int, int]:
+        """The store's schema version, and the latest this Charter knows (migrations apply on open)."""
+        return await self.store.schema_version()
+
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()
 
@@ -130,8 +140,13 @@ class RunReader:
                 yield RunUpdate(state, ev)
             if state.status not in (rules.RUNNING, rules.REPLANNING):
                 return
-            token = await self.store.wait_for_change(token, interval, clock)
-            events = await self.store.events(run_id, after=seen)
+            try:
+                token = await self.store.wait_for_change(token, interval, clock)
+                events = await self.store.events(run_id, after=seen)
+            except StoreError:  # the store restarting, say: look again soon, for as long as it takes
+                await clock.sleep(min(1.0, interval * 5))
+                events = []
+                continue
             if not events and await self._owner_gone(run_id, clock.now()):
                 # Read again: the run may have moved on just before its owner let go of it.
                 events = await self.store.events(run_id, after=seen)
@@ -164,14 +179,23 @@ class RunReader:
         token = await self.store.change()
         while True:
             now = clock.now()
-            row = await self.store.get_run(run_id)
+            wait = interval if deadline is None else max(0.0, min(interval, deadline - now))
+            try:
+                row = await self.store.get_run(run_id)
+            except StoreError:  # the store restarting, say: look again soon (until the deadline)
+                if deadline is not None and now >= deadline:
+                    raise
+                await clock.sleep(min(1.0, max(wait, 0.05)))
+                continue
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
             row = _mark(row, now)
             if row.status in until or row.interrupted or (deadline is not None and now >= deadline):
                 return row
-            wait = interval if deadline is None else min(interval, deadline - now)
-            token = await self.store.wait_for_change(token, wait, clock)
+            try:
+                token = await self.store.wait_for_change(token, wait, clock)
+            except StoreError:
+                await clock.sleep(min(1.0, max(wait, 0.05)))
 
 
 def _mark(row: RunRow, now: float) -> RunRow:

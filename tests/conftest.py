@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from charter import Charter, SQLiteStore
 from charter.testing import FakeClock
 
+#: which store the suite runs on: ``sqlite`` (the default) or ``postgresql``
+STORE = os.environ.get("CHARTER_TEST_STORE", "sqlite")
+
+
+@pytest.fixture(scope="session", autouse=STORE == "postgresql")
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL server for the whole session (a throwaway cluster, or ``CHARTER_TEST_PG_URL``);
+    its URL is also left in ``CHARTER_TEST_PG_URL`` for helpers that make databases."""
+    from tests.pg import cluster
+
+    with cluster() as url:
+        before = os.environ.get("CHARTER_TEST_PG_URL")
+        os.environ["CHARTER_TEST_PG_URL"] = url
+        try:
+            yield url
+        finally:
+            if before is None:
+                os.environ.pop("CHARTER_TEST_PG_URL", None)
+
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "charter.db"
+def db_path(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """The test's own empty store: a SQLite file, or a fresh PostgreSQL database (``CHARTER_TEST_STORE``)."""
+    if STORE != "postgresql":
+        return tmp_path / "charter.db"
+    from tests.pg import new_database
+
+    return new_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ paused or cancelled, 130 interrupted with Ctrl-C (the run is paused).
 
 The commands live by concern: ``runs`` (run, resume, retry, rerun, pause,
 cancel), ``inspecting`` (runs, watch, show, effects), ``planning`` (plan, do,
-demo, approve, reject) and ``checks`` (validate, tools); ``shared`` holds the
+demo, approve, reject), ``checks`` (validate, tools) and ``fleet`` (worker, workers, db upgrade); ``shared`` holds the
 app, the options and opening the :class:`~charter.Charter` every command goes
 through, ``drive`` the live progress and Ctrl-C. The interface imports the
 facade (``charter.app``) and never the engine or the store.
@@ -20,6 +20,7 @@ from . import runs as runs
 from . import inspecting as inspecting
 from . import planning as planning
 from . import checks as checks
+from . import fleet as fleet
 
 # isort: on
 from .shared import app, main

@@ -44,7 +44,19 @@ async def run_to_end(charter: Charter, run_id: str, json_out: bool) -> NoReturn:
         return await charter.report(run_id)
 
     await note_interrupted(charter, besides=run_id)
-    finish(await drive(charter, json_out, work), json_out)
+    report = await drive(charter, json_out, work)
+    if report.status in ("running", "replanning") and not report.interrupted:
+        elsewhere(report, json_out)
+    finish(report, json_out)
+
+
+def elsewhere(report: RunReport, json_out: bool) -> NoReturn:
+    """The run goes on, run by others (the workers of a fleet run): say how to follow it; exit 0."""
+    if json_out:
+        out.print_json(json.dumps(report.to_json(), default=str))
+    else:
+        out.print(f"run {report.id} goes on, run by the workers: follow it with `charter watch {report.id}`")
+    raise typer.Exit(0)
 
 
 async def drive(charter: Charter, json_out: bool, work: Callable[[], Awaitable[T]]) -> T:

@@ -27,7 +27,7 @@ from .shared import (
 
 @command("runs")
 async def runs_cmd(
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, newest first.")] = 20,
     json_out: JsonOpt = False,
 ) -> None:
@@ -59,7 +59,7 @@ async def runs_cmd(
 @command()
 async def watch(
     run_id: RunArg,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Follow a run that another process executes, live, until it ends. Only reads; Ctrl-C detaches."""
@@ -112,7 +112,7 @@ async def watch(
 @command()
 async def show(
     run_id: RunArg,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     events: Annotated[bool, typer.Option("--events", help="Also print the raw event log.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -138,7 +138,7 @@ async def show(
 async def effects_cmd(
     run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID",
                                                  help="A run's id or prefix (default: every run).")] = None,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, oldest first.")] = 1000,
     json_out: JsonOpt = False,
 ) -> None:

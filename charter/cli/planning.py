@@ -17,6 +17,7 @@ from ..models import Model, model_from_spec
 from ..planning.planner import PlanningResult
 from ..tools import Registry
 from .drive import drive, run_to_end
+from .runs import submitted
 from .shared import (
     EXIT,
     ConcOpt,
@@ -102,7 +103,7 @@ async def do_cmd(
     request: RequestArg,
     tools: ToolsOpt = None,
     model: ModelOpt = None,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the plan without asking.")] = False,
     auto_approve: Annotated[
         str | None, typer.Option(metavar="never|reads|policy",
@@ -118,6 +119,8 @@ async def do_cmd(
     max_steps: MaxSteps = None,
     max_replans: Annotated[int, typer.Option(metavar="N", min=0, help="Revised plans the planner may propose "
                                              "when steps fail for good.")] = 2,
+    submit: Annotated[bool, typer.Option("--submit", help="Once approved, leave the run to the workers "
+                                         "(`charter worker`) and print its id.")] = False,
 ) -> None:
     """Plan a request, show the plan for review (approve / edit / reject), then run it."""
     from ..planning.writes import write_steps, writes_needing_review
@@ -135,7 +138,7 @@ async def do_cmd(
     charter = open_app(db, registry, concurrency, with_workspace=True, model=chosen, mode="rwc")
     try:
         rid = await charter.propose(request, planned=result, max_replans=max_replans,
-                                    budget=budget_of(max_tokens, max_cost, max_time, max_steps))
+                                    budget=budget_of(max_tokens, max_cost, max_time, max_steps), submit=submit)
     except CharterError as exc:
         raise fail(exc) from None
     plan = result.plan
@@ -173,6 +176,8 @@ async def do_cmd(
                 plan = edited
                 await charter.revise(rid, plan, by="user", reason="edited in review")
                 show_plan(console, plan, registry, title=f"Plan for run {rid} (edited)")
+    if submit:
+        submitted(rid, json_out, charter.location)
     await run_to_end(charter, rid, json_out)
 
 
@@ -233,7 +238,7 @@ async def approve(
     run_id: RunArg,
     step: StepArg = None,
     comment: Annotated[str, typer.Option(metavar="TEXT", help="A note kept with the decision.")] = "",
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
@@ -249,7 +254,7 @@ async def reject(
     run_id: RunArg,
     step: StepArg = None,
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "rejected in review",
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,

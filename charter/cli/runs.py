@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..app import Charter, check_plan, make_registry
 from ..errors import CharterError, ConfigError
 from ..models import check_spec, model_from_spec
-from .drive import drive, finish, run_to_end
+from .drive import drive, elsewhere, finish, run_to_end
 from .shared import (
     EXIT,
     ConcOpt,
@@ -55,7 +55,7 @@ def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
 async def run(
     plan: PlanArg,
     tools: ToolsOpt = None,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     inputs: Annotated[
         list[str] | None, typer.Option("--input", "-i", metavar="NAME=VALUE", help="A plan input; repeatable.")
     ] = None,
@@ -68,9 +68,11 @@ async def run(
     max_steps: MaxSteps = None,
     replan: Annotated[int, typer.Option("--replan", metavar="N", min=0,
                                         help="Revised plans the model may propose when steps fail for good.")] = 0,
+    submit: Annotated[bool, typer.Option("--submit", help="Record the run and print its id at once: "
+                                         "workers (`charter worker`) run it.")] = False,
 ) -> None:
     """Run a plan file with the given tools. It runs only this plan: runs that another process left
-    unfinished are continued by `charter resume`."""
+    unfinished are continued by `charter resume`. With --submit, workers run it instead."""
     values = parse_inputs(inputs)
     try:  # a plan that cannot run leaves the store untouched: checked before the store is opened
         registry = make_registry(tools or None, workspace())
@@ -84,12 +86,27 @@ async def run(
     except CharterError as exc:
         raise fail(exc) from None
     charter = open_app(db, registry, concurrency, with_workspace=True, model=chosen, mode="rwc")
+    budget = budget_of(max_tokens, max_cost, max_time, max_steps)
     try:
-        run_id = await charter.start(loaded, inputs=values, budget=budget_of(max_tokens, max_cost, max_time, max_steps),
-                                     max_replans=replan)
+        if submit:
+            run_id = await charter.submit(loaded, inputs=values, budget=budget, max_replans=replan)
+        else:
+            run_id = await charter.start(loaded, inputs=values, budget=budget, max_replans=replan)
     except CharterError as exc:
         raise fail(exc) from None
+    if submit:
+        submitted(run_id, json_out, charter.location)
     await run_to_end(charter, run_id, json_out)
+
+
+def submitted(run_id: str, json_out: bool, where: str) -> None:
+    """Say that a run was submitted, and how to follow it (the command then exits 0)."""
+    if json_out:
+        out.print_json(json.dumps({"id": run_id, "status": "submitted"}))  # `id`, as runs and show say
+    else:
+        out.print(f"run {run_id} submitted: workers run it (`charter worker --db {escape(where)}`); "
+                  f"follow it with `charter watch {run_id}`")
+    raise typer.Exit(0)
 
 
 @command()
@@ -97,7 +114,7 @@ async def resume(
     run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run's id (or a unique prefix).")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every interrupted run: those whose process "
                                            "stopped in the middle.")] = False,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
@@ -121,7 +138,10 @@ async def resume(
         raise fail(exc) from None
     if not goes_on:
         report = await charter.report(rid)
-        err.print(f"run {rid} has already ended ({report.status})")
+        if report.status in ("running", "replanning") and not report.interrupted:
+            elsewhere(report, json_out)  # a fleet run: resumed, and the workers take it from here
+        if report.status in ("succeeded", "failed", "cancelled", "rejected"):
+            err.print(f"run {rid} has already ended ({report.status})")
         finish(report, json_out)
     await run_to_end(charter, rid, json_out)
 
@@ -163,7 +183,7 @@ async def resume_all(charter: Charter, budget: dict[str, float], json_out: bool)
 async def retry(
     run_id: RunArg,
     step: Annotated[str, typer.Argument(metavar="STEP", help="The failed step to run again.")],
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     tools: RunToolsOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
@@ -186,7 +206,7 @@ async def rerun(
         Path | None, typer.Option("--plan", metavar="PLAN", help="Use this (edited) plan file instead of the run's.")
     ] = None,
     tools: ToolsOpt = None,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     model: StepModelOpt = None,
     concurrency: ConcOpt = 100,
     json_out: JsonOpt = False,
@@ -203,7 +223,7 @@ async def rerun(
 @command()
 async def pause(
     run_id: RunArg,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
@@ -214,7 +234,7 @@ async def pause(
 @command()
 async def cancel(
     run_id: RunArg,
-    db: DbOpt = "charter.db",
+    db: DbOpt = None,
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the log.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
@@ -222,7 +242,7 @@ async def cancel(
     await stop(db, run_id, "cancel", reason, json_out)
 
 
-async def stop(db: str, run_id: str, action: str, reason: str, json_out: bool) -> None:
+async def stop(db: str | None, run_id: str, action: str, reason: str, json_out: bool) -> None:
     """Pause or cancel a run, here or by asking the process that runs it, and say whether it did."""
     charter = open_app(db)
     past = "paused" if action == "pause" else "cancelled"

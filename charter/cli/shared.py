@@ -61,8 +61,10 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id (or 
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")]
 RequestArg = Annotated[str, typer.Argument(metavar="REQUEST", help="What you want done, in words.")]
 DbOpt = Annotated[
-    str, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH",
-                      help="The SQLite store (`run` and `do` create it if missing)."),
+    str | None, typer.Option("--db", envvar="CHARTER_DB", metavar="PATH|URL", show_default=False,
+                             help="The store: a SQLite file (`run` and `do` create it if missing) or a "
+                                  "postgresql://user@host/db URL [default: the workspace file's `db`, "
+                                  "else charter.db]."),
 ]
 ToolsOpt = Annotated[
     list[str] | None,
@@ -197,7 +199,7 @@ def workspace() -> Workspace:
     return ws
 
 
-def open_app(db: str, tools: ToolsLike = None, concurrency: int = 100, *, with_workspace: bool = False,
+def open_app(db: str | None, tools: ToolsLike = None, concurrency: int = 100, *, with_workspace: bool = False,
              model: Model | str | None = None, mode: str = "rw") -> Charter:
     """The app on ``db``; with ``with_workspace``, with the workspace's tools, settings and policy too.
 
@@ -206,6 +208,8 @@ def open_app(db: str, tools: ToolsLike = None, concurrency: int = 100, *, with_w
     about existing runs want one (``"rw"``); commands that only look open it read-only (``"ro"``).
     """
     try:
+        if db is None:  # --db, else $CHARTER_DB, else the workspace file's db, else charter.db here
+            db = workspace().store_location() or "charter.db"
         return Charter(db, tools=tools or None, max_concurrency=concurrency,
                        workspace=workspace() if with_workspace else None, model=model, mode=mode)
     except CharterError as exc:

@@ -80,6 +80,7 @@ class Attempts:
         self.outcomes: list[Outcome] = []
         self.records: list[tuple[Hosted, Event, asyncio.Future[None]]] = []
         self.revisions: list[tuple[Hosted, Revision | Exception | None]] = []
+        self.starting: list[tuple[Any, ...]] = []  # launched this turn, begun once their start is committed
 
     def pending(self) -> bool:
         """Whether anything waits for the loop."""
@@ -106,8 +107,16 @@ class Attempts:
             self.limits.take(tool, started.at)
         ctx = ToolContext(state.run_id, unit.step, unit.item, started.attempt, started.key)
         timeout = step.timeout if step.timeout is not None else (tool.timeout if tool else None)
-        coro = self._attempt(h, unit, step, tool, started.args, ctx, timeout)
-        h.tasks[(unit.step, unit.item)] = asyncio.ensure_future(coro)
+        self.starting.append((h, unit, step, tool, started.args, ctx, timeout))
+
+    def go(self) -> None:
+        """Begin the attempts launched this turn, now that their ``StepStarted`` is committed:
+        with a store whose commit suspends (PostgreSQL), a tool must not run before its start is
+        recorded."""
+        starting, self.starting = self.starting, []
+        for h, unit, step, tool, args, ctx, timeout in starting:
+            coro = self._attempt(h, unit, step, tool, args, ctx, timeout)
+            h.tasks[(unit.step, unit.item)] = asyncio.ensure_future(coro)
 
     def ended(self, o: Outcome) -> None:
         """Give back the places an attempt held."""
@@ -237,6 +246,7 @@ class Attempts:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.outcomes.clear()
         self.revisions.clear()
+        self.starting.clear()
         self.running = 0
         self.limits.clear()
         self.per_step.clear()

@@ -35,10 +35,11 @@ from ..events import (
 from ..models import Model
 from ..plan.model import Plan
 from ..store.base import Store
+from ..store.records import FLEET
 from ..tools import Registry
 from ..workspace import Workspace
 from ..workspace.secrets import masked
-from . import control, rules
+from . import control, fleet, rules
 from .attempts import Attempts
 from .hosting import Hosting
 from .journal import planner_events
@@ -122,6 +123,12 @@ class Engine:
         self._look_at(h.state.run_id)
         return h.state.run_id
 
+    async def submit(self, plan: Plan, registry: Registry, inputs: Mapping[str, Any] | None = None,
+                     **options: Any) -> str:
+        """Record a new run for the fleet's workers to run (options as :meth:`create`); returns its id."""
+        h = await self.hosting.create(plan, registry, inputs, fleet=True, **options)
+        return h.state.run_id
+
     async def adopt(self, run_id: str, registry: Registry | None = None, *, need_tools: bool = True) -> RunState:
         """Take charge of an existing run (see :meth:`Hosting.adopt`)."""
         h = await self.hosting.adopt(run_id, registry, self.model, need_tools=need_tools)
@@ -160,6 +167,9 @@ class Engine:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
             control.check_row(row, request)
             now = self.clock.now()
+            if row.owner == FLEET:  # no host: applied here at once, and the workers take it from there
+                await fleet.apply_request(self.store, run_id, request, now)
+                return "done"
             if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
                 if control.takes_over(request):
                     raise RunStateError(
@@ -228,6 +238,7 @@ class Engine:
                         if not fut.done():
                             fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
                     raise
+                self.attempts.go()
                 for fut in recorded:
                     if not fut.done():
                         fut.set_result(None)

@@ -20,10 +20,11 @@ from ..plan.inputs import declared_inputs
 from ..plan.model import Plan
 from ..plan.needs import model_problems
 from ..store.base import Store
-from ..store.records import RunWrite
+from ..store.records import FLEET, RunWrite
 from ..tools import Registry, load_tools
 from . import rules
 from .attempts import Hosted
+from .fleet import first_queue
 from .leases import claimable
 from .rules import RunState
 from .watchers import Feed, Watcher, snapshot
@@ -69,12 +70,15 @@ class Hosting:
         planning: Sequence[ModelCalled] = (),
         budget: Mapping[str, float] | None = None,
         max_replans: int = 0,
+        fleet: bool = False,
     ) -> Hosted:
         """Record a new run and host it.
 
         With ``approved_by=None`` the run waits for its plan to be approved or rejected.
         ``reuse`` maps step ids to outputs taken as done; ``request`` and ``planning``
-        (the planner's model calls) record where a planned run came from.
+        (the planner's model calls) record where a planned run came from. With ``fleet``
+        the run is submitted to the workers instead: it is recorded with its first queue,
+        and not hosted here.
         """
         values = declared_inputs(plan, inputs)
         now = self.clock.now()
@@ -92,6 +96,14 @@ class Hosting:
             events.append(StepSucceeded(at=now, step=sid, output=output, reused_from=parent_run))
         for ev in events[1:]:
             rules.apply(state, ev)
+        if fleet:
+            more, queue = first_queue(state, now)
+            events += more
+            first = RunWrite(state.run_id, 0, events, rules.run_record(state), queue=queue)
+            await self.store.create_run(rules.new_run(state), first, FLEET, None)
+            state.last_seq = first.last_seq
+            self.tell_watchers(state, events)
+            return Hosted(state, registry, stored_status=state.status)
         first = RunWrite(state.run_id, 0, events, rules.run_record(state))
         # the run exists approved, or not at all
         await self.store.create_run(rules.new_run(state), first, self.owner, now + self.lease_seconds)
@@ -203,9 +215,15 @@ class Hosting:
             await self.store.renew(list(self.runs), self.owner, self.clock.now() + self.lease_seconds)
 
     async def release(self, *run_ids: str) -> None:
+        timers = {}
         for run_id in run_ids:
-            self.runs.pop(run_id, None)
-        await self.store.release(run_ids, self.owner)
+            h = self.runs.pop(run_id, None)
+            # a run let go of while it waits for a person: the store keeps its deadline, for any worker
+            if h is not None and h.state.status == rules.AWAITING:
+                deadline = rules.next_deadline(h.state)
+                if deadline is not None:
+                    timers[run_id] = deadline
+        await self.store.release(run_ids, self.owner, timers)
 
 
 def _check_tools(state: RunState, registry: Registry) -> None:

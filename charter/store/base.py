@@ -9,11 +9,12 @@ project from them (:mod:`charter.store.records`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from ..clock import Clock
 from ..events import Event
-from .records import EffectRow, NewRun, RequestRow, RunRow, RunWrite
+from .records import DueTask, EffectRow, NewRun, RequestRow, RunLock, RunRow, RunWrite, ToolSlot, WorkerRow
 
 
 class Store(ABC):
@@ -27,7 +28,7 @@ class Store(ABC):
     # --- writing (the engine) ------------------------------------------------------
 
     @abstractmethod
-    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
+    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float | None) -> None:
         """Record a new run, claimed by ``owner``, with its first events (``first.after_seq`` is 0):
         all of it, or nothing."""
 
@@ -51,8 +52,10 @@ class Store(ABC):
         """Extend ``owner``'s leases on runs it still holds."""
 
     @abstractmethod
-    async def release(self, run_ids: Sequence[str], owner: str) -> None:
-        """Let go of runs; requests left for a run that has ended can no longer apply and go too."""
+    async def release(self, run_ids: Sequence[str], owner: str, timers: Mapping[str, float] | None = None) -> None:
+        """Let go of runs; requests left for a run that has ended can no longer apply and go too.
+        ``timers``: when a run let go of while it waits (an approval's deadline) must be looked at
+        again; any worker takes it over then (and whoever claims the run first removes it)."""
 
     # --- control requests --------------------------------------------------------------
 
@@ -89,6 +92,59 @@ class Store(ABC):
     @abstractmethod
     async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger, oldest first: of one run, or of every run."""
+
+    # --- the fleet (runs submitted for any worker: their owner is ``FLEET``) ---------------
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """One write transaction around several calls: the store's writes inside it join it."""
+
+    @abstractmethod
+    async def lock_run(self, run_id: str, now: float, *, skip_locked: bool = False) -> RunLock | None:
+        """Lock a fleet run's row for the transaction and read where its log ends and its tasks
+        (``live`` as of ``now``). ``None`` if it is not a fleet run or, with ``skip_locked``,
+        another writer holds it."""
+
+    @abstractmethod
+    async def lock_tools(self, tools: Sequence[str], now: float) -> dict[str, ToolSlot]:
+        """Lock the fleet-wide rows of limited tools for the transaction (in a fixed order), with how
+        many of their units run on live workers and when the next may start."""
+
+    @abstractmethod
+    async def save_tools(self, slots: dict[str, ToolSlot]) -> None:
+        """Write back the next start of the slots a writer changed (inside the same transaction)."""
+
+    @abstractmethod
+    async def hand_over(self, run_id: str) -> bool:
+        """Inside a transaction: make a run no process holds a fleet run (its timer came due)."""
+
+    @abstractmethod
+    async def due_tasks(self, now: float, limit: int = 100) -> list[DueTask]:
+        """Work any worker may take at ``now``: ready units, timers due, units of silent workers."""
+
+    @abstractmethod
+    async def stopped_runs(self, owner: str) -> list[str]:
+        """The fleet runs ``owner`` runs units of that no longer go on (paused, cancelled, ended)."""
+
+    @abstractmethod
+    async def next_due(self) -> float | None:
+        """When the earliest unowned task comes due (a retry, a timer), if any."""
+
+    @abstractmethod
+    async def beat(self, worker: WorkerRow) -> None:
+        """A worker's heartbeat: it is alive until ``worker.expires_at``, and this is its load."""
+
+    @abstractmethod
+    async def workers(self) -> list[WorkerRow]:
+        """Every worker that has beaten, oldest first (the live ones: ``expires_at`` not passed)."""
+
+    @abstractmethod
+    async def drop_worker(self, worker_id: str) -> None:
+        """A worker that stopped cleanly leaves the list."""
+
+    @abstractmethod
+    async def schema_version(self) -> tuple[int, int]:
+        """The schema version the store has, and the latest its code knows."""
 
     # --- changes -------------------------------------------------------------------------
 

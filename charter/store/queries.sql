@@ -87,3 +87,94 @@ VALUES (:run_id, :seq, :step_id, :item, :attempt, :key, :tool, :target, :result,
 -- name: select_effects
 SELECT run_id, seq, step_id, item, attempt, key, tool, target, result, at FROM effects
 WHERE (:run_id = '' OR run_id = :run_id) ORDER BY at, run_id, seq LIMIT :limit
+
+-- The fleet: tasks of runs any worker may take, and the workers' heartbeats.
+
+-- name: lock_run
+-- The run's row, locked for the transaction (a dialect adds its row lock, and SKIP LOCKED to claim).
+SELECT no, status, last_seq, tool_sources FROM runs WHERE id = :id AND owner = 'fleet'
+
+-- name: select_run_tasks
+SELECT t.step, t.item, t.due_at, t.owner, t.attempt, t.tool,
+       (t.owner IS NULL OR (w.expires_at IS NOT NULL AND w.expires_at >= :now)) AS live
+FROM tasks t LEFT JOIN workers w ON w.id = t.owner
+WHERE t.run_no = :no
+
+-- name: insert_task
+INSERT INTO tasks (run_no, step, item, due_at, tool, owner, attempt)
+VALUES (:no, :step, :item, :due_at, :tool, :owner, :attempt)
+
+-- name: update_task
+UPDATE tasks SET due_at = :due_at, tool = :tool, owner = :owner, attempt = :attempt
+WHERE run_no = :no AND step = :step AND item = :item
+
+-- name: delete_task
+DELETE FROM tasks WHERE run_no = :no AND step = :step AND item = :item
+
+-- name: select_due_tasks
+-- Ready units and timers that came due, and units whose worker's claim lapsed, oldest first.
+SELECT r.id, t.step, t.item, t.owner, t.tool, r.owner, r.tool_sources FROM tasks t
+JOIN runs r ON r.no = t.run_no
+LEFT JOIN workers w ON w.id = t.owner
+WHERE t.due_at <= :now AND (t.owner IS NULL OR w.expires_at IS NULL OR w.expires_at < :now)
+ORDER BY t.due_at LIMIT :limit
+
+-- name: select_next_due
+SELECT min(due_at) FROM tasks WHERE owner IS NULL
+
+-- name: upsert_worker
+INSERT INTO workers (id, host, pid, started_at, heartbeat_at, expires_at, concurrency, running, runs, lacking,
+                     stopping)
+VALUES (:id, :host, :pid, :started_at, :heartbeat_at, :expires_at, :concurrency, :running, :runs, :lacking,
+        :stopping)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
+    concurrency = excluded.concurrency, running = excluded.running, runs = excluded.runs,
+    lacking = excluded.lacking, stopping = excluded.stopping
+
+-- name: select_workers
+SELECT id, host, pid, started_at, heartbeat_at, expires_at, concurrency, running, runs, lacking, stopping
+FROM workers ORDER BY started_at
+
+-- name: delete_worker
+DELETE FROM workers WHERE id = :id
+
+-- name: delete_workers_gone
+-- Workers silent for long (a day past their lease): their tasks were taken over long ago.
+DELETE FROM workers WHERE expires_at < :before
+  AND NOT EXISTS (SELECT 1 FROM tasks WHERE owner = workers.id)
+
+-- name: select_run_no
+SELECT no FROM runs WHERE id = :id
+
+-- name: insert_tool_slot
+INSERT INTO tool_slots (tool, next_at) VALUES (:tool, 0) ON CONFLICT (tool) DO NOTHING
+
+-- name: lock_tool_slot
+-- A limited tool's row, locked for the transaction (a dialect adds its row lock): its next start.
+SELECT next_at FROM tool_slots WHERE tool = :tool
+
+-- name: count_tool_running
+-- How many of a tool's units run on live workers: a statement of its own, after the lock, so that
+-- it sees what the writer that held the lock before committed (read committed: one snapshot a statement).
+SELECT count(*) FROM tasks t JOIN workers w ON w.id = t.owner
+WHERE t.tool = :tool AND t.step <> '' AND w.expires_at >= :now
+
+-- name: update_tool_slot
+UPDATE tool_slots SET next_at = :next_at WHERE tool = :tool
+
+-- name: delete_timer
+-- A run's timer goes when someone takes the run (or sets a new one).
+DELETE FROM tasks WHERE run_no = (SELECT no FROM runs WHERE id = :id) AND step = ''
+
+-- name: insert_timer
+INSERT INTO tasks (run_no, step, item, due_at, tool, owner, attempt)
+VALUES ((SELECT no FROM runs WHERE id = :id), '', -1, :due_at, '', NULL, 0)
+
+-- name: hand_over_run
+-- A run that its host let go of while it waited (an approval with a deadline): the fleet takes it.
+UPDATE runs SET owner = 'fleet', lease_expires = NULL WHERE id = :id AND owner IS NULL
+
+-- name: select_stopped_runs
+-- The runs a worker runs units of that are no longer going on (paused, cancelled, ended by someone else).
+SELECT DISTINCT r.id FROM tasks t JOIN runs r ON r.no = t.run_no
+WHERE t.owner = :owner AND t.step <> '' AND r.status NOT IN ('running', 'awaiting', 'replanning')

@@ -56,6 +56,100 @@ class RunChange(Protocol):
     def finished_at(self) -> float | None: ...
 
 
+#: the owner of a run submitted to the fleet: any worker may run its steps (see :class:`Queue`)
+FLEET = "fleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of a fleet run's work: ready for any worker (no ``owner``), or running on one.
+
+    ``step`` is ``""`` for a timer: the run is looked at again at ``due_at`` (a
+    retry's due time, an approval's deadline). ``live`` is whether the owner's
+    heartbeat is still fresh (as read; always true of an unowned task).
+    """
+
+    step: str
+    item: int | None
+    due_at: float
+    owner: str | None = None
+    attempt: int = 0
+    tool: str = ""
+    live: bool = True
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return (self.step, self.item)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A fleet run's whole work after a write, as its writer (holding the run's lock) decided it.
+
+    The store makes the run's task rows match: it inserts what is new, changes
+    what moved to another owner or attempt, and deletes the rest.
+    """
+
+    tasks: Sequence[Task]
+    #: the run's number and its task rows as its writer read them under the lock, if it did:
+    #: the store need not read them again
+    run_no: int | None = None
+    had: Sequence[Task] | None = None
+
+
+@dataclass(frozen=True)
+class RunLock:
+    """A fleet run locked by a writer for one transaction: where its log ends, and its tasks."""
+
+    run_id: str
+    status: str
+    last_seq: int
+    tool_sources: list[str]
+    tasks: list[Task]
+    no: int = 0  # the run's number in the store
+
+
+@dataclass
+class ToolSlot:
+    """A limited tool across the fleet, as locked for one write: its calls running on live
+    workers, and when the next may start (its rate). The writer changes it as it starts units."""
+
+    running: int
+    next_at: float
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class DueTask:
+    """Work a worker may take now: a ready unit, a timer that came due, or a unit whose worker went silent."""
+
+    run_id: str
+    step: str
+    item: int | None
+    owner: str | None
+    tool: str
+    #: the run is the fleet's; else a run its host let go of while it waited, whose timer came due
+    fleet: bool = True
+    tool_sources: list[str] = field(default_factory=list)  # the run's, to load its tools before locking it
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker as its last heartbeat left it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    expires_at: float
+    concurrency: int
+    running: int = 0
+    runs: list[str] = field(default_factory=list)
+    lacking: dict[str, str] = field(default_factory=dict)
+    stopping: bool = False
+
+
 @dataclass(frozen=True)
 class RunWrite:
     """One run's part of a batch: its new events and the row they lead to.
@@ -71,6 +165,8 @@ class RunWrite:
     events: Sequence[Event]
     run: RunChange
     status_changed: bool = True
+    #: a fleet run's work after these events (``None``: a run one engine hosts has no queue)
+    queue: Queue | None = None
 
     @property
     def last_seq(self) -> int:

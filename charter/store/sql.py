@@ -17,7 +17,7 @@ import json
 import re
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -25,15 +25,16 @@ from ..errors import RunFencedError, StoreError
 from ..events import EffectRecorded, Event
 from ..workspace.secrets import redact
 from .base import Store
-from .records import EffectRow, NewRun, RequestRow, RunRow, RunWrite
-
-# ASCII-only JSON: a lone surrogate (a file name that is not UTF-8, say) is stored as \udcxx, not an error.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-
-
-def _dumps(value: Any) -> str:
-    """JSON as stored: every known secret masked (a no-op until some secret is used)."""
-    return redact(_encode(value))
+from .codec import dumps as _dumps
+from .fleet import FleetSQL
+from .records import (
+    FLEET,
+    EffectRow,
+    NewRun,
+    RequestRow,
+    RunRow,
+    RunWrite,
+)
 
 
 def _load_queries() -> dict[str, str]:
@@ -77,15 +78,21 @@ def _run_row(r: Sequence[Any]) -> RunRow:
 class _Transaction:
     """A write transaction as an async context manager (a small class: it is on every commit's path)."""
 
-    __slots__ = ("store",)
+    __slots__ = ("joined", "store")
 
     def __init__(self, store: SQLStore) -> None:
         self.store = store
+        self.joined = False
 
     async def __aenter__(self) -> None:
+        if self.store._active():  # inside a transaction of this task already: part of it
+            self.joined = True
+            return
         await self.store._begin()
 
     async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if self.joined:
+            return
         if exc is not None:
             await self.store._rollback(exc)
             return
@@ -97,7 +104,7 @@ class _Transaction:
         self.store._committed()
 
 
-class SQLStore(Store):
+class SQLStore(FleetSQL, Store):
     """Events and derived state in SQL. A dialect supplies the connection and what differs."""
 
     #: the folder of this dialect's migrations under ``charter/store/migrations``
@@ -131,6 +138,15 @@ class SQLStore(Store):
     async def _rollback(self, exc: BaseException) -> None:
         """Undo the transaction that ``exc`` broke; may raise a clearer error in its place."""
 
+    @abstractmethod
+    def _active(self) -> bool:
+        """Whether the calling task is inside a write transaction (another one joins it)."""
+
+    def _locking(self, skip_locked: bool) -> str:
+        """What ends a query that locks the rows it reads for the transaction (nothing where a
+        write transaction locks the whole database)."""
+        return ""
+
     def _committed(self) -> None:
         """Called after every write transaction committed (a dialect may tell waiters at once)."""
 
@@ -141,7 +157,9 @@ class SQLStore(Store):
         """Called at the end of the migrations' transaction, before it commits: a last check."""
 
     def transaction(self) -> _Transaction:
-        """``async with store.transaction():`` one write transaction, committed if the block ends well."""
+        """``async with store.transaction():`` one write transaction, committed if the block ends well.
+
+        The store's own writes inside the block join it (all of it commits, or none)."""
         return _Transaction(self)
 
     def _sql(self, name: str) -> str:
@@ -181,9 +199,13 @@ class SQLStore(Store):
                 await self._execute(self._sql("insert_migration"), {"v": version, "n": name, "t": time.time()})
             await self._migrated()
 
+    async def schema_version(self) -> tuple[int, int]:
+        rows = await self._fetchall(self._sql("select_schema_version"))
+        return int(rows[0][0]), migrations(self.dialect)[-1][0]
+
     # --- writing -------------------------------------------------------------------
 
-    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float) -> None:
+    async def create_run(self, run: NewRun, first: RunWrite, owner: str, lease_expires: float | None) -> None:
         async with self.transaction():
             await self._execute(self._sql("insert_run"), {
                 "id": run.run_id, "status": first.run.status, "goal": run.goal,
@@ -192,7 +214,8 @@ class SQLStore(Store):
                 "owner": owner, "lease_expires": lease_expires,
             })
             await self._write([first], owner)
-        self._held.add(run.run_id)
+        if owner != FLEET:
+            self._held.add(run.run_id)
 
     async def append(self, writes: Sequence[RunWrite], owner: str, answered: Sequence[int] = ()) -> None:
         writes = [w for w in writes if w.events]
@@ -231,6 +254,9 @@ class SQLStore(Store):
         await self._executemany(self._sql("insert_event"), event_rows)
         if effect_rows:
             await self._executemany(self._sql("insert_effect"), effect_rows)
+        for w in writes:
+            if w.queue is not None:
+                await self._write_queue(w.run_id, w.queue)
 
     # --- ownership ----------------------------------------------------------------
 
@@ -239,6 +265,8 @@ class SQLStore(Store):
             n = await self._execute(self._sql("claim_run"), {
                 "id": run_id, "owner": owner, "lease_expires": lease_expires, "expected_owner": expected_owner or "",
             })
+            if n == 1:
+                await self._execute(self._sql("delete_timer"), {"id": run_id})
         if n == 1:
             self._held.add(run_id)
         return n == 1
@@ -248,10 +276,13 @@ class SQLStore(Store):
             await self._executemany(self._sql("renew_lease"),
                                     [{"id": r, "owner": owner, "lease_expires": lease_expires} for r in run_ids])
 
-    async def release(self, run_ids: Sequence[str], owner: str) -> None:
+    async def release(self, run_ids: Sequence[str], owner: str, timers: Mapping[str, float] | None = None) -> None:
         async with self.transaction():
             await self._executemany(self._sql("release_run"), [{"id": r, "owner": owner} for r in run_ids])
             await self._executemany(self._sql("drop_finished_requests"), [{"id": r} for r in run_ids])
+            if timers:
+                await self._executemany(self._sql("delete_timer"), [{"id": r} for r in timers])
+                await self._executemany(self._sql("insert_timer"), [{"id": r, "due_at": t} for r, t in timers.items()])
         if self._held:
             self._held.difference_update(run_ids)
             if not self._held:

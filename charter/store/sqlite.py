@@ -216,6 +216,9 @@ class SQLiteStore(SQLStore):
         await self._execute("BEGIN IMMEDIATE")
         self._in_transaction = True
 
+    def _active(self) -> bool:
+        return self._in_transaction  # nothing suspends inside one: the caller is the task that began it
+
     async def _commit(self) -> None:
         self._in_transaction = False
         await self._execute("COMMIT")
@@ -379,7 +382,7 @@ def _store_error(path: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"store {path}: {text}" + (f" ({hint})" if hint else ""))
 
 
-def open_store(url: str | Path | None = None, *, mode: str = "rwc") -> SQLiteStore:
+def open_store(url: str | Path | None = None, *, mode: str = "rwc") -> SQLStore:
     """Open the store at ``url``: a file path, ``sqlite:///path`` or ``:memory:``.
 
     Defaults to ``$CHARTER_DB`` or ``charter.db`` in the current directory.
@@ -387,8 +390,12 @@ def open_store(url: str | Path | None = None, *, mode: str = "rwc") -> SQLiteSto
     ``"ro"`` only reads (see :class:`SQLiteStore`).
     """
     target = str(url or os.environ.get("CHARTER_DB") or "charter.db")
+    if target.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(target, mode=mode)
     if target.startswith("sqlite:///"):
         target = target[len("sqlite:///"):]
     elif "://" in target:
-        raise StoreError(f"unsupported store {target!r}: use a SQLite file path")
+        raise StoreError(f"unsupported store {target!r}: use a SQLite file path or a postgresql:// URL")
     return SQLiteStore(target, mode=mode)

@@ -68,6 +68,15 @@ class Workspace:
         secrets.register(revealed)
         return revealed
 
+    def store_location(self) -> str | None:
+        """The store the file names (``db:``): a URL as given (``${env:NAME}`` expanded, a password
+        in it masked like any secret), a SQLite path from the file's folder; ``None`` if none."""
+        db = self.secret(self.config.db, "db")
+        if db is None or "://" in db or db == ":memory:":
+            return db
+        base = self.path.parent if self.path else Path.cwd()
+        return str(base / db)
+
     def tool_sources(self) -> list[str]:
         """The configured tool files (relative to the file's folder) and modules."""
         base = self.path.parent if self.path else Path.cwd()

@@ -97,6 +97,7 @@ def _matches(target: Any, pattern: str) -> bool:
 
 class WorkspaceConfig(_Model):
     root: str = "."
+    db: str | None = None  # the store: a SQLite path (from the file's folder) or a postgresql:// URL
     tools: list[str] = []
     mcp: dict[str, MCPServerConfig] = {}
     http: HTTPConfig = HTTPConfig()

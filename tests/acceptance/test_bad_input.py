@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer.main
@@ -22,11 +23,21 @@ from charter.cli import app
 
 from .helpers import Workspace
 
-COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+def _commands() -> dict[str, Any]:
+    """Every command by the words that call it (a group's commands too: ``db upgrade``)."""
+    out = {}
+    for name, cmd in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        for sub, subcmd in getattr(cmd, "commands", {name: cmd}).items():
+            out[name if sub == name else f"{name} {sub}"] = subcmd
+    return out
+
+
+COMMANDS = _commands()
 
 # The commands that create a store when there is none: for every other one, a store path that does
 # not exist is a mistake (a typo), and the command must not create a store there.
-CREATES_STORE = {"run", "do"}
+CREATES_STORE = {"run", "do", "db upgrade"}
 # A mistake a command does not treat as one, and why.
 EXPECTED: dict[tuple[str, str], int] = {}
 
@@ -83,7 +94,7 @@ def cases(name: str, ws: Workspace, run_id: str) -> dict[str, list[str]]:
         given = {**good, param: tokens}
         order = [p.name for p in COMMANDS[name].params if p.param_type_name == "argument"]
         args = [t for n in order for t in given.get(n, [])]
-        return [name, *args, *(t for n, ts in given.items() if n not in order for t in ts)]
+        return [*name.split(), *args, *(t for n, ts in given.items() if n not in order for t in ts)]
 
     out: dict[str, list[str]] = {}
     if "db" in params:

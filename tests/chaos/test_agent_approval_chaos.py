@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 
 from tests.acceptance.helpers import cli_env, wait_until
+from tests.pg import store_for
 from tests.provider_server import ProviderServer, Reply, openai_reply, provider_server
 
 from .agent_tools import fact
@@ -165,7 +166,7 @@ class Harness:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.db = str(root / "charter.db")
+        self.db = store_for(root)
         self.tools = root / "agent_tools.py"
         shutil.copy(TOOLS_SRC, self.tools)
         self.env = cli_env()

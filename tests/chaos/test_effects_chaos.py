@@ -31,6 +31,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from tests.acceptance.helpers import cli_env
+from tests.pg import store_for
 
 pytestmark = pytest.mark.chaos
 
@@ -84,7 +85,7 @@ def workspace(tmp_path: Path, port: int) -> Path:
 
 def charter(ws: Path, *args: str, killpoint: tuple[str, int] | None = None) -> subprocess.CompletedProcess[str]:
     prefix = ["-m", "charter"] if killpoint is None else [str(KILLPOINT), killpoint[0], str(killpoint[1]), "after"]
-    return subprocess.run([sys.executable, *prefix, *args, "--db", str(ws / "c.db")], cwd=ws, env=cli_env(),
+    return subprocess.run([sys.executable, *prefix, *args, "--db", store_for(ws, "c.db")], cwd=ws, env=cli_env(),
                           capture_output=True, text=True, timeout=120)
 
 

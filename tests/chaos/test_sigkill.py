@@ -33,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from tests.pg import store_for
+
 from .chaos_tools import digest
 
 pytestmark = pytest.mark.chaos
@@ -147,7 +149,7 @@ class Snapshot:
 class Chaos:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.db = str(root / "charter.db")
+        self.db = store_for(root)
         self.tools = root / "chaos_tools.py"
         shutil.copy(TOOLS_SRC, self.tools)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}

@@ -117,14 +117,14 @@ async def test_a_run_owned_by_a_live_process_is_not_taken(db_path: Path) -> None
     run_id = await app.start(chain(2))
     app.engine()._hosted.clear()  # forget it here: another process holds it
     live = f"{socket.gethostname()}:{os.getppid()}:other"
-    app.store._conn.execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": live, "l": 1030.0})
+    await app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": live, "l": 1030.0})  # type: ignore[attr-defined]
     with pytest.raises(RunStateError, match="being run by another process"):
         await app.engine().adopt(run_id)
     clock.advance(3600)  # a live process here keeps its run even past its lease (a blocked loop, a clock jump)
     with pytest.raises(RunStateError, match="being run by another process"):
         await app.engine().adopt(run_id)
     elsewhere = "another-host:4242:x"  # an owner on another machine is presumed gone once its lease expired
-    app.store._conn.execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": elsewhere, "l": clock.now() + 30})
+    await app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": elsewhere, "l": clock.now() + 30})  # type: ignore[attr-defined]
     with pytest.raises(RunStateError):
         await app.engine().adopt(run_id)
     clock.advance(31)
@@ -140,7 +140,7 @@ async def test_a_run_whose_owner_died_here_is_taken_at_once(db_path: Path) -> No
     proc = await asyncio.create_subprocess_exec("true")
     await proc.wait()  # a pid that existed and is gone
     dead = f"{socket.gethostname()}:{proc.pid}:gone"
-    app.store._conn.execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": dead, "l": 4e9})
+    await app.store._execute("UPDATE runs SET owner = :o, lease_expires = :l", {"o": dead, "l": 4e9})  # type: ignore[attr-defined]
     report = await app.resume(run_id)
     assert report.status == "succeeded"
 

@@ -65,7 +65,7 @@ def test_not_a_database_and_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         SQLiteStore(tmp_path / "no" / "such" / "dir.db")
     with pytest.raises(StoreError, match="unsupported store"):
-        open_store("postgres://x")
+        open_store("mysql://x")
 
 
 def test_durability_settings(tmp_path: Path) -> None:

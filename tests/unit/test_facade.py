@@ -67,6 +67,7 @@ async def test_an_observer_added_while_the_engine_runs_hears_from_then_on(make_a
     heard: list[Event] = []
     app.observe(lambda state, events: heard.extend(events))
     await app.drive()
+    app.flush_watchers(timeout=30)  # a watcher hears on a thread of its own: wait until it has heard all
     assert event_types(heard)[0] == "StepStarted" and event_types(heard)[-1] == "RunSucceeded"
     assert (await app.report(run_id)).status == "succeeded"
 

@@ -16,7 +16,7 @@ the interfaces.
 
 from .attempts import classify, decision, effect_key, failure, reset_targets, retry_policies, start, success
 from .budget import BUDGET_KEYS, check_budget, over_budget
-from .progress import Decision, advance, run_output
+from .progress import Decision, advance, next_deadline, run_output
 from .projection import (
     NewRunRecord,
     Projection,
@@ -88,6 +88,7 @@ __all__ = [
     "failure",
     "lookup",
     "new_run",
+    "next_deadline",
     "over_budget",
     "project",
     "replay",

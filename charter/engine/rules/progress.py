@@ -147,6 +147,13 @@ def _end(state: RunState, now: float, emit: Emit) -> None:
     emit(RunFailed(at=now, reason=reason, failed_steps=failed))
 
 
+def next_deadline(state: RunState) -> float | None:
+    """When the earliest approval the run waits for runs out, if any has a deadline."""
+    deadlines = [u.deadline for st in state.steps.values() for u in st.units.values()
+                 if u.status == AWAITING and u.deadline is not None]
+    return min(deadlines) if deadlines else None
+
+
 def _no_decision(u: Unit, now: float) -> StepFailed:
     waited = now - (u.started_at or now)
     return StepFailed(at=now, step=u.step, item=u.item, attempt=u.attempt,

@@ -57,3 +57,35 @@ CREATE TABLE effects (
 );
 CREATE INDEX effects_by_key ON effects (key);
 CREATE INDEX effects_by_time ON effects (at);
+
+-- the fleet (see 0005_fleet.sql)
+CREATE TABLE tasks (
+    run_no   INTEGER NOT NULL REFERENCES runs (no),
+    step     TEXT NOT NULL,               -- '' : look at the run again at due_at
+    item     INTEGER NOT NULL,            -- -1 when the step has no items
+    due_at   DOUBLE PRECISION NOT NULL,
+    tool     TEXT NOT NULL DEFAULT '',    -- for limits that hold across the fleet
+    owner    TEXT,                        -- the worker running it
+    attempt  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_no, step, item)
+) WITHOUT ROWID;
+CREATE INDEX tasks_due ON tasks (due_at);
+
+CREATE TABLE workers (
+    id            TEXT PRIMARY KEY,       -- host:pid:token
+    host          TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    started_at    DOUBLE PRECISION NOT NULL,
+    heartbeat_at  DOUBLE PRECISION NOT NULL,
+    expires_at    DOUBLE PRECISION NOT NULL,  -- its claims lapse after this unless it beats again
+    concurrency   INTEGER NOT NULL,
+    running       INTEGER NOT NULL DEFAULT 0,
+    runs          TEXT NOT NULL DEFAULT '[]',   -- JSON: the runs it has work of
+    lacking       TEXT NOT NULL DEFAULT '{}',   -- JSON: run id -> why it leaves that run's steps
+    stopping      INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE tool_slots (
+    tool     TEXT PRIMARY KEY,            -- a tool with a rate limit: when its next call may start
+    next_at  DOUBLE PRECISION NOT NULL
+);
