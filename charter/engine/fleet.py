@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RunStateError
-from ..events import EffectRecorded, Event, StepInterrupted, StepStarted
+from ..events import EffectRecorded, Event, StepFailed, StepInterrupted, StepStarted, StepSucceeded
 from ..store.base import Store
 from ..store.records import FLEET, Queue, RequestRow, RunLock, RunWrite, Task, ToolSlot
 from ..tools import Registry, Tool
@@ -171,13 +171,13 @@ class FleetWriter:
             elif isinstance(rec, EffectRecorded) or self._holds(state, tasks, rec.step, rec.item, rec.attempt):  # type: ignore[attr-defined]
                 add(masked(rec))
                 done.kept.append(rec)
+        # outcomes this writer wrote in a commit whose outcome it did not learn (only the worker
+        # running an attempt records its success or failure; others record it interrupted)
+        ended = {(ev.step, ev.item, ev.attempt) for ev in landed if isinstance(ev, StepSucceeded | StepFailed)}
         for o in inputs.outcomes:
             u = o.unit
-            cur = _unit(state, u.step, u.item)
-            mine = tasks.get((u.step, u.item))
-            if (cur is not None and cur.attempt == o.attempt and cur.status != RUNNING
-                    and (mine is None or mine.owner != self.owner) and landed):
-                continue  # its outcome landed with a commit whose outcome this writer did not learn
+            if (u.step, u.item, o.attempt) in ended:
+                continue
             if not self._holds(state, tasks, u.step, u.item, o.attempt):
                 why = (f"run {state.run_id}: the outcome of {_name(u)} attempt {o.attempt} came too late "
                        "(another worker took the unit over); not written")
