@@ -26,8 +26,6 @@ from ..events import (
     EffectRecorded,
     Event,
     ModelCalled,
-    PlanRevised,
-    RunFailed,
     StepInterrupted,
     StepStarted,
     ToolCalled,
@@ -42,7 +40,7 @@ from ..workspace.secrets import masked
 from . import control, fleet, rules
 from .attempts import Attempts
 from .hosting import Hosting
-from .journal import planner_events
+from .journal import revision_events
 from .leases import claimable, new_owner
 from .rules import RUNNING, RunState
 from .watchers import Feed, Watcher
@@ -303,16 +301,7 @@ class Engine:
             self._dirty[state.run_id] = None
             if outcome is None or state.status != rules.REPLANNING:
                 continue  # interrupted (a pause): asked again on resume
-            events: list[Event]
-            if isinstance(outcome, Exception):
-                events = [RunFailed(at=now, reason=f"{state.reason}; no revised plan: {outcome}",
-                                    failed_steps=[s for s, st in state.steps.items() if st.status == rules.FAILED])]
-            else:
-                events = list(planner_events(outcome.result.calls, now, outcome.result.latencies))
-                events.append(PlanRevised(at=now, version=state.plan_version + 1, plan=outcome.plan.to_json(),
-                                          by="planner", reason=state.reason, diff=outcome.diff,
-                                          needs_review=outcome.needs_review))
-            for ev in events:
+            for ev in revision_events(state, outcome, now):
                 self._add(state, ev, batch)
             state.policies = rules.retry_policies(state.plan, h.registry)
 

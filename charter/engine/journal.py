@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..clock import Clock
-from ..events import Event, ModelCalled, ToolCalled
+from ..events import Event, ModelCalled, PlanRevised, RunFailed, ToolCalled
 from ..models.base import Model, ModelRequest, ModelResponse
 from ..models.prices import cost
-from .rules import Unit
+from . import rules
+from .rules import RunState, Unit
 
 Recorder = Callable[[Event], Awaitable[None]]
 
@@ -111,3 +112,15 @@ class Journal:
             index=index, digest=digest, tool=name, args=args, output=output, error=error,
         ))
         return output, error
+
+
+def revision_events(state: RunState, outcome: Any, now: float) -> list[Event]:
+    """What a finished replanning writes: the planner's model calls and the revised plan, or
+    (``outcome`` an exception: the planner gave up) the run's failure."""
+    if isinstance(outcome, Exception):
+        return [RunFailed(at=now, reason=f"{state.reason}; no revised plan: {outcome}",
+                          failed_steps=[s for s, st in state.steps.items() if st.status == rules.FAILED])]
+    events: list[Event] = list(planner_events(outcome.result.calls, now, outcome.result.latencies))
+    events.append(PlanRevised(at=now, version=state.plan_version + 1, plan=outcome.plan.to_json(), by="planner",
+                              reason=state.reason, diff=outcome.diff, needs_review=outcome.needs_review))
+    return events

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..errors import CharterError, ConfigError, StoreError
-from ..events import Event, PlanRevised, RunFailed
+from ..events import Event
 from ..models import Model
 from ..store.base import Store
 from ..store.records import DueTask, WorkerRow
@@ -35,7 +35,7 @@ from . import rules
 from .attempts import Attempts, Hosted, Outcome
 from .fleet import REPLAN, FleetWriter, Inputs, Written, catch_up
 from .fleet import limited as _has_limits
-from .journal import planner_events
+from .journal import revision_events
 from .leases import new_owner
 from .rules import Unit
 
@@ -406,14 +406,7 @@ class Worker:
         held = any(t.step == REPLAN and t.owner == self.id for t in tasks)
         if outcome is None or not held or state.status != rules.REPLANNING:
             return []
-        if isinstance(outcome, Exception):
-            return [RunFailed(at=now, reason=f"{state.reason}; no revised plan: {outcome}",
-                              failed_steps=[s for s, st in state.steps.items() if st.status == rules.FAILED])]
-        events: list[Event] = list(planner_events(outcome.result.calls, now, outcome.result.latencies))
-        events.append(PlanRevised(at=now, version=state.plan_version + 1, plan=outcome.plan.to_json(),
-                                  by="planner", reason=state.reason, diff=outcome.diff,
-                                  needs_review=outcome.needs_review))
-        return events
+        return revision_events(state, outcome, now)
 
 
 __all__ = ["Worker"]
