@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import os
 import secrets
+import signal
 import socket
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -55,9 +59,9 @@ async def ui(
     """Serve a web page of the store's runs, live, with the actions of the CLI; prints its address.
 
     Runs approved, resumed or retried from the page run in this process, as `charter resume` would."""
-    import uvicorn
-
     from ..web import create_app
+
+    _Server = _server_class()
 
     if token is not None and len(token) < 8:
         raise fail(ValueError("--token must be at least 8 characters (or leave it out for a random one)"))
@@ -75,11 +79,38 @@ async def ui(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]note:[/] listening on {escape(host)}: anyone who can reach it and has the token can "
                   "act on runs; prefer 127.0.0.1 and an SSH tunnel")
+    import uvicorn
+
     config = uvicorn.Config(app, log_level=os.environ.get("CHARTER_UI_LOG", "warning"), lifespan="on",
-                            timeout_graceful_shutdown=5, access_log=False)
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=2, access_log=False)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a clean stop: runs driven here pause, then exit 0
+        loop.add_signal_handler(sig, server.stop)
     try:
         await server.serve(sockets=[sock])
     finally:
         charter.close()
     raise typer.Exit(0)
+
+
+def _server_class() -> type:
+    """uvicorn's server, with Ctrl-C and SIGTERM handled by the command (uvicorn would raise
+    the signal again once stopped, and Python would print a traceback). Made on use: uvicorn
+    is imported only by this command, so that every other command starts fast."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, with Ctrl-C and SIGTERM handled by the command (uvicorn would raise
+        the signal again once stopped, and Python would print a traceback)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        def stop(self) -> None:
+            if self.should_exit:  # asked twice: leave at once
+                self.force_exit = True
+            self.should_exit = True
+
+    return _Server

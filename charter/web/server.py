@@ -28,7 +28,7 @@ from ..app import Charter
 from ..errors import CharterError, RunNotFoundError, RunStateError
 from . import actions, live, views
 from .runs import list_runs, parse_age
-from .safety import SafeJSON, TokenGuard, error
+from .safety import SafeJSON, TokenGuard, error, register_workspace_secrets
 
 STATIC = resources.files("charter.web") / "static"
 STATUSES = ("created", "running", "replanning", "awaiting", "paused", "succeeded", "failed", "cancelled",
@@ -41,6 +41,7 @@ StepId = Annotated[str, Path(min_length=1, max_length=200, description="A step's
 
 def create_app(charter: Charter, token: str) -> FastAPI:
     """The web app over ``charter``, refusing every request without ``token``."""
+    register_workspace_secrets(charter.workspace)
     driver = actions.Driver(charter)
 
     @asynccontextmanager
