@@ -18,7 +18,7 @@ import pytest
 
 from charter import Charter
 from charter.testing import ScriptedModel
-from tests.webserver import ACT, AUTH, TOKEN, TOOLS, client, serving, switches
+from tests.webserver import ACT, TOKEN, TOOLS, client, serving, switches
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +177,7 @@ async def test_actions_go_through_the_facade(db_path: Path) -> None:
             await charter.drive()
             assert (await charter.report(run_id)).status == "awaiting"
             offered = (await api.get(f"/api/runs/{run_id}/actions")).json()["actions"]
-            assert {"action": "approve", "step": "gate"} == {k: offered[0][k] for k in ("action", "step")}
+            assert {k: offered[0][k] for k in ("action", "step")} == {"action": "approve", "step": "gate"}
             assert "Approve step gate" in offered[0]["does"]
             res = await api.post(f"/api/runs/{run_id}/approve", json={"step": "gate", "note": "fine"})
             assert res.status_code == 200 and res.json()["ok"], res.text
