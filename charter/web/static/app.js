@@ -271,7 +271,8 @@ async function refresh(relayout) {
     const badge = document.getElementById("run-status");
     badge.textContent = run.status;
     badge.className = `badge status-${run.status}`;
-    document.getElementById("actions").replaceWith(actionsView(run));
+    const open = document.querySelector("#actions .action-form:not([hidden])");
+    if (!open) document.getElementById("actions").replaceWith(actionsView(run));  // never under a person's hands
     document.querySelector("section.details").replaceChildren(...runDetails(run));
   }
   await renderStep();
