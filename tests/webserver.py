@@ -64,6 +64,7 @@ TOOLS = [echo, fragile, held, record]
 def free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as `charter ui` does (see charter/cli/web.py)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     sock.setblocking(False)

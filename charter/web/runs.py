@@ -49,7 +49,10 @@ async def _runs(charter: Charter, limit: int, *, status: Collection[str] | None,
                 text: str | None, before: str | None) -> list[RunRow]:
     if "before" in inspect.signature(charter.runs).parameters:
         return await charter.runs(limit, status=status, since=since, text=text, before=before)  # type: ignore[call-arg]
-    # Until the store filters and pages runs itself (the lead's RunReader.runs lands), filter here.
+    # Until the store filters and pages runs itself (RunReader.runs with filters), filter here:
+    # the first page without filters is the store's own (indexed); the rest reads every run.
+    if status is None and since is None and not text and before is None:
+        return await charter.runs(limit)
     rows = await charter.runs(1_000_000)
     if before is not None:
         ids = [r.id for r in rows]
