@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charter import Charter, PermanentError, tool  # noqa: E402
+from charter import Charter, PermanentError, tool
 
 
 @tool
