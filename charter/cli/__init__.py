@@ -21,6 +21,7 @@ from . import inspecting as inspecting
 from . import planning as planning
 from . import checks as checks
 from . import fleet as fleet
+from . import history as history
 
 # isort: on
 from .shared import app, main
