@@ -13,8 +13,7 @@ them; nothing in the package below it imports it.
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,24 +21,25 @@ from typing import Any, TypeVar
 from .clock import Clock
 from .engine import control, rules
 from .engine.core import Engine
+from .engine.hosting import pruned
 from .engine.journal import planner_events
 from .engine.report import RunReport
 from .engine.watchers import Feed, Watcher
 from .engine.worker import Worker
-from .errors import CharterError, ConfigError, PlanError, RunStateError
-from .models import Model, Retrying, RetryingModel, model_from_spec
+from .errors import CharterError, ConfigError, RunStateError
+from .models import Model, Retrying, model_from_spec
 from .plan.inputs import check_inputs
-from .plan.model import Plan, load_plan
+from .plan.model import Plan
 from .plan.needs import model_problems, require_models
-from .planning.planner import Planner, PlanningResult
+from .planning.planner import PlanningResult
+from .prepare import PlanLike, ToolsLike, check_plan, make_registry, plan_of, plan_request, start_servers
 from .reader import SETTLED, RunReader, RunUpdate
 from .store import Store, open_store
+from .store.records import Pruned
 from .tools import Registry, Tool, load_tools
-from .workspace import Workspace, WorkspaceRegistry, load_workspace
+from .workspace import Workspace, load_workspace
 
 T = TypeVar("T")
-ToolsLike = Registry | Iterable[Tool | str] | str | None
-PlanLike = Plan | str | Path | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -49,83 +49,6 @@ class Pausing:
 
     runs: tuple[str, ...]
     attempts: int
-
-
-async def check_plan(plan: PlanLike, registry: Registry, model: Model | None = None, *,
-                     inputs: Mapping[str, Any] | None = None) -> Plan:
-    """A plan (file, dict or Plan) checked as :meth:`Charter.start` checks it, with no store:
-    against ``registry``'s tools; if given, ``inputs`` against the tool arguments they go
-    to; and for a model where ``llm`` and ``agent`` steps need one (``model``, else
-    ``$CHARTER_MODEL``). Raises :class:`PlanError` or :class:`ConfigError`.
-
-    An interface that must not create a store for a plan that cannot run (``charter run``)
-    checks with this first. The MCP servers whose tools the plan names are started first,
-    while the loop goes on.
-    """
-    await _start_servers(registry, plan)
-    loaded = _plan_of(plan, registry)
-    if inputs is not None:
-        check_inputs(loaded, inputs, registry)
-    require_models(loaded, model, str(plan) if isinstance(plan, str | Path) else None)
-    return loaded
-
-
-def _plan_of(plan: PlanLike, registry: Registry | None) -> Plan:
-    """``plan`` (file, dict or Plan) as a Plan over ``registry``'s tools (``None``: any tool), checked."""
-    if isinstance(plan, Plan):
-        return Plan.from_dict(plan.to_json(), registry)
-    if isinstance(plan, str | Path):
-        return load_plan(plan, registry)
-    return Plan.from_dict(dict(plan), registry)
-
-
-async def plan_request(request: str, registry: Registry, model: Model | None = None, *, clock: Clock | None = None,
-                       on_retry: Callable[[Retrying], None] | None = None) -> PlanningResult:
-    """Ask ``model`` (default: ``$CHARTER_MODEL``) for a plan of ``request`` over ``registry``'s
-    tools, checked and repaired if needed; needs no store (:meth:`Charter.plan` is this with the
-    app's tools, model and clock). A model call that fails for a while is retried, each wait
-    told to ``on_retry`` (default: the ``charter.models`` logger)."""
-    retrying = RetryingModel(model or model_from_spec(None), clock=clock, on_retry=on_retry)
-    return await Planner(retrying, registry).plan(request)
-
-
-def make_registry(tools: ToolsLike, workspace: Workspace | None = None) -> Registry:
-    """A registry from tool objects, tool files/modules, or both, plus a workspace's tools and MCP servers.
-
-    Tool objects defined in an importable module record that module as their
-    source, so a later process can load them again to resume a run.
-    """
-    registry = _registry(tools)
-    if workspace is not None and not isinstance(registry, WorkspaceRegistry):
-        registry = workspace.registry(registry)
-    return registry
-
-
-def _registry(tools: ToolsLike) -> Registry:
-    if tools is None:
-        return Registry()
-    if isinstance(tools, Registry):
-        return tools
-    if isinstance(tools, str):
-        tools = [tools]
-    objects: list[Tool] = []
-    sources: list[str] = []
-    for t in tools:
-        if isinstance(t, Tool):
-            objects.append(t)
-        elif isinstance(t, str | Path):
-            sources.append(str(t))
-        else:
-            raise ConfigError(f"not a tool or tool source: {t!r}")
-    registry = load_tools(sources) if sources else Registry()
-    for t in objects:
-        registry.add(t)
-        module: str = getattr(t.fn, "__module__", None) or "__main__"
-        top_level = getattr(sys.modules.get(module), t.fn.__name__, None) is t
-        importable = top_level and module != "__main__" and not module.startswith("_charter_tools_")
-        if importable and module not in registry.sources:
-            registry.sources.append(module)
-    return registry
 
 
 class Charter(RunReader):
@@ -344,11 +267,14 @@ class Charter(RunReader):
         given any, else against the tools the old run recorded.
         """
         run_id = await self.resolve(run_id)
+        row = await self.store.get_run(run_id)
+        if row is not None and row.pruned_at is not None:
+            raise RunStateError(pruned(run_id))
         old = await self.state(run_id)
         registry = await self._run_tools(run_id, every_step=True)
         if plan is not None:
-            await _start_servers(registry, plan)
-        new_plan = _plan_of(old.plan if plan is None else plan, registry)
+            await start_servers(registry, plan)
+        new_plan = plan_of(old.plan if plan is None else plan, registry)
         if from_step not in new_plan.by_id:
             raise RunStateError(f"the plan has no step {from_step!r}")
         redo = set(new_plan.downstream(from_step))
@@ -392,8 +318,8 @@ class Charter(RunReader):
     async def revise(self, run_id: str, plan: PlanLike, *, by: str = "user", reason: str = "") -> None:
         """Replace the plan of a run that waits for review (an edit in review); the run still waits."""
         run_id = await self.resolve(run_id)
-        await _start_servers(self.registry, plan)
-        revised = control.RevisePlan(_plan_of(plan, self.registry).to_json(), by, reason)
+        await start_servers(self.registry, plan)
+        revised = control.RevisePlan(plan_of(plan, self.registry).to_json(), by, reason)
         await self.engine().control(run_id, revised, registry=self._own_tools())
 
     async def approve(self, run_id: str, step: str | None = None, *, by: str = "user", note: str = "") -> str:
@@ -428,6 +354,17 @@ class Charter(RunReader):
     async def cancel(self, run_id: str, reason: str = "") -> str:
         """Cancel a run for good (its log is kept). Returns as :meth:`pause`."""
         return await self.engine().control(await self.resolve(run_id), control.Cancel(reason))
+
+    # --- history -----------------------------------------------------------------------
+
+    async def prune(self, older_than: float, *, keep_failed: bool = False) -> Pruned:
+        """Drop the bulky payloads (model conversations, large outputs) of the runs that ended more
+        than ``older_than`` seconds ago, failed ones too unless ``keep_failed``. Their rows, events
+        and effect ledger stay (``charter show`` still tells what happened); they cannot go on."""
+        if older_than < 0:
+            raise ConfigError(f"older_than must be zero or more seconds, not {older_than:g}")
+        now = self._now()
+        return await self.store.prune(now - older_than, now, keep_failed=keep_failed)
 
     async def pause_all(self, reason: str) -> Pausing:
         """Pause every run this app is driving (on Ctrl-C, say); :meth:`drive` returns once
@@ -472,19 +409,7 @@ def _sync(work: Coroutine[Any, Any, T], name: str) -> T:
     raise ConfigError(f"{name}_sync is for code that is not async; here, use: await app.{name}(...)")
 
 
-async def _start_servers(registry: Registry, plan: PlanLike) -> None:
-    """Start the MCP servers whose tools ``plan`` names while the loop goes on: checking the plan
-    then finds their tools there, without waiting on the loop for a server to start."""
-    if not registry.unstarted:
-        return
-    try:
-        names: list[str] | None = [n for s in _plan_of(plan, None).steps for n in s.tool_names()]
-    except PlanError:
-        names = None  # the check after reports every problem, tools too: all of them are needed
-    await registry.start(names)
-
-
 __all__: Sequence[str] = [
-    "SETTLED", "Charter", "Pausing", "RunUpdate", "check_plan", "make_registry", "model_problems", "plan_request",
-    "require_models",
+    "SETTLED", "Charter", "Pausing", "PlanLike", "RunUpdate", "ToolsLike", "check_plan", "make_registry",
+    "model_problems", "plan_request", "require_models",
 ]

@@ -102,6 +102,7 @@ class StepStarted(Event):
     attempt: int = 1
     key: str = ""
     args: dict[str, Any] = field(default_factory=dict)
+    worker: str = ""  # who runs the attempt: a fleet worker's id, or the engine's ``host:pid:token``
 
 
 @dataclass(frozen=True, slots=True)

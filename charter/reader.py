@@ -21,11 +21,15 @@ from .engine.watchers import RunSnapshot, snapshot
 from .errors import RunNotFoundError, StoreError
 from .events import Event
 from .store import EffectRow, RunRow, Store
-from .store.records import WorkerRow
+from .store.records import StoreStats, WorkerRow
 
 #: The statuses of a run that no process is working on: it ended, paused, or waits for a
 #: decision (its plan's review, or an approval step).
 SETTLED = frozenset({rules.CREATED, rules.PAUSED, rules.AWAITING, *rules.RUN_DONE})
+#: every status a run can have, as ``charter runs --status`` and the web page filter on them
+#: (``interrupted``: in flight, but the process running it is gone)
+STATUSES = (rules.CREATED, rules.RUNNING, rules.AWAITING, rules.REPLANNING, rules.PAUSED, rules.SUCCEEDED,
+            rules.FAILED, rules.CANCELLED, rules.REJECTED, "interrupted")
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,28 @@ class RunReader:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
         raise RunNotFoundError(f"{run_id!r} matches several runs: {', '.join(matches)}")
 
-    async def runs(self, limit: int = 50) -> list[RunRow]:
-        """The latest runs, newest first."""
+    async def runs(self, limit: int = 50, *, status: Collection[str] | str | None = None, since: float | None = None,
+                   text: str | None = None, before: str | None = None) -> list[RunRow]:
+        """The latest runs, newest first, ``limit`` of them. Filters: ``status`` (one, or several),
+        created at or after ``since`` (epoch seconds), ``text`` in the goal, the request or the id
+        (any case). ``before``: a run id; the page of runs created before it.
+
+        ``interrupted`` is a status here too: the runs in flight whose process is gone."""
         now = self._now()
-        return [_mark(r, now) for r in await self.store.list_runs(limit)]
+        wanted = {status} if isinstance(status, str) else None if status is None else set(status)
+        statuses = None if wanted is None else (
+            wanted - {"interrupted"} | ({rules.RUNNING, rules.REPLANNING} if "interrupted" in wanted else set()))
+        rows: list[RunRow] = []
+        while len(rows) < limit:
+            page = await self.store.list_runs(limit, statuses=statuses, since=since, text=text, before=before)
+            marked = [_mark(r, now) for r in page]
+            if wanted is not None and "interrupted" in wanted:  # of the runs in flight, those whose process is gone
+                marked = [r for r in marked if r.status in wanted or r.interrupted]
+            rows.extend(marked)
+            if len(page) < limit:
+                break
+            before = page[-1].id
+        return rows[:limit]
 
     async def interrupted(self) -> list[RunRow]:
         """The runs that stopped in the middle, oldest first: their log says they are running, but
@@ -100,6 +122,11 @@ class RunReader:
     async def schema(self) -> tuple[int, int]:
         """The store's schema version, and the latest this Charter knows (migrations apply on open)."""
         return await self.store.schema_version()
+
+    async def stats(self, biggest: int = 5) -> StoreStats:
+        """What uses the store's space: runs, events, payloads (kept and pruned), the effect ledger,
+        the ``biggest`` runs, and the database's size."""
+        return await self.store.stats(biggest)
 
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()

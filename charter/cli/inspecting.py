@@ -6,12 +6,14 @@ import asyncio
 import dataclasses
 import json
 import signal
+import time
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from ..errors import CharterError
+from ..errors import CharterError, ConfigError
+from ..reader import STATUSES
 from .shared import (
     EXIT,
     DbOpt,
@@ -22,6 +24,7 @@ from .shared import (
     fail,
     open_app,
     out,
+    parse_age,
 )
 
 
@@ -29,14 +32,25 @@ from .shared import (
 async def runs_cmd(
     db: DbOpt = None,
     limit: Annotated[int, typer.Option(metavar="N", min=1, help="How many, newest first.")] = 20,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", metavar="STATUS", help="Only runs with this status (again for more; `interrupted` too).")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="AGE", help="Only runs created less than this long ago (30d, 12h, 90m).")] = None,
+    grep: Annotated[str | None, typer.Option(
+        "--grep", metavar="TEXT", help="Only runs whose goal, request or id holds TEXT (any case).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List runs: status, progress, age."""
     from .console import runs_table
 
+    if status:
+        unknown = sorted(set(status) - set(STATUSES))
+        if unknown:
+            raise fail(ConfigError(f"--status: no status {unknown[0]!r}: one of {', '.join(STATUSES)}"))
+    after = None if since is None else time.time() - parse_age(since, "--since")
     charter = open_app(db, mode="ro")
     try:
-        rows = await charter.runs(limit)
+        rows = await charter.runs(limit, status=status or None, since=after, text=grep)
     except CharterError as exc:
         raise fail(exc) from None
     if json_out:
@@ -44,7 +58,8 @@ async def runs_cmd(
             "id": r.id, "status": r.status, "interrupted": r.interrupted, "goal": r.goal,
             "steps_done": r.steps_done, "steps_total": r.steps_total, "created_at": r.created_at,
             "updated_at": r.updated_at, "finished_at": r.finished_at, "reason": r.reason,
-            "parent_run": r.parent_run,
+            "parent_run": r.parent_run, "request": r.request, "tokens": r.tokens, "cost": r.cost,
+            "pruned_at": r.pruned_at,
         } for r in rows]))
         return
     if not rows:

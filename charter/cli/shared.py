@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..app import Charter, ToolsLike
-from ..errors import CharterError
+from ..errors import CharterError, ConfigError
 from ..models import Model
 from ..workspace import Workspace, load_workspace
 
@@ -224,3 +225,16 @@ def user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "user"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_age(text: str, option: str) -> float:
+    """Seconds from an age such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` given to ``option``."""
+    m = _AGE.match(text)
+    if m is None:
+        raise fail(ConfigError(f"{option}: {text!r} is not an age: a number and a unit, as in 30d, 12h, 90m, "
+                               "45s or 2w"))
+    return float(m.group(1)) * _UNITS[m.group(2)]

@@ -378,7 +378,7 @@ class Engine:
                     else:
                         heapq.heappush(self._due, (wait, run_id))
                     continue
-                ev = rules.start(state, unit, now)
+                ev = rules.start(state, unit, now, self.owner)
                 rules.apply(state, ev)
                 batch.setdefault(run_id, []).append(ev)
                 if isinstance(ev, StepStarted):

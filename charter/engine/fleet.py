@@ -271,7 +271,7 @@ class FleetWriter:
                         queued.append(task_for(state, unit, later or now))
                         continue
                     self._take(tool, now)
-                ev = rules.start(state, unit, now)
+                ev = rules.start(state, unit, now, self.owner)
                 add(ev)
                 if isinstance(ev, StepStarted):
                     done.started.append((unit, ev))

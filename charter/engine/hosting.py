@@ -171,6 +171,8 @@ class Hosting:
         row = await self.store.get_run(run_id)
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        if row.pruned_at is not None:
+            raise RunStateError(pruned(run_id))
         now = self.clock.now()
         if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
             raise RunStateError(
@@ -243,3 +245,9 @@ def _check_models(state: RunState, model: Model | None) -> None:
     if problems:
         raise ConfigError(f"run {state.run_id} cannot go on: " + "; ".join(str(p) for p in problems)
                           + " (pass --model, or set CHARTER_MODEL)")
+
+
+def pruned(run_id: str) -> str:
+    """Why a pruned run cannot go on."""
+    return (f"run {run_id} was pruned (`charter prune`): the outputs and model calls it would need are gone, "
+            "so it cannot go on; run its plan again instead")

@@ -9,12 +9,24 @@ project from them (:mod:`charter.store.records`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from ..clock import Clock
 from ..events import Event
-from .records import DueTask, EffectRow, NewRun, RequestRow, RunLock, RunRow, RunWrite, ToolSlot, WorkerRow
+from .records import (
+    DueTask,
+    EffectRow,
+    NewRun,
+    Pruned,
+    RequestRow,
+    RunLock,
+    RunRow,
+    RunWrite,
+    StoreStats,
+    ToolSlot,
+    WorkerRow,
+)
 
 
 class Store(ABC):
@@ -78,8 +90,11 @@ class Store(ABC):
         """Ids that start with ``prefix`` (a few, newest first)."""
 
     @abstractmethod
-    async def list_runs(self, limit: int = 50) -> list[RunRow]:
-        """The latest runs, newest first."""
+    async def list_runs(self, limit: int = 50, *, statuses: Collection[str] | None = None, since: float | None = None,
+                        text: str | None = None, before: str | None = None) -> list[RunRow]:
+        """The latest runs, newest first: with one of ``statuses``, created at or after ``since``,
+        whose goal, request or id holds ``text`` (any case), created before the run ``before``
+        (the next page). ``None`` lets all through."""
 
     @abstractmethod
     async def unfinished_runs(self) -> list[tuple[str, str | None, float | None]]:
@@ -145,6 +160,18 @@ class Store(ABC):
     @abstractmethod
     async def schema_version(self) -> tuple[int, int]:
         """The schema version the store has, and the latest its code knows."""
+
+    # --- history -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def prune(self, before: float, now: float, *, keep_failed: bool = False) -> Pruned:
+        """Drop the payloads (the bulky parts of events) of the runs that ended before ``before``,
+        failed ones too unless ``keep_failed``; their rows, events and effect ledger stay. Runs in
+        flight are never touched. Marks the runs pruned at ``now``."""
+
+    @abstractmethod
+    async def stats(self, biggest: int = 5) -> StoreStats:
+        """What uses the store's space, with the ``biggest`` runs."""
 
     # --- changes -------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ class PostgresStore(SQLStore):
     def _sql(self, name: str) -> str:
         text = self._sql_cache.get(name)
         if text is None:
-            text = self._sql_cache[name] = _pg(QUERIES[name])
+            text = self._sql_cache[name] = _pg(QUERIES.get(name + ".postgresql") or QUERIES[name])
         return text
 
     # --- statements -----------------------------------------------------------------
@@ -199,6 +199,9 @@ class PostgresStore(SQLStore):
             await conn.close()
 
     # --- changes ------------------------------------------------------------------------
+
+    async def _disk_size(self) -> int | None:
+        return int((await self._fetchall("SELECT pg_database_size(current_database())"))[0][0])
 
     async def change(self) -> Hashable:
         await self._ready()

@@ -3,9 +3,9 @@
 
 -- name: insert_run
 INSERT INTO runs (id, status, goal, tool_sources, parent_run, steps_total, created_at, updated_at,
-                  last_seq, owner, lease_expires)
+                  last_seq, owner, lease_expires, request)
 VALUES (:id, :status, :goal, :tool_sources, :parent_run, :steps_total, :created_at, :created_at,
-        0, :owner, :lease_expires)
+        0, :owner, :lease_expires, :request)
 
 -- name: insert_event
 INSERT INTO events (run_no, seq, type, at, data)
@@ -13,13 +13,13 @@ VALUES ((SELECT no FROM runs WHERE id = :run_id), :seq, :type, :at, :data)
 
 -- name: update_run
 UPDATE runs SET status = :status, steps_done = :steps_done, reason = :reason, output = :output,
-       updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq
+       updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq, tokens = :tokens, cost = :cost
 WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
 
 -- name: update_run_same_status
 -- As update_run, for a batch that left the status as it was: the index on the status is not touched.
 UPDATE runs SET steps_done = :steps_done, reason = :reason, output = :output,
-       updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq
+       updated_at = :updated_at, finished_at = :finished_at, last_seq = :last_seq, tokens = :tokens, cost = :cost
 WHERE id = :id AND owner = :owner AND last_seq = :prev_seq
 
 -- name: select_events
@@ -28,16 +28,41 @@ WHERE e.run_no = (SELECT no FROM runs WHERE id = :run_id) AND e.seq > :after ORD
 
 -- name: select_run
 SELECT id, status, goal, tool_sources, parent_run, steps_total, steps_done, reason, output,
-       created_at, updated_at, finished_at, last_seq, owner, lease_expires
+       created_at, updated_at, finished_at, last_seq, owner, lease_expires, request, tokens, cost, pruned_at
 FROM runs WHERE id = :id
+
+-- name: insert_payload
+-- A payload a run's events refer to (a run's writer holds the run: no other writer waits on
+-- these rows). One that was pruned is written again if a run that was pruned goes on.
+INSERT INTO payloads (run_no, hash, size, data)
+VALUES ((SELECT no FROM runs WHERE id = :run_id), :hash, :size, :data)
+ON CONFLICT (run_no, hash) DO UPDATE SET data = excluded.data WHERE payloads.data IS NULL
+
+-- name: select_payloads
+-- :hashes is a JSON list
+SELECT hash, size, data FROM payloads
+WHERE run_no = (SELECT no FROM runs WHERE id = :run_id) AND hash IN (SELECT value FROM json_each(:hashes))
+
+-- name: select_payloads.postgresql
+SELECT hash, size, data FROM payloads
+WHERE run_no = (SELECT no FROM runs WHERE id = :run_id)
+  AND hash IN (SELECT jsonb_array_elements_text(CAST(:hashes AS jsonb)))
 
 -- name: select_run_ids_like
 SELECT id FROM runs WHERE id LIKE :prefix ESCAPE '\' ORDER BY created_at DESC LIMIT 5
 
 -- name: select_runs
+-- Newest first, by the order of creation; every filter is optional (a NULL parameter lets all
+-- through); the page after the run :before. Statuses come as a comma-wrapped list: ',failed,paused,'.
 SELECT id, status, goal, tool_sources, parent_run, steps_total, steps_done, reason, output,
-       created_at, updated_at, finished_at, last_seq, owner, lease_expires
-FROM runs ORDER BY created_at DESC LIMIT :limit
+       created_at, updated_at, finished_at, last_seq, owner, lease_expires, request, tokens, cost, pruned_at
+FROM runs
+WHERE (CAST(:statuses AS TEXT) IS NULL OR :statuses LIKE '%,' || status || ',%')
+  AND (CAST(:since AS DOUBLE PRECISION) IS NULL OR created_at >= :since)
+  AND (CAST(:text AS TEXT) IS NULL OR lower(goal) LIKE :text ESCAPE '\' OR lower(coalesce(request, '')) LIKE :text ESCAPE '\'
+       OR id LIKE :text ESCAPE '\')
+  AND (CAST(:before AS TEXT) IS NULL OR no < (SELECT no FROM runs WHERE id = :before))
+ORDER BY no DESC LIMIT :limit
 
 -- name: select_unfinished_runs
 SELECT id, owner, lease_expires FROM runs WHERE status IN ('running', 'replanning') ORDER BY created_at
@@ -178,3 +203,43 @@ UPDATE runs SET owner = 'fleet', lease_expires = NULL WHERE id = :id AND owner I
 -- The runs a worker runs units of that are no longer going on (paused, cancelled, ended by someone else).
 SELECT DISTINCT r.id FROM tasks t JOIN runs r ON r.no = t.run_no
 WHERE t.owner = :owner AND t.step <> '' AND r.status NOT IN ('running', 'awaiting', 'replanning')
+
+-- History ---------------------------------------------------------------------------------
+
+-- name: select_prunable
+-- Runs that ended before :before whose payloads are still there (failed ones kept if asked).
+SELECT no FROM runs
+WHERE pruned_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled', 'rejected')
+  AND coalesce(finished_at, updated_at) < :before AND (:keep_failed = 0 OR status <> 'failed')
+ORDER BY no LIMIT :limit
+
+-- name: count_payloads_of_run
+SELECT count(*), coalesce(sum(size), 0) FROM payloads WHERE run_no = :no AND data IS NOT NULL
+
+-- name: prune_payloads_of_run
+UPDATE payloads SET data = NULL WHERE run_no = :no AND data IS NOT NULL
+
+-- name: mark_run_pruned
+UPDATE runs SET pruned_at = :now WHERE no = :no
+
+-- name: stats_runs
+SELECT status, count(*), count(pruned_at), min(created_at) FROM runs GROUP BY status ORDER BY status
+
+-- name: stats_events
+SELECT count(*), coalesce(sum(length(data)), 0) FROM events
+
+-- name: stats_payloads
+SELECT count(*), coalesce(sum(CASE WHEN data IS NULL THEN 0 ELSE size END), 0),
+       count(*) - count(data), coalesce(sum(CASE WHEN data IS NULL THEN size ELSE 0 END), 0)
+FROM payloads
+
+-- name: stats_effects
+SELECT count(*), coalesce(sum(length(target) + coalesce(length(result), 0)), 0) FROM effects
+
+-- name: stats_biggest_runs
+-- The runs whose log and payloads take the most room.
+SELECT r.id, r.status, r.created_at, r.pruned_at,
+       (SELECT coalesce(sum(length(e.data)), 0) FROM events e WHERE e.run_no = r.no)
+       + (SELECT coalesce(sum(p.size), 0) FROM payloads p WHERE p.run_no = r.no AND p.data IS NOT NULL) AS bytes
+FROM runs r ORDER BY bytes DESC, r.no DESC LIMIT :limit
+

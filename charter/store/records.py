@@ -37,6 +37,8 @@ class NewRun(Protocol):
     def steps_total(self) -> int: ...
     @property
     def created_at(self) -> float: ...
+    @property
+    def request(self) -> str | None: ...
 
 
 class RunChange(Protocol):
@@ -54,6 +56,10 @@ class RunChange(Protocol):
     def updated_at(self) -> float: ...
     @property
     def finished_at(self) -> float | None: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def cost(self) -> float: ...
 
 
 #: the owner of a run submitted to the fleet: any worker may run its steps (see :class:`Queue`)
@@ -192,6 +198,10 @@ class RunRow:
     last_seq: int
     owner: str | None
     lease_expires: float | None
+    request: str | None = None  # the words the plan was made from, if a planner made it
+    tokens: int = 0  # model tokens used, input and output
+    cost: float = 0.0  # dollars, where the price is known
+    pruned_at: float | None = None  # when ``charter prune`` dropped its payloads
     #: in flight by its log, but whoever ran it is gone; set by :class:`~charter.Charter`,
     #: which knows how to tell (the store only keeps the owner and its lease)
     interrupted: bool = False
@@ -230,3 +240,42 @@ class RequestRow:
     reason: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     id: int = 0
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :meth:`~charter.store.base.Store.prune` dropped: the payloads of ``runs`` runs."""
+
+    runs: int
+    payloads: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """A run and the room its log and payloads take."""
+
+    id: str
+    status: str
+    created_at: float
+    pruned_at: float | None
+    bytes: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """What uses a store's space (bytes are of the stored JSON text)."""
+
+    runs: dict[str, int]  # by status
+    pruned_runs: int
+    oldest_run: float | None  # when the oldest run was created
+    events: int
+    event_bytes: int
+    payloads: int
+    payload_bytes: int
+    pruned_payloads: int
+    pruned_bytes: int  # what pruning dropped
+    effects: int
+    effect_bytes: int
+    biggest: list[RunSize]
+    on_disk: int | None  # the database's files, as the database reports them

@@ -17,16 +17,18 @@ import json
 import re
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from ..errors import RunFencedError, StoreError
 from ..events import EffectRecorded, Event
 from ..workspace.secrets import redact
+from . import payloads
 from .base import Store
 from .codec import dumps as _dumps
 from .fleet import FleetSQL
+from .history import HistorySQL
 from .records import (
     FLEET,
     EffectRow,
@@ -71,7 +73,7 @@ def _run_row(r: Sequence[Any]) -> RunRow:
         steps_total=r[5], steps_done=r[6], reason=r[7],
         output=None if r[8] is None else json.loads(r[8]),
         created_at=r[9], updated_at=r[10], finished_at=r[11], last_seq=r[12], owner=r[13],
-        lease_expires=r[14],
+        lease_expires=r[14], request=r[15], tokens=r[16], cost=r[17], pruned_at=r[18],
     )
 
 
@@ -104,7 +106,7 @@ class _Transaction:
         self.store._committed()
 
 
-class SQLStore(FleetSQL, Store):
+class SQLStore(FleetSQL, HistorySQL, Store):
     """Events and derived state in SQL. A dialect supplies the connection and what differs."""
 
     #: the folder of this dialect's migrations under ``charter/store/migrations``
@@ -212,6 +214,7 @@ class SQLStore(FleetSQL, Store):
                 "tool_sources": _dumps(list(run.tool_sources)), "parent_run": run.parent_run,
                 "steps_total": run.steps_total, "created_at": run.created_at,
                 "owner": owner, "lease_expires": lease_expires,
+                "request": None if run.request is None else redact(run.request),
             })
             await self._write([first], owner)
         if owner != FLEET:
@@ -229,6 +232,7 @@ class SQLStore(FleetSQL, Store):
     async def _write(self, writes: Sequence[RunWrite], owner: str) -> None:
         event_rows: list[dict[str, Any]] = []
         effect_rows: list[dict[str, Any]] = []
+        payload_rows: list[dict[str, Any]] = []
         for w in writes:  # the run rows first: a writer that lost its run learns it before writing more
             r = w.run
             query = self._sql("update_run" if w.status_changed else "update_run_same_status")
@@ -236,6 +240,7 @@ class SQLStore(FleetSQL, Store):
                 "id": w.run_id, "status": r.status, "steps_done": r.steps_done, "reason": redact(r.reason),
                 "output": None if r.output is None else _dumps(r.output), "updated_at": r.updated_at,
                 "finished_at": r.finished_at, "last_seq": w.last_seq, "owner": owner, "prev_seq": w.after_seq,
+                "tokens": r.tokens, "cost": r.cost,
             })
             if changed != 1:
                 raise RunFencedError(
@@ -243,14 +248,19 @@ class SQLStore(FleetSQL, Store):
                     "nothing was written"
                 )
             for seq, ev in enumerate(w.events, start=w.after_seq + 1):
-                event_rows.append({"run_id": w.run_id, "seq": seq, "type": ev.type, "at": ev.at,
-                                   "data": _dumps(ev.to_data())})
+                data, parts = payloads.split(ev.type, ev.to_data())
+                event_rows.append({"run_id": w.run_id, "seq": seq, "type": ev.type, "at": ev.at, "data": data})
+                if parts:
+                    payload_rows.extend({"run_id": w.run_id, "hash": p.hash, "size": p.size, "data": p.data}
+                                        for p in parts.values())
                 if isinstance(ev, EffectRecorded):
                     effect_rows.append({
                         "run_id": w.run_id, "seq": seq, "step_id": ev.step,
                         "item": -1 if ev.item is None else ev.item, "attempt": ev.attempt, "key": ev.key,
                         "tool": ev.tool, "target": _dumps(ev.target), "result": _dumps(ev.result), "at": ev.at,
                     })
+        if payload_rows:
+            await self._executemany(self._sql("insert_payload"), payload_rows)
         await self._executemany(self._sql("insert_event"), event_rows)
         if effect_rows:
             await self._executemany(self._sql("insert_effect"), effect_rows)
@@ -312,7 +322,27 @@ class SQLStore(FleetSQL, Store):
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         rows = await self._fetchall(self._sql("select_events"), {"run_id": run_id, "after": after})
-        return [Event.from_data(r[1], r[2], json.loads(r[3])) for r in rows]
+        datas = [json.loads(r[3]) for r in rows]
+        if any(payloads.refers(r[3]) for r in rows):
+            datas = await self._join(run_id, datas)
+        return [Event.from_data(r[1], r[2], d) for r, d in zip(rows, datas, strict=True)]
+
+    async def _join(self, run_id: str, datas: list[Any]) -> list[Any]:
+        """Events' data with the payloads they refer to read back in place (those refer to smaller
+        ones in turn: read until none is left)."""
+        known: dict[str, tuple[int, str | None]] = {}
+        wanted = payloads.hashes(datas, set())
+        while wanted:
+            rows = await self._fetchall(self._sql("select_payloads"),
+                                        {"run_id": run_id, "hashes": _dumps(sorted(wanted))})
+            found = {r[0]: (int(r[1]), r[2]) for r in rows}
+            known.update(found)
+            more: set[str] = set()
+            for _, text in found.values():
+                if text is not None and payloads.refers(text):
+                    payloads.hashes(json.loads(text), more)
+            wanted = more - known.keys()
+        return [payloads.join(d, known.get) for d in datas]
 
     async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         rows = await self._fetchall(self._sql("select_effects"), {"run_id": run_id or "", "limit": limit})
@@ -328,14 +358,24 @@ class SQLStore(FleetSQL, Store):
         return _run_row(rows[0]) if rows else None
 
     async def find_run_ids(self, prefix: str) -> list[str]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return [r[0] for r in await self._fetchall(self._sql("select_run_ids_like"), {"prefix": escaped + "%"})]
+        return [r[0] for r in await self._fetchall(self._sql("select_run_ids_like"), {"prefix": _like(prefix) + "%"})]
 
-    async def list_runs(self, limit: int = 50) -> list[RunRow]:
-        return [_run_row(r) for r in await self._fetchall(self._sql("select_runs"), {"limit": limit})]
+    async def list_runs(self, limit: int = 50, *, statuses: Collection[str] | None = None, since: float | None = None,
+                        text: str | None = None, before: str | None = None) -> list[RunRow]:
+        params = {
+            "limit": limit, "since": since, "before": before,
+            "statuses": None if statuses is None else "," + ",".join(statuses) + ",",
+            "text": None if not text else "%" + _like(text.lower()) + "%",
+        }
+        return [_run_row(r) for r in await self._fetchall(self._sql("select_runs"), params)]
 
     async def unfinished_runs(self) -> list[tuple[str, str | None, float | None]]:
         return [(r[0], r[1], r[2]) for r in await self._fetchall(self._sql("select_unfinished_runs"))]
+
+
+def _like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (escaped with a backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _statements(sql: str) -> list[str]:

@@ -275,6 +275,11 @@ class SQLiteStore(SQLStore):
             "write. Free space and resume: nothing committed was lost"
         )
 
+    async def _disk_size(self) -> int | None:
+        if self._file is None:
+            return None
+        return sum(_size(Path(f"{self._file}{suffix}")) for suffix in ("", "-wal"))
+
     def _idle(self) -> None:
         if self.read_only:
             return

@@ -56,17 +56,16 @@ def run_row(row: RunRow) -> dict[str, Any]:
     """One line of the runs list."""
     return {
         "id": row.id, "status": shown_status(row.status, row.interrupted), "stored_status": row.status,
-        "interrupted": row.interrupted, "goal": row.goal, "request": getattr(row, "request", None),
-        "steps_done": row.steps_done, "steps_total": row.steps_total, "cost": getattr(row, "cost", None),
-        "tokens": getattr(row, "tokens", None), "created_at": row.created_at, "updated_at": row.updated_at,
+        "interrupted": row.interrupted, "goal": row.goal, "request": row.request,
+        "steps_done": row.steps_done, "steps_total": row.steps_total, "cost": row.cost, "tokens": row.tokens,
+        "created_at": row.created_at, "updated_at": row.updated_at,
         "finished_at": row.finished_at, "reason": row.reason, "parent_run": row.parent_run,
     }
 
 
 def _workers(events: Iterable[Event]) -> dict[tuple[str, int | None, int], str | None]:
     """Who ran each attempt, by (step, item, attempt): ``StepStarted.worker`` where the log has it."""
-    return {(ev.step, ev.item, ev.attempt): getattr(ev, "worker", None) or None
-            for ev in events if isinstance(ev, StepStarted)}
+    return {(ev.step, ev.item, ev.attempt): ev.worker or None for ev in events if isinstance(ev, StepStarted)}
 
 
 def plan_of(events: list[Event]) -> dict[str, Any]:

@@ -87,6 +87,8 @@ def cases(name: str, ws: Workspace, run_id: str) -> dict[str, list[str]]:
             good[p.name] = ["--tools", str(ws.tools)]
         elif p.name == "db":
             good[p.name] = ["--db", ws.db]
+        elif p.name == "older_than":
+            good[p.name] = ["--older-than", "30d"]
         elif p.required:
             good[p.name] = ["x"] if p.param_type_name == "argument" else [p.opts[0], "x"]
 
@@ -126,6 +128,13 @@ def cases(name: str, ws: Workspace, run_id: str) -> dict[str, list[str]]:
         out["folder holds other files"] = with_("folder", ["--dir", str(ws.root / "not-a-demo")])
     if "save" in params:
         out["save under a file"] = with_("save", ["--save", str(ws.tools / "plan.yaml")])
+    if "older_than" in params:
+        out["age without a unit"] = with_("older_than", ["--older-than", "30"])
+        out["age that is negative"] = with_("older_than", ["--older-than", "-3d"])
+    if "since" in params:
+        out["since is no age"] = with_("since", ["--since", "yesterday"])
+    if "status" in params:
+        out["status unknown"] = with_("status", ["--status", "done"])
     return out
 
 

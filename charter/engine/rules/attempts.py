@@ -33,8 +33,9 @@ def retry_policies(plan: Plan, registry: Registry) -> dict[str, RetryPolicy]:
     return out
 
 
-def start(state: RunState, unit: Unit, now: float) -> Event:
-    """The event that starts ``unit``: ``StepStarted``, or ``StepFailed`` if its arguments do not resolve."""
+def start(state: RunState, unit: Unit, now: float, worker: str = "") -> Event:
+    """The event that starts ``unit`` (on ``worker``): ``StepStarted``, or ``StepFailed`` if its arguments
+    do not resolve."""
     step = state.plan.by_id[unit.step]
     if step.constant_args and unit.item is None:
         args = dict(step.args_template)  # compiled: "$${" is already a literal "${"
@@ -52,7 +53,8 @@ def start(state: RunState, unit: Unit, now: float) -> Event:
         return ApprovalRequested(at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, message=message,
                                  deadline=None if timeout is None else now + float(timeout))
     return StepStarted(
-        at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, key=effect_key(state, unit, args), args=args
+        at=now, step=unit.step, item=unit.item, attempt=unit.attempt + 1, key=effect_key(state, unit, args), args=args,
+        worker=worker,
     )
 
 

@@ -29,6 +29,7 @@ class NewRunRecord:
     parent_run: str | None
     steps_total: int
     created_at: float
+    request: str | None = None  # the words the plan was made from, if a planner made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,8 @@ class RunRecord:
     output: Any
     updated_at: float
     finished_at: float | None
+    tokens: int = 0  # model tokens used so far, input and output
+    cost: float = 0.0  # dollars, where the price is known
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ def new_run(state: RunState) -> NewRunRecord:
     return NewRunRecord(
         run_id=state.run_id, status=state.status, goal=state.plan.goal, tool_sources=tuple(state.tool_sources),
         parent_run=state.parent_run, steps_total=len(state.steps), created_at=state.created_at,
+        request=state.request,
     )
 
 
@@ -79,7 +83,7 @@ def run_record(state: RunState) -> RunRecord:
     """The run's row as its events leave it (all a commit writes beside them)."""
     return RunRecord(
         status=state.status, steps_done=state.done_steps, reason=state.reason, output=state.output,
-        updated_at=state.updated_at, finished_at=state.finished_at,
+        updated_at=state.updated_at, finished_at=state.finished_at, tokens=state.tokens, cost=state.cost,
     )
 
 

@@ -17,7 +17,11 @@ CREATE TABLE runs (
     finished_at   DOUBLE PRECISION,
     last_seq      INTEGER NOT NULL DEFAULT 0,
     owner         TEXT,                   -- host:pid:token of the engine running it
-    lease_expires DOUBLE PRECISION
+    lease_expires DOUBLE PRECISION,
+    request       TEXT,                   -- the words the plan was made from, if a planner made it
+    tokens        INTEGER NOT NULL DEFAULT 0,
+    cost          DOUBLE PRECISION NOT NULL DEFAULT 0,
+    pruned_at     DOUBLE PRECISION        -- when its payloads were dropped (charter prune)
 );
 CREATE INDEX runs_by_status ON runs (status, created_at);
 
@@ -89,3 +93,11 @@ CREATE TABLE tool_slots (
     tool     TEXT PRIMARY KEY,            -- a tool with a rate limit: when its next call may start
     next_at  DOUBLE PRECISION NOT NULL
 );
+
+CREATE TABLE payloads (
+    run_no  INTEGER NOT NULL REFERENCES runs (no),
+    hash    TEXT NOT NULL,                -- of the JSON text
+    size    INTEGER NOT NULL,             -- bytes of the JSON text
+    data    TEXT,                         -- the JSON text (NULL once pruned)
+    PRIMARY KEY (run_no, hash)
+) WITHOUT ROWID;
