@@ -5,7 +5,8 @@ soon a live update reaches a page.
 * ``runs``: a SQLite store gets a few real runs (made through Charter), then is filled to
   ``--runs`` (default 100,000) by copying their rows and events in SQL with new ids and
   creation times spread over 60 days (a bulk insert: making 100,000 runs one by one would
-  measure the engine, not the page). Then ``GET /api/runs`` with each filter is timed over
+  measure the engine, not the page; the copies are for the list: their bulky payloads are
+  not copied with them, so opening one may not show everything). Then ``GET /api/runs`` with each filter is timed over
   HTTP against a real `charter ui` server (uvicorn on loopback): the median and p95 of 20 calls.
 * ``live``: see tests/browser/test_page.py, which writes the delays the page measured (from
   an event's commit to the graph showing it) to test-artifacts/web-latency.json.
