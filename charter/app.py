@@ -33,6 +33,7 @@ from .plan.model import Plan, load_plan
 from .plan.needs import model_problems, require_models
 from .planning.planner import Planner, PlanningResult
 from .reader import SETTLED, RunReader, RunUpdate
+from .replay import ReplayReport, replay_run
 from .store import Store, open_store
 from .tools import Registry, Tool, load_tools
 from .workspace import Workspace, WorkspaceRegistry, load_workspace
@@ -365,6 +366,28 @@ class Charter(RunReader):
                        steps=[s.id for s in new_plan.steps if s.id not in reuse])
         return await self.engine().create(new_plan, registry, given, approved_by="rerun",
                                           parent_run=run_id, from_step=from_step, reuse=reuse)
+
+    # --- replaying ---------------------------------------------------------------------
+
+    async def replay(self, run_id: str, *, live_reads: bool = False) -> ReplayReport:
+        """Re-execute a recorded run offline with today's plan compiler, rules and tool code, fed the
+        model answers and tool results its log recorded, and report each step whose arguments, model
+        requests or decisions now differ (see docs/replay.md).
+
+        Nothing is changed: the replay runs on a throwaway store of its own (this one is only read),
+        no model provider is called, and write tools are never called (they get their recorded
+        results); with ``live_reads``, read tools are called for real. The tools are this app's if
+        it was given any, else the ones the run recorded, loaded from today's code.
+        """
+        run_id = await self.resolve(run_id)
+        events = await self.store.events(run_id)
+        registry = self._own_tools()
+        if registry is None:
+            first = events[0] if events else None
+            sources = list(getattr(first, "tool_sources", None) or [])
+            registry = load_tools(sources) if sources else Registry()
+            self._loaded.append(registry)  # its MCP servers stop at close
+        return await replay_run(run_id, events, registry, workspace=self.workspace, live_reads=live_reads)
 
     # --- planning ----------------------------------------------------------------------
 
