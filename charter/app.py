@@ -370,24 +370,11 @@ class Charter(RunReader):
     # --- replaying ---------------------------------------------------------------------
 
     async def replay(self, run_id: str, *, live_reads: bool = False) -> ReplayReport:
-        """Re-execute a recorded run offline with today's plan compiler, rules and tool code, fed the
-        model answers and tool results its log recorded, and report each step whose arguments, model
-        requests or decisions now differ (see docs/replay.md).
-
-        Nothing is changed: the replay runs on a throwaway store of its own (this one is only read),
-        no model provider is called, and write tools are never called (they get their recorded
-        results); with ``live_reads``, read tools are called for real. The tools are this app's if
-        it was given any, else the ones the run recorded, loaded from today's code.
-        """
+        """Re-execute a recorded run offline with today's code (this app's tools, else the run's), fed its
+        log's model answers and tool results; report where it differs. Changes nothing (docs/replay.md)."""
         run_id = await self.resolve(run_id)
-        events = await self.store.events(run_id)
-        registry = self._own_tools()
-        if registry is None:
-            first = events[0] if events else None
-            sources = list(getattr(first, "tool_sources", None) or [])
-            registry = load_tools(sources) if sources else Registry()
-            self._loaded.append(registry)  # its MCP servers stop at close
-        return await replay_run(run_id, events, registry, workspace=self.workspace, live_reads=live_reads)
+        return await replay_run(run_id, await self.store.events(run_id), self._own_tools(),
+                                workspace=self.workspace, live_reads=live_reads)
 
     # --- planning ----------------------------------------------------------------------
 

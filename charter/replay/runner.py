@@ -27,6 +27,7 @@ from ..events import (
     BudgetChanged,
     Event,
     RunCancelled,
+    RunCreated,
     RunResumed,
     StepFailed,
     StepsReset,
@@ -36,7 +37,7 @@ from ..models import standing_in
 from ..plan.model import Plan
 from ..store import RunWrite, Store, open_store
 from ..testing import FakeClock
-from ..tools import Registry
+from ..tools import Registry, load_tools
 from ..workspace import Workspace, WorkspaceRegistry
 from .compare import compare
 from .feed import Feed
@@ -46,12 +47,24 @@ from .report import Divergence, ReplayReport
 _LEASE = 3600.0  # nobody else sees the throwaway store: the lease only has to outlast the replay
 
 
-async def replay_run(run_id: str, events: list[Event], registry: Registry, *, workspace: Workspace | None = None,
-                     live_reads: bool = False) -> ReplayReport:
-    """Replay the run whose log is ``events`` with ``registry``'s tools (loaded from today's code);
-    see :meth:`charter.Charter.replay`."""
-    if not events:
+async def replay_run(run_id: str, events: list[Event], registry: Registry | None, *,
+                     workspace: Workspace | None = None, live_reads: bool = False) -> ReplayReport:
+    """Replay the run whose log is ``events`` with ``registry``'s tools (``None``: the tools the run
+    recorded, loaded from today's code); see :meth:`charter.Charter.replay`."""
+    if not events or not isinstance(events[0], RunCreated):
         raise RunStateError(f"run {run_id} has no events: there is nothing to replay")
+    if registry is not None:
+        return await _replay(run_id, events, registry, workspace, live_reads)
+    sources = events[0].tool_sources
+    loaded = load_tools(sources) if sources else Registry()
+    try:
+        return await _replay(run_id, events, loaded, workspace, live_reads)
+    finally:
+        loaded.close()  # the MCP servers it started
+
+
+async def _replay(run_id: str, events: list[Event], registry: Registry, workspace: Workspace | None,
+                  live_reads: bool) -> ReplayReport:
     rec = Recording.read(run_id, events)
     problems = _plan_problems(rec, registry)
     head = functools.partial(ReplayReport, run_id=run_id, goal=rec.state.plan.goal,
