@@ -199,8 +199,7 @@ def _request_differs(call: ModelCalled, request: ModelRequest, today: str, step:
         a = old[i] if i < len(old) else None
         b = new[i] if i < len(new) else None
         if a != b:
-            recorded = preview(json.dumps(a, default=str)) if a is not None else None
-            replayed = preview(json.dumps(b, default=str)) if b is not None else None
+            recorded, replayed = _around_change(a, b)
             break
     else:
         changed = sorted(k for k in set(was) | set(now) if k != "messages" and was.get(k) != now.get(k))
@@ -209,6 +208,21 @@ def _request_differs(call: ModelCalled, request: ModelRequest, today: str, step:
     return Divergence("model_request", f"{who} request differs from the recorded one "
                       f"(digest {call.digest[:12]} recorded, {today[:12]} today)", step, item, attempt,
                       recorded=recorded, replayed=replayed)
+
+
+def _around_change(a: Any, b: Any) -> tuple[str | None, str | None]:
+    """Two messages shown briefly from a little before where they first differ."""
+    x = json.dumps(a, default=str) if a is not None else None
+    y = json.dumps(b, default=str) if b is not None else None
+    start = 0
+    if x is not None and y is not None:
+        same = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
+        start = max(0, same - 60)
+
+    def cut(text: str | None) -> str | None:
+        return None if text is None else ("…" if start else "") + preview(text[start:])
+
+    return cut(x), cut(y)
 
 
 def rebuilt(error: dict[str, Any] | None) -> Exception:
