@@ -144,9 +144,12 @@ class Feed:
             return call.output
         if att is None or att.outcome is None:
             return self._from_ledger(ctx, att, write, "the log holds no result for this attempt")
-        self._fed(write)
         if isinstance(att.outcome, StepSucceeded):
+            if pruned(att.outcome.output):
+                raise self._unrecorded(ctx.step_id, ctx.item, att, "its recorded result was pruned")
+            self._fed(write)
             return att.outcome.output
+        self._fed(write)
         raise rebuilt(att.outcome.error)
 
     def _from_ledger(self, ctx: ToolContext, att: Attempt | None, write: bool, why: str) -> Any:
