@@ -34,6 +34,7 @@ from .plan.needs import model_problems, require_models
 from .planning.planner import PlanningResult
 from .prepare import PlanLike, ToolsLike, check_plan, make_registry, plan_of, plan_request, start_servers
 from .reader import SETTLED, RunReader, RunUpdate
+from .replay import ReplayReport, replay_run
 from .store import Store, open_store
 from .store.records import Pruned
 from .tools import Registry, Tool, load_tools
@@ -291,6 +292,15 @@ class Charter(RunReader):
                        steps=[s.id for s in new_plan.steps if s.id not in reuse])
         return await self.engine().create(new_plan, registry, given, approved_by="rerun",
                                           parent_run=run_id, from_step=from_step, reuse=reuse)
+
+    # --- replaying ---------------------------------------------------------------------
+
+    async def replay(self, run_id: str, *, live_reads: bool = False) -> ReplayReport:
+        """Re-execute a recorded run offline with today's code (this app's tools, else the run's), fed its
+        log's model answers and tool results; report where it differs. Changes nothing (docs/replay.md)."""
+        run_id = await self.resolve(run_id)
+        return await replay_run(run_id, await self.store.events(run_id), self._own_tools(),
+                                workspace=self.workspace, live_reads=live_reads)
 
     # --- planning ----------------------------------------------------------------------
 

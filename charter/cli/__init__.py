@@ -6,10 +6,10 @@ paused or cancelled, 130 interrupted with Ctrl-C (the run is paused).
 
 The commands live by concern: ``runs`` (run, resume, retry, rerun, pause,
 cancel), ``inspecting`` (runs, watch, show, effects), ``planning`` (plan, do,
-demo, approve, reject), ``checks`` (validate, tools) and ``fleet`` (worker, workers, db upgrade); ``shared`` holds the
-app, the options and opening the :class:`~charter.Charter` every command goes
-through, ``drive`` the live progress and Ctrl-C. The interface imports the
-facade (``charter.app``) and never the engine or the store.
+demo, approve, reject), ``checks`` (validate, tools), ``fleet`` (worker, workers,
+db upgrade) and ``replay`` (replay); ``shared`` holds the app, the options and
+opening the :class:`~charter.Charter` every command goes through, ``drive`` the
+live progress and Ctrl-C. The interface imports the facade (``charter.app``) and never the engine or the store.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from . import planning as planning
 from . import checks as checks
 from . import fleet as fleet
 from . import history as history
+from . import replay as replay
 
 # isort: on
 from .shared import app, main
