@@ -125,8 +125,7 @@ class SpanBuilder:
 
     def content(self, value: Any) -> str:
         """``value`` as the JSON text of an opt-in attribute, secrets masked."""
-        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-        return redact(text)
+        return redact(json.dumps(value, default=str, ensure_ascii=False))
 
 
 class _Output:
@@ -160,17 +159,18 @@ class _Output:
             return
         end = end_ev.at
         total = sum(c.latency or 0.0 for c in calls)
-        start = end - total
-        if not isinstance(end_ev, RunCreated) and self.run.replan_at is not None:
-            start = min(start, self.run.replan_at)
+        # a replanning began when it was asked for; the first plan, its calls' time before the run was made
+        replanned = not isinstance(end_ev, RunCreated) and self.run.replan_at is not None
+        start = self.run.replan_at if replanned and self.run.replan_at is not None else end - total
         version = end_ev.version if isinstance(end_ev, PlanRevised) else (
             1 if isinstance(end_ev, RunCreated) else self.snap.plan_version + 1)
         pid = span_id(self.trace, "plan", version)
-        at = end - total  # the calls, back to back, ending when the plan was made
+        at = start  # the calls, back to back (the log keeps how long each took, not when it began)
         for call in calls:
             took = call.latency or 0.0
             self.chat(call, pid, at, at + took)
             at += took
+        end = max(end, at)
         attrs = {**self.base(), "charter.plan.version": version}
         error = None
         if isinstance(end_ev, RunFailed):
@@ -193,7 +193,9 @@ class _Output:
             self.run.attempts[(ev.step, ev.item, ev.attempt)] = _Attempt("approval", ev.at, args=ev.message)
         elif isinstance(ev, ModelCalled) and ev.step:
             a = self.attempt(ev.step, ev.item, ev.attempt)
-            self.chat(ev, self.attempt_id(ev.step, ev.item, ev.attempt), ev.at - (ev.latency or 0.0), ev.at)
+            # not before its attempt began, nor before the call before it ended (a fake clock stands still)
+            start = max(ev.at - (ev.latency or 0.0), a.start or 0.0, a.last_at or 0.0)
+            self.chat(ev, self.attempt_id(ev.step, ev.item, ev.attempt), min(start, ev.at), ev.at)
             a.last_at, a.last_record = ev.at, "model"
             a.model, a.response_model = ev.model, str(ev.response.get("model") or "")
             a.input_tokens += ev.input_tokens
@@ -368,7 +370,8 @@ class _Output:
             if isinstance(ev, RunSucceeded):
                 attrs["gen_ai.output.messages"] = self.builder.content([{
                     "role": "assistant", "finish_reason": "stop",
-                    "parts": [{"type": "text", "content": self.builder.content(ev.output)}]}])
+                    "parts": [{"type": "text", "content": ev.output if isinstance(ev.output, str)
+                               else json.dumps(ev.output, default=str, ensure_ascii=False)}]}])
         start = self.snap.created_at or ev.at
         self.spans.append(SpanRecord(f"invoke_workflow {goal}", self.trace, self.trace.root_id, None,
                                      min(start, ev.at), ev.at, INTERNAL, attrs, error))
