@@ -150,6 +150,7 @@ def run_async(body: Coroutine[Any, Any, T]) -> T:
     try:
         return loop.run_until_complete(body)
     finally:
+        _send_traces()
         try:
             left = asyncio.all_tasks(loop)
             for task in left:
@@ -164,6 +165,15 @@ def run_async(body: Coroutine[Any, Any, T]) -> T:
 
 
 _settings: dict[str, Any] = {"config": None}
+_traced: list[Charter] = []  # apps whose tracer sends what is left when the command ends
+
+
+def _send_traces() -> None:
+    """At the end of a command (whatever ends it): each tracer gets its last spans out, in bounded time."""
+    while _traced:
+        charter = _traced.pop()
+        charter.flush_watchers(charter.tracer.close_timeout)
+        charter.tracer.close()
 
 
 def _print_version(asked: bool) -> None:
@@ -217,11 +227,14 @@ def open_app(db: str | None, tools: ToolsLike = None, concurrency: int = 100, *,
     try:
         if db is None:  # --db, else $CHARTER_DB, else the workspace file's db, else charter.db here
             db = workspace().store_location() or "charter.db"
-        return Charter(db, tools=tools or None, max_concurrency=concurrency,
-                       workspace=workspace() if with_workspace else None, model=model, mode=mode,
-                       tracing=_tracing(db, mode))
+        charter = Charter(db, tools=tools or None, max_concurrency=concurrency,
+                          workspace=workspace() if with_workspace else None, model=model, mode=mode,
+                          tracing=_tracing(db, mode))
     except CharterError as exc:
         raise fail(exc) from None
+    if charter.tracer is not None:
+        _traced.append(charter)
+    return charter
 
 
 def _tracing(db: str, mode: str) -> Any:
