@@ -141,3 +141,21 @@ async def test_two_workers_running_steps_of_one_run_join_its_trace(db_path: Any,
     assert sorted(s.attributes["charter.step.item"] for h in held for s in h) == [0, 1]
     assert sorted(s.name for s in every) == sorted(["execute_tool numbers", "execute_tool held", "execute_tool held",
                                                    "execute_tool total", root.name])
+
+
+async def test_a_fleet_run_cancelled_by_a_person_ends_its_trace(db_path: Any, tools_file: Path) -> None:
+    plan = {"goal": "wait to be cancelled", "steps": [{"id": "gate", "approval": {"message": "go on?"}}]}
+    submitted, cancelled = InMemorySpanExporter(), InMemorySpanExporter()
+    app = traced(db_path, submitted, tools=[str(tools_file)])
+    run_id = await app.submit(plan)
+    app.close()
+    person = traced(db_path, cancelled)  # no worker runs it: the person's process writes the end
+    assert await person.cancel(run_id, "not needed") == "done"
+    person.flush_watchers(10)
+    report = await person.report(run_id)
+    person.close()
+    assert report.status == "cancelled"
+    trace_id, root_id = ids(next(e for e in report.events if isinstance(e, RunCreated)))
+    [root] = [s for s in cancelled.get_finished_spans() if s.name.startswith("invoke_workflow")]
+    assert (root.context.trace_id, root.context.span_id) == (trace_id, root_id)
+    assert root.attributes["charter.run.status"] == "cancelled"
