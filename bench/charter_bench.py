@@ -120,16 +120,63 @@ def compile_plan(data: dict[str, Any], registry: Registry) -> tuple[Plan, float]
     return plan, time.perf_counter() - t0
 
 
+#: tracing in the chain workload: off (the default), noop (spans made, exported nowhere), otlp (to a
+#: loopback OTLP/HTTP sink in a process of its own)
+OTEL = os.environ.get("CHARTER_BENCH_OTEL", "off")
+
+
+def tracing(engine: Engine) -> tuple[Any, Any, Any]:
+    """The tracer the chain is watched by, its feed, and the sink process (as ``CHARTER_BENCH_OTEL`` says)."""
+    if OTEL == "off":
+        return None, None, None
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from charter.telemetry import Tracer
+
+    class Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    sink = None
+    if OTEL == "otlp":
+        sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+        assert sink.stdout is not None
+        tracer = Tracer(endpoint=f"http://127.0.0.1:{sink.stdout.readline().strip()}")
+    else:
+        tracer = Tracer(exporter=Nowhere())
+    return tracer, engine.watch(tracer), sink
+
+
+SINK = """
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+s = HTTPServer(("127.0.0.1", 0), H); print(s.server_port, flush=True); s.serve_forever()
+"""
+
+
 # ----------------------------------------------------------------- workloads
 async def w_chain(workdir: Path, concurrency: int, n: int = CHAIN_N) -> None:
     registry = load_tools([str(TOOLS_FILE)])
     plan, t_compile = compile_plan(chain_plan(n, "chain"), registry)
     store = open_fresh_store(workdir / "charter_chain.sqlite")
     engine = Engine(store, max_concurrency=concurrency)
+    tracer, feed, sink = tracing(engine)
     t0 = time.perf_counter()
     run_id = await engine.create(plan, registry)
     await engine.run_until_settled()
     dt = time.perf_counter() - t0
+    traced_s = None
+    if tracer is not None:  # until the tracer was given every commit and its spans left
+        feed.flush(60)
+        tracer.flush()
+        traced_s = round(time.perf_counter() - t0, 4)
+        tracer.close(5)
+        if sink is not None:
+            sink.kill()
     row = await store.get_run(run_id)
     state = rules.replay(run_id, await store.events(run_id))  # what the log says, read back
     persisted = [s for s in state.steps.values() if s.status == "succeeded"]
@@ -138,7 +185,7 @@ async def w_chain(workdir: Path, concurrency: int, n: int = CHAIN_N) -> None:
           and len(persisted) == n)
     store.close()
     emit(workload="chain", n=n, seconds=round(dt, 4), steps_per_s=round(n / dt, 1),
-         per_step_ms=round(dt / n * 1000, 3), ok=ok,
+         per_step_ms=round(dt / n * 1000, 3), ok=ok, otel=OTEL, traced_s=traced_s,
          notes=(f"{n} sequential async no-op steps, args ${{s(i-1).v}}; one Engine, SQLite WAL "
                 f"synchronous={store.synchronous}; timed: create + run_until_settled; "
                 f"plan compile {t_compile:.3f}s excluded; persisted succeeded steps={len(persisted)}"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import telemetry  # light: OpenTelemetry itself is imported only when tracing is on
 from .clock import Clock
 from .engine import control, rules
 from .engine.core import Engine
@@ -34,6 +35,7 @@ from .plan.needs import model_problems, require_models
 from .planning.planner import PlanningResult
 from .prepare import PlanLike, ToolsLike, check_plan, make_registry, plan_of, plan_request, start_servers
 from .reader import SETTLED, RunReader, RunUpdate
+from .replay import ReplayReport, replay_run
 from .store import Store, open_store
 from .store.records import Pruned
 from .tools import Registry, Tool, load_tools
@@ -76,6 +78,7 @@ class Charter(RunReader):
         mode: how to open a store given by path: ``"rwc"`` creates it if missing, ``"rw"``
             wants an existing one, ``"ro"`` only reads (to inspect a store, even in a
             folder one may not write to).
+        tracing: OpenTelemetry traces: a ``charter.telemetry.Tracer``, True, False, None (as ``OTEL_*`` say).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Charter(RunReader):
         model: Model | str | None = None,
         workspace: Workspace | str | Path | None = None,
         mode: str = "rwc",
+        tracing: Any = None,
     ) -> None:
         ws = workspace if isinstance(workspace, Workspace | None) else load_workspace(workspace)
         if db is None:  # the workspace file's store, else charter.db here
@@ -101,6 +105,7 @@ class Charter(RunReader):
         self._feeds: list[Feed] = []
         self._engine: Engine | None = None
         self._loaded: list[Registry] = []  # runs' recorded tools, loaded here: their MCP servers stop at close
+        self.tracer: Any = telemetry.tracer_for(tracing, self.model, self.observe)  # None: not tracing
 
     # --- plans ---------------------------------------------------------------------
 
@@ -153,7 +158,8 @@ class Charter(RunReader):
         fail for good.
         """
         loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
-        return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
+        return await self.engine().create(loaded, self.registry, inputs, budget=budget, max_replans=max_replans,
+                                          trace=telemetry.run_context(self.tracer))
 
     async def submit(self, plan: PlanLike, *, inputs: Mapping[str, Any] | None = None,
                      budget: Mapping[str, float] | None = None, max_replans: int = 0) -> str:
@@ -161,15 +167,18 @@ class Charter(RunReader):
         and return its id at once; checked as in :meth:`start`. Its tools must load on the workers
         from where this app loaded them (tool files, modules, the workspace file)."""
         loaded = await check_plan(plan, self.registry, self._model(), inputs=inputs or {})
-        return await self.engine().submit(loaded, self.registry, inputs, budget=budget, max_replans=max_replans)
+        return await self.engine().submit(loaded, self.registry, inputs, budget=budget, max_replans=max_replans,
+                                          trace=telemetry.run_context(self.tracer))
 
     def worker(self, *, concurrency: int = 10, lease_seconds: float = 15.0, grace_seconds: float = 30.0) -> Worker:
         """A worker on this app's store: ``await worker.run()`` executes steps of submitted runs
         until ``worker.stop()``. Runs load the tools they recorded, or use this app's if it was given any."""
         own = self._own_tools()
-        return Worker(self.store, clock=self.clock, concurrency=concurrency, lease_seconds=lease_seconds,
-                      grace_seconds=grace_seconds, model=self.model, workspace=self.workspace,
-                      load=load_tools if own is None else lambda sources: own)
+        worker = Worker(self.store, clock=self.clock, concurrency=concurrency, lease_seconds=lease_seconds,
+                        grace_seconds=grace_seconds, model=self.model, workspace=self.workspace,
+                        load=load_tools if own is None else lambda sources: own)
+        self._feeds += [worker.watch(f.watcher) for f in self.engine().hosting.feeds]  # this app's watchers too
+        return worker
 
     async def drive(self) -> None:
         """Run every run this app has taken (started, resumed, approved or retried here) until
@@ -290,7 +299,17 @@ class Charter(RunReader):
         require_models(new_plan, self._model(), str(plan) if isinstance(plan, str | Path) else None,
                        steps=[s.id for s in new_plan.steps if s.id not in reuse])
         return await self.engine().create(new_plan, registry, given, approved_by="rerun",
-                                          parent_run=run_id, from_step=from_step, reuse=reuse)
+                                          parent_run=run_id, from_step=from_step, reuse=reuse,
+                                          trace=telemetry.run_context(self.tracer))
+
+    # --- replaying ---------------------------------------------------------------------
+
+    async def replay(self, run_id: str, *, live_reads: bool = False) -> ReplayReport:
+        """Re-execute a recorded run offline with today's code (this app's tools, else the run's), fed its
+        log's model answers and tool results; report where it differs. Changes nothing (docs/replay.md)."""
+        run_id = await self.resolve(run_id)
+        return await replay_run(run_id, await self.store.events(run_id), self._own_tools(),
+                                workspace=self.workspace, live_reads=live_reads)
 
     # --- planning ----------------------------------------------------------------------
 
@@ -313,7 +332,7 @@ class Charter(RunReader):
         record = engine.submit if submit else engine.create
         return await record(result.plan, self.registry, approved_by=None, request=request,
                                    planning=planner_events(result.calls, engine.clock.now(), result.latencies),
-                                   budget=budget, max_replans=max_replans)
+                                   budget=budget, max_replans=max_replans, trace=telemetry.run_context(self.tracer))
 
     async def revise(self, run_id: str, plan: PlanLike, *, by: str = "user", reason: str = "") -> None:
         """Replace the plan of a run that waits for review (an edit in review); the run still waits."""
@@ -377,6 +396,7 @@ class Charter(RunReader):
 
     def close(self) -> None:
         """Close the store and stop the MCP servers and watcher threads this app started."""
+        telemetry.close(self.tracer, self._feeds)  # the last spans get a bounded time to leave
         for feed in self._feeds:
             feed.close()
         self.registry.close()

@@ -61,6 +61,10 @@ class RunCreated(Event):
     request: str | None = None  # the words a plan was made from, if a planner made it
     budget: dict[str, float] = field(default_factory=dict)  # tokens, cost, seconds, steps
     max_replans: int = 0  # revised plans the planner may propose when a step fails for good
+    # the run's place in a distributed trace, for whoever traces it (any process): ``traceparent``
+    # (W3C) names the run's root span; ``parent``, the caller's span it belongs under, if any.
+    # Empty in logs written before it was kept: a tracer derives stable ids from the run's id.
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,7 @@ def run_async(body: Coroutine[Any, Any, T]) -> T:
     try:
         return loop.run_until_complete(body)
     finally:
+        _send_traces()
         try:
             left = asyncio.all_tasks(loop)
             for task in left:
@@ -165,6 +166,15 @@ def run_async(body: Coroutine[Any, Any, T]) -> T:
 
 
 _settings: dict[str, Any] = {"config": None}
+_traced: list[Charter] = []  # apps whose tracer sends what is left when the command ends
+
+
+def _send_traces() -> None:
+    """At the end of a command (whatever ends it): each tracer gets its last spans out, in bounded time."""
+    while _traced:
+        charter = _traced.pop()
+        charter.flush_watchers(charter.tracer.close_timeout)
+        charter.tracer.close()
 
 
 def _print_version(asked: bool) -> None:
@@ -184,9 +194,16 @@ def _options(
         "--config", envvar="CHARTER_CONFIG", metavar="PATH",
         help="The workspace file: root, tools, MCP servers, settings, limits, policy (default: ./charter.yaml).",
     )] = None,
+    otel: Annotated[str | None, typer.Option(
+        "--otel", metavar="URL",
+        help="Send traces and metrics of the runs this command writes to an OpenTelemetry collector "
+             "(OTLP/HTTP, e.g. http://localhost:4318); OTEL_EXPORTER_OTLP_ENDPOINT does the same. "
+             "See docs/telemetry.md.",
+    )] = None,
 ) -> None:
     """Run explicit plans as durable, observable work."""
     _settings["config"] = config
+    _settings["otel"] = otel
 
 
 def workspace() -> Workspace:
@@ -211,10 +228,27 @@ def open_app(db: str | None, tools: ToolsLike = None, concurrency: int = 100, *,
     try:
         if db is None:  # --db, else $CHARTER_DB, else the workspace file's db, else charter.db here
             db = workspace().store_location() or "charter.db"
-        return Charter(db, tools=tools or None, max_concurrency=concurrency,
-                       workspace=workspace() if with_workspace else None, model=model, mode=mode)
+        charter = Charter(db, tools=tools or None, max_concurrency=concurrency,
+                          workspace=workspace() if with_workspace else None, model=model, mode=mode,
+                          tracing=_tracing(db, mode))
     except CharterError as exc:
         raise fail(exc) from None
+    if charter.tracer is not None:
+        _traced.append(charter)
+    return charter
+
+
+def _tracing(db: str, mode: str) -> Any:
+    """What ``Charter(tracing=...)`` gets: nothing for a command that writes no run; a tracer for
+    ``--otel URL``; else the environment decides (``OTEL_EXPORTER_OTLP_ENDPOINT``, ...)."""
+    if mode == "ro" or db == ":memory:":
+        return False
+    url = _settings.get("otel")
+    if url is None:
+        return None
+    from .. import telemetry
+
+    return False if telemetry.disabled() else telemetry.make_tracer(endpoint=url)
 
 
 def user() -> str:

@@ -166,7 +166,8 @@ class Engine:
             control.check_row(row, request)
             now = self.clock.now()
             if row.owner == FLEET:  # no host: applied here at once, and the workers take it from there
-                await fleet.apply_request(self.store, run_id, request, now)
+                state, events = await fleet.apply_request(self.store, run_id, request, now)
+                self.hosting.tell_watchers(state, events)  # committed: traces see a cancelled run end
                 return "done"
             if row.owner not in (None, self.owner) and not claimable(row.owner, row.lease_expires, now):
                 if control.takes_over(request):

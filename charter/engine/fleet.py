@@ -95,9 +95,11 @@ def task_for(state: RunState, unit: Unit, now: float, owner: str | None = None, 
                 tool=step.tool or "" if step.kind == "tool" else "")
 
 
-async def apply_request(store: Store, run_id: str, request: control.Request, now: float) -> None:
+async def apply_request(store: Store, run_id: str, request: control.Request,
+                        now: float) -> tuple[RunState, list[Event]]:
     """Carry out a person's control request on a fleet run, at once, as one write: workers
-    running its units learn of it from the store (a pause or a cancel interrupts them)."""
+    running its units learn of it from the store (a pause or a cancel interrupts them).
+    Returns the run as the write left it and the events it wrote (for watchers, once committed)."""
     async with store.transaction():
         lock = await store.lock_run(run_id, now)
         if lock is None:
@@ -105,7 +107,8 @@ async def apply_request(store: Store, run_id: str, request: control.Request, now
         state = await catch_up(store, None, run_id, lock.last_seq)
         events = control.events_for(state, request, now)  # RunStateError: it cannot apply
         state.policies = rules.retry_policies(state.plan, Registry())
-        await FleetWriter(store, "control").write(Hosted(state, Registry()), lock, now, Inputs(extra=events))
+        done = await FleetWriter(store, "control").write(Hosted(state, Registry()), lock, now, Inputs(extra=events))
+    return state, done.events
 
 
 def first_queue(state: RunState, now: float) -> tuple[list[Event], Queue]:

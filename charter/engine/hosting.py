@@ -71,12 +71,14 @@ class Hosting:
         budget: Mapping[str, float] | None = None,
         max_replans: int = 0,
         fleet: bool = False,
+        trace: Mapping[str, str] | None = None,
     ) -> Hosted:
         """Record a new run and host it.
 
         With ``approved_by=None`` the run waits for its plan to be approved or rejected.
         ``reuse`` maps step ids to outputs taken as done; ``request`` and ``planning``
-        (the planner's model calls) record where a planned run came from. With ``fleet``
+        (the planner's model calls) record where a planned run came from; ``trace``, its place in a
+        distributed trace (see ``RunCreated.trace``). With ``fleet``
         the run is submitted to the workers instead: it is recorded with its first queue,
         and not hosted here.
         """
@@ -85,7 +87,7 @@ class Hosting:
         created = RunCreated(
             at=now, plan=plan.to_json(), inputs=values,
             tool_sources=list(registry.sources), parent_run=parent_run, from_step=from_step,
-            request=request, budget=rules.check_budget(budget), max_replans=max_replans,
+            request=request, budget=rules.check_budget(budget), max_replans=max_replans, trace=dict(trace or {}),
         )
         state = RunState.from_created(new_run_id(), created, plan)
         state.policies = rules.retry_policies(state.plan, registry)

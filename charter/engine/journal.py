@@ -9,6 +9,7 @@ reused, so a retry asks afresh.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import time
@@ -23,6 +24,11 @@ from . import rules
 from .rules import RunState, Unit
 
 Recorder = Callable[[Event], Awaitable[None]]
+
+#: While a model answers inside an attempt: (step, item, attempt, index) of the call, as its
+#: ``ModelCalled`` will say. A replay's model reads it to answer with the recorded call of that place.
+call_site: contextvars.ContextVar[tuple[str, int | None, int, int] | None] = contextvars.ContextVar(
+    "charter_model_call_site", default=None)
 
 
 def request_digest(model: str, request: ModelRequest) -> str:
@@ -72,7 +78,11 @@ class Journal:
             return ModelResponse.from_json(self._models[index].response)
         del self._models[index:]  # the conversation went another way: nothing later fits
         started = time.perf_counter()  # latency is measured, not scheduled: real time, also under a fake clock
-        response = await model.complete(request)
+        site = call_site.set((self.unit.step, self.unit.item, self.attempt, index))
+        try:
+            response = await model.complete(request)
+        finally:
+            call_site.reset(site)
         latency = time.perf_counter() - started
         await self._record(ModelCalled(
             at=self._clock.now(), step=self.unit.step, item=self.unit.item, attempt=self.attempt,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Event
@@ -50,6 +50,8 @@ class RunSnapshot:
     reason: str
     last_seq: int
     steps: dict[str, StepSnapshot]  # a fresh dict per snapshot, in plan order; nothing else holds it
+    created_at: float = 0.0
+    trace: Mapping[str, str] = field(default_factory=dict)  # RunCreated's trace context (see the event)
 
 
 Watcher = Callable[[RunSnapshot, Sequence[Event]], None]
@@ -72,7 +74,7 @@ def snapshot(state: rules.RunState) -> RunSnapshot:
             items_done=sum(1 for u in st.units.values() if u.item is not None and u.status == rules.SUCCEEDED),
         )
     return RunSnapshot(state.run_id, state.plan, state.plan_version, state.status, state.reason, state.last_seq,
-                       steps)
+                       steps, state.created_at, state.trace)
 
 
 class Feed:

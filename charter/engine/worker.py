@@ -38,6 +38,7 @@ from .fleet import limited as _has_limits
 from .journal import revision_events
 from .leases import new_owner
 from .rules import Unit
+from .watchers import Feed, Watcher, snapshot
 
 log = logging.getLogger("charter.worker")
 
@@ -83,6 +84,7 @@ class Worker:
         self.runs: dict[str, Hosted] = {}  # fleet runs with work in flight here, as last read
         self.lacking: dict[str, str] = {}  # run id -> why this worker leaves its steps to others
         self.refused: list[str] = []  # late outcomes the store refused (logged too)
+        self.feeds: list[Feed] = []  # watchers of what this worker commits (traces)
         self.started_at = self.clock.now()
         self._load = load
         self._registries: dict[tuple[str, ...], Registry] = {}
@@ -129,6 +131,13 @@ class Worker:
 
     def _wake_up(self) -> None:
         self._wake.set()
+
+    def watch(self, watcher: Watcher) -> Feed:
+        """Give ``watcher`` a frozen snapshot and the events of each commit this worker makes, on a
+        thread of its own (as :meth:`Engine.watch <charter.engine.core.Engine.watch>` does)."""
+        feed = Feed(watcher)
+        self.feeds.append(feed)
+        return feed
 
     async def run(self) -> None:
         """Work until :meth:`stop` is called and everything taken here is written."""
@@ -354,6 +363,10 @@ class Worker:
             log.warning("worker %s: %s", self.id, exc)
             return {}
         for h, written in decided.values():
+            if self.feeds and written.events:
+                snap, evs = snapshot(h.state), tuple(written.events)
+                for feed in self.feeds:
+                    feed.put(snap, evs)
             for unit, ev in written.started:
                 self.attempts.launch(h, unit, ev)
             if written.replan:

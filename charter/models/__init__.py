@@ -20,8 +20,10 @@ the default, negotiates it).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import parse_qsl
 
 from ..errors import ConfigError
@@ -45,7 +47,24 @@ __all__ = [
     "cost",
     "model_from_spec",
     "set_price",
+    "standing_in",
 ]
+
+# While set (a replay), every model a spec names is this function's, and no provider is built or called.
+_stand_in: contextvars.ContextVar[Callable[[str | None], Model] | None] = contextvars.ContextVar(
+    "charter_model_stand_in", default=None)
+
+
+@contextlib.contextmanager
+def standing_in(make: Callable[[str | None], Model]) -> Iterator[None]:
+    """Within this context (and the tasks started in it), :func:`model_from_spec` returns
+    ``make(spec)`` and :func:`check_spec` finds nothing wrong: a replay answers every model
+    call from the log, whatever the steps name or ``$CHARTER_MODEL`` says."""
+    token = _stand_in.set(make)
+    try:
+        yield
+    finally:
+        _stand_in.reset(token)
 
 _OPENAI_LIKE = {
     "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", None),
@@ -58,6 +77,9 @@ _OPENAI_LIKE = {
 def model_from_spec(spec: str | None = None, env: Mapping[str, str] | None = None) -> Model:
     """The model named ``provider:model`` (default: ``$CHARTER_MODEL``)."""
     env = os.environ if env is None else env
+    make = _stand_in.get()
+    if make is not None:
+        return make(spec or env.get("CHARTER_MODEL"))
     provider, name, options = _parse(spec or env.get("CHARTER_MODEL"))
     if provider == "scripted":  # answers from a file, offline: scripted:answers.yaml
         return ScriptedModel.from_file(name)
@@ -79,6 +101,8 @@ def model_from_spec(spec: str | None = None, env: Mapping[str, str] | None = Non
 def check_spec(spec: str | None = None, env: Mapping[str, str] | None = None) -> None:
     """Raise :class:`ConfigError` if :func:`model_from_spec` would, without building the model
     (nor importing its SDK): for checking a plan before anything runs."""
+    if _stand_in.get() is not None:
+        return
     env = os.environ if env is None else env
     provider, name, _ = _parse(spec or env.get("CHARTER_MODEL"))
     if provider == "scripted":

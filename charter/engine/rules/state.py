@@ -114,6 +114,7 @@ class RunState:
     earlier_calls: dict[str, dict[str, Call]] = field(default_factory=dict)
     max_replans: int = 0
     replans: int = 0
+    trace: dict[str, str] = field(default_factory=dict)  # RunCreated's: the run's trace context
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
     active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
 
@@ -134,6 +135,7 @@ class RunState:
             updated_at=ev.at,
             budget=dict(ev.budget),
             max_replans=ev.max_replans,
+            trace=dict(ev.trace),
         )
         for s in plan.steps:
             state.steps[s.id] = StepState(s.id)
