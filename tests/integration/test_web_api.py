@@ -124,6 +124,7 @@ async def test_a_run_and_a_step_whole(db_path: Path) -> None:
             assert {s["id"]: sorted(s["deps"]) for s in run["steps"]} == {"a": [], "each": [], "b": ["a", "each"]}
             assert {s["id"]: s["status"] for s in run["steps"]} == {"a": "succeeded", "each": "succeeded", "b": "failed"}
             assert [w["step"] for w in run["waterfall"]][:1] == ["a"] and len(run["waterfall"]) == 4
+            assert all(w["worker"] and w["end"] >= w["start"] for w in run["waterfall"])  # who ran each attempt
             assert run["versions"][0]["approved_by"] == "plan file" and run["last_seq"] == len(report.events)
             assert {a["action"] for a in run["actions"]} == {"retry", "rerun"}
             assert run["budget"]["steps"]["used"] == 4
