@@ -4,7 +4,8 @@
 #               integration, acceptance and chaos suites again on PostgreSQL: the tests
 #               start a throwaway cluster with the machine's initdb/pg_ctl, or use
 #               $CHARTER_TEST_PG_URL; tests/fleet puts PostgreSQL and workers on hosts of
-#               their own, network namespaces, which needs root)
+#               their own, network namespaces, which needs root; tests/browser drive Debian's
+#               Chromium, which scripts/ensure-chromium installs when it is missing, as root)
 # For contributors:
 #   make test-load   the suite three times from a fresh clone of HEAD while two
 #                    processes burn both cores (changes to timing must pass it)
@@ -29,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
 	CHARTER_TEST_STORE=postgresql $(BIN)/python -m pytest -q tests/integration tests/acceptance tests/chaos
 

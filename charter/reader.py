@@ -181,6 +181,47 @@ class RunReader:
                     yield RunUpdate(state, None, interrupted=True)
                     return
 
+    async def follow(self, run_id: str, *, after: int = 0, interval: float = 1.0) -> AsyncIterator[RunUpdate]:
+        """Follow a run's log from the event after sequence number ``after`` (0: from the start), for as
+        long as the caller keeps asking: unlike :meth:`watch`, it goes on when the run settles, since a
+        paused or waiting run may go on later (the web page's live view is one user).
+
+        ``update.state.last_seq`` is each event's sequence number. When no live process holds a run
+        in flight any more, one update with ``interrupted`` set and no event says so (again only once
+        it has moved on and stopped again). Only reads; wakes when the store changes, and looks at
+        least every ``interval`` seconds whether the run's owner is still alive.
+        """
+        run_id = await self.resolve(run_id)
+        clock = self.clock or SystemClock()
+        token = await self.store.change()
+        events = await self.store.events(run_id)
+        seen = min(max(1, after), len(events))  # an id from the future (another store, say): from the end
+        state = rules.replay(run_id, events[:seen])
+        if after <= 0:  # the first event, RunCreated, made the state: it is an update too
+            yield RunUpdate(state, events[0])
+        told_gone = False
+        events = events[seen:]
+        while True:
+            for ev in events:
+                rules.apply(state, ev)
+                seen += 1
+                state.last_seq = seen
+                told_gone = False
+                yield RunUpdate(state, ev)
+            try:
+                token = await self.store.wait_for_change(token, interval, clock)
+                events = await self.store.events(run_id, after=seen)
+            except StoreError:  # the store restarting, say: look again soon, for as long as it takes
+                await clock.sleep(min(1.0, interval * 5))
+                events = []
+                continue
+            if not events and not told_gone and state.status in (rules.RUNNING, rules.REPLANNING) \
+                    and await self._owner_gone(run_id, clock.now()):
+                events = await self.store.events(run_id, after=seen)
+                if not events:
+                    told_gone = True
+                    yield RunUpdate(state, None, interrupted=True)
+
     async def _owner_gone(self, run_id: str, now: float) -> bool:
         """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
         row = await self.store.get_run(run_id)

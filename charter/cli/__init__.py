@@ -6,10 +6,8 @@ paused or cancelled, 130 interrupted with Ctrl-C (the run is paused).
 
 The commands live by concern: ``runs`` (run, resume, retry, rerun, pause,
 cancel), ``inspecting`` (runs, watch, show, effects), ``planning`` (plan, do,
-demo, approve, reject), ``checks`` (validate, tools), ``fleet`` (worker, workers,
-db upgrade) and ``replay`` (replay); ``shared`` holds the app, the options and
-opening the :class:`~charter.Charter` every command goes through, ``drive`` the
-live progress and Ctrl-C. The interface imports the facade (``charter.app``) and never the engine or the store.
+from . import replay as replay
+from . import web as web
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from . import checks as checks
 from . import fleet as fleet
 from . import history as history
 from . import replay as replay
+from . import web as web
 
 # isort: on
 from .shared import app, main

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 # Commands that take --db.
 DB_COMMANDS = {"run", "resume", "retry", "rerun", "pause", "cancel", "runs", "show", "do", "approve", "reject",
-               "watch", "worker", "workers", "prune", "replay"}
+               "watch", "worker", "workers", "prune", "replay", "ui"}
 
 TOOLS = '''\
 """Tools for Charter's acceptance tests: each call is logged to calls.log beside this file."""

@@ -140,3 +140,55 @@ def test_the_rules_and_the_store_know_nothing_above_them() -> None:
             above = {d for d in deps if d.startswith(("charter.engine", "charter.app", "charter.reader",
                                                       "charter.cli", "charter.planning"))}
             assert above == set(), f"{name} imports {sorted(above)}"
+
+
+# What the web interface may take from the package: the facade, the report types it shows, the
+# events, the errors, and the workspace's redaction. Everything that acts goes through `Charter`.
+WEB_ALLOWED = {
+    "charter.app": None,  # any name: the facade
+    "charter.errors": None,
+    "charter.events": None,
+    "charter.engine.report": {"Attempt", "ModelCall", "RunReport", "StepReport"},
+    "charter.store": {"RunRow", "EffectRow"},  # the rows the facade returns, as types
+    "charter.workspace": {"Workspace"},
+    "charter.workspace.secrets": {"ENV_REF", "redact_data", "register"},
+}
+
+
+def web_shortcuts(path: Path, package: str = "charter.web") -> list[str]:
+    """Each import of ``path`` (a module of charter/web) that reaches around the facade, and each use
+    of the facade's engine or store."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("charter") or base.startswith("charter.web"):
+                continue
+            names = {a.name for a in node.names}
+            allowed = WEB_ALLOWED.get(base, set())
+            if allowed is not None and not names <= allowed:
+                found.append(f"{path.name}:{node.lineno}: from {base} import {', '.join(sorted(names - allowed))}")
+        elif isinstance(node, ast.Import):
+            found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names
+                      if a.name.startswith("charter") and not a.name.startswith("charter.web")]
+        elif isinstance(node, ast.Attribute) and node.attr in ("engine", "store", "_engine", "_own_tools"):
+            found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return sorted(found, key=lambda m: int(m.split(":")[1]))  # in the order of the source
+
+
+def test_the_web_goes_through_the_facade() -> None:
+    web = sorted((PACKAGE / "web").glob("*.py"))
+    assert {p.name for p in web} >= {"__init__.py", "server.py", "live.py", "actions.py", "safety.py"}
+    assert [m for p in web for m in web_shortcuts(p)] == []
+
+
+def test_the_web_check_finds_shortcuts(tmp_path: Path) -> None:
+    shortcut = tmp_path / "shortcut.py"
+    shortcut.write_text("from ..engine.core import Engine\nfrom ..store import SQLStore, RunRow\nimport charter.engine\n"
+                        "from ..app import Charter\n\ndef f(app):\n    app.engine().control()\n    app.store.get_run('r')\n")
+    assert [m.split(": ", 1)[1] for m in web_shortcuts(shortcut)] == [
+        "from charter.engine.core import Engine", "from charter.store import SQLStore", "import charter.engine",
+        ".engine", ".store"]
