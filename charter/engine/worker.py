@@ -100,17 +100,22 @@ class Worker:
         # workers that look silent only after a whole lease of that, so that an outage of the store
         # itself (when nobody could beat) does not look like every other worker went silent
         self._reachable_since = math.inf  # set by the first heartbeat
+        self._taking = 0  # units the transaction under way took, to launch once it commits
 
     # --- what this worker may take --------------------------------------------------------
 
     def _can_start(self, h: Hosted, unit: Unit, taken: int) -> bool:
-        if self._stop_at is not None or self.attempts.running + taken >= self.attempts.max_concurrency:
+        # ``taken`` counts this run's write only: a transaction writes many runs, and what each takes
+        # is launched after the commit, so the transaction's count is kept here
+        if self._stop_at is not None or self.attempts.running + self._taking >= self.attempts.max_concurrency:
             return False
         step = h.state.plan.by_id[unit.step]
-        if step.kind != "tool":
-            return True
-        tool = h.registry.get(step.tool)
-        return tool is not None and self.attempts.limits.ready_at(tool, self.clock.now()) is None
+        if step.kind == "tool":
+            tool = h.registry.get(step.tool)
+            if tool is None or self.attempts.limits.ready_at(tool, self.clock.now()) is not None:
+                return False
+        self._taking += 1
+        return True
 
     def _can_replan(self, h: Hosted) -> bool:
         return self._stop_at is None and (self.attempts.model is not None or bool(os.environ.get("CHARTER_MODEL")))
@@ -293,7 +298,7 @@ class Worker:
     # --- taking work ------------------------------------------------------------------------------
 
     async def _claim(self, now: float) -> None:
-        free = self.attempts.max_concurrency - self.attempts.running
+        free = max(0, self.attempts.max_concurrency - self.attempts.running)
         try:
             due = await self.store.due_tasks(now, limit=4 * free + 8)
         except StoreError as exc:
@@ -347,6 +352,7 @@ class Worker:
         """One transaction over several runs (``(run, inputs, options of _decide)``, in order): then
         start what this worker took. Nothing if the store failed (what was read is read again)."""
         decided: dict[str, tuple[Hosted, Written]] = {}
+        self._taking = 0
         try:
             async with self.store.transaction():
                 now = self.clock.now()

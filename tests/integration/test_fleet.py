@@ -154,6 +154,33 @@ async def _stop(workers: list[Any], tasks: list[asyncio.Future[None]]) -> None:
     await asyncio.gather(*tasks)
 
 
+async def test_a_workers_concurrency_holds_over_the_runs_one_transaction_claims(
+        db_path: Any, tools_file: Path, tmp_path: Path) -> None:
+    # tools without limits: runs whose tools have fleet-wide limits are written one per transaction
+    unlimited = tmp_path / "unlimited_tools.py"
+    unlimited.write_text(TOOLS.split("@tool(concurrency=1)")[0])
+    app = Charter(db_path, tools=[str(unlimited)])
+    runs = [await app.submit({"goal": f"hold {i}", "steps": [{"id": "h", "tool": "aslow", "args": {"name": str(i)}}]})
+            for i in range(5)]
+    w = Charter(db_path).worker(concurrency=2, lease_seconds=5)
+    tasks = await _run_workers(w)
+    side = tmp_path / "side.jsonl"
+
+    async def two_running() -> bool:
+        return len(list(tmp_path.glob("side.jsonl.started.*"))) >= 2
+    await _until(two_running)
+    # the five runs were ready at once: one claim read them all, and may start two of them only
+    started = [e for r in runs for e in await app.store.events(r) if e.type == "StepStarted"]
+    assert len(started) == 2
+    Path(f"{side}.go").touch()
+
+    async def done() -> bool:
+        return [await _status(app, r) for r in runs] == ["succeeded"] * len(runs)
+    await _until(done)
+    await _stop([w], tasks)
+    app.close()
+
+
 async def test_a_retry_due_while_no_worker_runs_is_taken_by_the_next(db_path: Any, tools_file: Path) -> None:
     app = Charter(db_path, tools=[str(tools_file)])
     run_id = await app.submit({"goal": "flaky", "steps": [{"id": "f", "tool": "flaky", "args": {"name": "a"}}]})
