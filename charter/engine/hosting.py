@@ -27,7 +27,7 @@ from .attempts import Hosted
 from .fleet import first_queue
 from .leases import claimable
 from .rules import RunState
-from .watchers import Feed, Watcher, snapshot
+from .watchers import Feed, Snapshots, Watcher
 
 
 def new_run_id() -> str:
@@ -44,6 +44,7 @@ class Hosting:
         self.lease_seconds = lease_seconds
         self.runs: dict[str, Hosted] = {}
         self.feeds: list[Feed] = []
+        self.snapshots = Snapshots()
 
     def watch(self, watcher: Watcher) -> Feed:
         """Give ``watcher`` a frozen snapshot and the events of each commit, on a thread of its own."""
@@ -210,7 +211,7 @@ class Hosting:
     def tell_watchers(self, state: RunState, events: Sequence[Event]) -> None:
         if not self.feeds:
             return
-        snap, evs = snapshot(state), tuple(events)
+        snap, evs = self.snapshots.after(state, events), tuple(events)
         for feed in self.feeds:
             feed.put(snap, evs)
 
@@ -222,6 +223,7 @@ class Hosting:
         timers = {}
         for run_id in run_ids:
             h = self.runs.pop(run_id, None)
+            self.snapshots.forget(run_id)
             # a run let go of while it waits for a person: the store keeps its deadline, for any worker
             if h is not None and h.state.status == rules.AWAITING:
                 deadline = rules.next_deadline(h.state)

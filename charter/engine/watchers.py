@@ -59,22 +59,54 @@ Watcher = Callable[[RunSnapshot, Sequence[Event]], None]
 
 def snapshot(state: rules.RunState) -> RunSnapshot:
     """A frozen copy of what people see of ``state``."""
-    steps = {}
-    for step in state.plan.steps:
-        st = state.steps[step.id]
-        unit = st.units.get(None)
-        status = rules.shown_status(st)
-        error = st.error if st.error is not None or unit is None else unit.error
-        steps[step.id] = StepSnapshot(
-            id=step.id, status=status,
-            attempt=unit.attempt if unit else 0,
-            retry_at=unit.retry_at if unit else None, started_at=st.started_at, finished_at=st.finished_at,
-            attempt_started_at=unit.started_at if unit else None,
-            error=error, reason=st.reason, items_total=None if st.items is None else len(st.items),
-            items_done=sum(1 for u in st.units.values() if u.item is not None and u.status == rules.SUCCEEDED),
-        )
+    steps = {step.id: step_snapshot(state, step.id) for step in state.plan.steps}
+    return _run_snapshot(state, steps)
+
+
+def step_snapshot(state: rules.RunState, step_id: str) -> StepSnapshot:
+    st = state.steps[step_id]
+    unit = st.units.get(None)
+    error = st.error if st.error is not None or unit is None else unit.error
+    return StepSnapshot(
+        id=step_id, status=rules.shown_status(st),
+        attempt=unit.attempt if unit else 0,
+        retry_at=unit.retry_at if unit else None, started_at=st.started_at, finished_at=st.finished_at,
+        attempt_started_at=unit.started_at if unit else None,
+        error=error, reason=st.reason, items_total=None if st.items is None else len(st.items),
+        items_done=sum(1 for u in st.units.values() if u.item is not None and u.status == rules.SUCCEEDED),
+    )
+
+
+def _run_snapshot(state: rules.RunState, steps: dict[str, StepSnapshot]) -> RunSnapshot:
     return RunSnapshot(state.run_id, state.plan, state.plan_version, state.status, state.reason, state.last_seq,
                        steps, state.created_at, state.trace)
+
+
+class Snapshots:
+    """The snapshots given to watchers, each made from the run's last one: only the steps a commit's
+    events touched are made again (a commit of a long run costs what it changed, not the run's size)."""
+
+    def __init__(self) -> None:
+        # per run: the plan and the sequence number the steps are of, and the steps (a dict of our own:
+        # a watcher may do as it likes with the copy it is given)
+        self._last: dict[str, tuple[Plan, int, dict[str, StepSnapshot]]] = {}
+
+    def after(self, state: rules.RunState, events: Sequence[Event]) -> RunSnapshot:
+        """``state`` frozen, just after ``events`` were applied to it."""
+        last = self._last.get(state.run_id)
+        if last is None or last[0] is not state.plan or last[1] != state.last_seq - len(events):
+            # a run new here, a revised plan, or commits not seen: every step
+            steps = {step.id: step_snapshot(state, step.id) for step in state.plan.steps}
+        else:
+            steps = last[2]
+            for sid in {sid for sid, _ in rules.touched(state, events)}:
+                steps[sid] = step_snapshot(state, sid)
+        self._last[state.run_id] = (state.plan, state.last_seq, steps)
+        return _run_snapshot(state, dict(steps))
+
+    def forget(self, run_id: str) -> None:
+        """The run is no longer held here: its next snapshot is made whole."""
+        self._last.pop(run_id, None)
 
 
 class Feed:

@@ -38,7 +38,7 @@ from .fleet import limited as _has_limits
 from .journal import revision_events
 from .leases import new_owner
 from .rules import Unit
-from .watchers import Feed, Watcher, snapshot
+from .watchers import Feed, Snapshots, Watcher
 
 log = logging.getLogger("charter.worker")
 
@@ -101,6 +101,7 @@ class Worker:
         # itself (when nobody could beat) does not look like every other worker went silent
         self._reachable_since = math.inf  # set by the first heartbeat
         self._taking = 0  # units the transaction under way took, to launch once it commits
+        self._snapshots = Snapshots()
 
     # --- what this worker may take --------------------------------------------------------
 
@@ -370,7 +371,7 @@ class Worker:
             return {}
         for h, written in decided.values():
             if self.feeds and written.events:
-                snap, evs = snapshot(h.state), tuple(written.events)
+                snap, evs = self._snapshots.after(h.state, written.events), tuple(written.events)
                 for feed in self.feeds:
                     feed.put(snap, evs)
             for unit, ev in written.started:
@@ -385,6 +386,7 @@ class Worker:
                 self.runs[run_id] = h
             else:
                 self.runs.pop(run_id, None)
+                self._snapshots.forget(run_id)
         return {run_id: written for run_id, (_, written) in decided.items()}
 
     async def _decide(self, run_id: str, inputs: Inputs, now: float, *, claim: bool = False,

@@ -78,3 +78,50 @@ async def test_a_watcher_cannot_change_the_run_and_its_snapshots_stay_as_they_we
     assert steps_seen == [3] * len(kept)
     first = kept[0]
     assert first.status == "running" and first.last_seq == 2  # as it was at its commit, not as the run is now
+
+
+@tool
+def flaky_once(n: int) -> int:
+    if n not in _failed:
+        _failed.add(n)
+        raise ConnectionError("the first call fails")
+    return n
+
+
+_failed: set[int] = set()
+
+
+@tool
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+async def test_a_snapshot_made_from_the_last_one_is_the_whole_run_as_it_is(make_app: Any, monkeypatch: Any) -> None:
+    from charter.engine import watchers
+    from charter.engine.watchers import Snapshots, snapshot
+
+    compared: list[int] = []
+    made = Snapshots.after
+
+    def checked(self: Snapshots, state: Any, events: Sequence[Event]) -> RunSnapshot:
+        snap = made(self, state, events)
+        assert snap == snapshot(state)  # what a snapshot of every step would say, at every commit
+        compared.append(snap.last_seq)
+        return snap
+
+    monkeypatch.setattr(watchers.Snapshots, "after", checked)
+    _failed.clear()
+    app = make_app([step, flaky_once, numbers])
+    app.observe(lambda snap, events: None)
+    report = await app.run({"goal": "g", "steps": [
+        {"id": "list", "tool": "numbers", "args": {"n": 3}},
+        {"id": "each", "tool": "flaky_once", "for_each": "${list}", "args": {"n": "${item}"}},
+        {"id": "again", "tool": "flaky_once", "args": {"n": 9}, "needs": ["each"]},
+        {"id": "ok", "approval": {"message": "go on?"}, "needs": ["again"]},
+        {"id": "last", "tool": "step", "args": {"n": "${again}"}, "needs": ["ok"]},
+    ]})
+    assert report.status == "awaiting", (report.reason, [(s.id, s.status, s.error) for s in report.steps])
+    await app.approve(report.id, "ok")
+    await app.drive()
+    assert (await app.report(report.id)).status == "succeeded"
+    assert len(compared) > 8
