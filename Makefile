@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs Charter's offline demo (charter demo)
 #   make test   runs the whole test suite (lint, types, then pytest on SQLite, then the
-#               integration, acceptance and chaos suites again on PostgreSQL: the tests
+#               integration, acceptance, chaos and browser suites again on PostgreSQL: the tests
 #               start a throwaway cluster with the machine's initdb/pg_ctl, or use
 #               $CHARTER_TEST_PG_URL; tests/fleet puts PostgreSQL and workers on hosts of
 #               their own, network namespaces, which needs root; tests/browser drive Debian's
@@ -32,7 +32,7 @@ lint: $(STAMP)
 test: lint
 	scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
-	CHARTER_TEST_STORE=postgresql $(BIN)/python -m pytest -q tests/integration tests/acceptance tests/chaos
+	CHARTER_TEST_STORE=postgresql $(BIN)/python -m pytest -q tests/integration tests/acceptance tests/chaos tests/browser
 
 test-load:
 	scripts/test-under-load 3

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import socket
 import time
@@ -341,7 +340,6 @@ async def test_no_secret_reaches_the_page_or_the_api(db_path: Path, tmp_path: Pa
     assert "key=***" in text and "broken on '***'" in text
 
 
-@pytest.mark.skipif(os.environ.get("CHARTER_TEST_STORE") == "postgresql", reason="the schema does not depend on the store")
 async def test_the_openapi_schema_lists_every_route(db_path: Path) -> None:
     with Charter(db_path, tools=TOOLS) as charter:
         async with serving(charter) as base, client(base) as api:

@@ -6,23 +6,17 @@ The live stream (it never ends) is left out; tests/integration/test_web_api.py r
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from charter import Charter
 from tests.webserver import AUTH, TOOLS, ThreadedUI
 
-pytestmark = pytest.mark.skipif(os.environ.get("CHARTER_TEST_STORE") == "postgresql",
-                                reason="the API is the same on both stores; its tests on both are test_web_api.py")
 
-
-def test_the_api_never_fails_and_always_answers_json(tmp_path: Path) -> None:
-    db = tmp_path / "charter.db"
+def test_the_api_never_fails_and_always_answers_json(db_path: Any) -> None:
+    db = db_path
     with Charter(db, tools=TOOLS) as charter:  # a few runs to find: succeeded, failed
         charter.run_sync({"goal": "g", "steps": [{"id": "a", "tool": "echo", "args": {"text": "hi"}}]})
         charter.run_sync({"goal": "f", "steps": [{"id": "b", "tool": "fragile", "args": {"text": "x"}}]})
