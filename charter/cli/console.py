@@ -92,6 +92,8 @@ def fmt_age(ts: float, now: float | None = None) -> str:
 
 
 def short_json(value: Any, limit: int = 200) -> str:
+    if isinstance(value, dict) and set(value) == {"$pruned", "size"}:  # dropped by `charter prune`
+        return f"(pruned: {value['size']:,} bytes)"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

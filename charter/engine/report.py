@@ -20,9 +20,17 @@ from ..events import (
     StepSucceeded,
 )
 from ..plan.diff import plan_diff
+from ..store.payloads import PRUNED
 from .rules import RunState, shown_status
 
 PREVIEW = 200  # characters of a prompt or an answer kept in a report: enough to recognise it
+
+
+def _text(value: Any) -> str:
+    """A prompt's or an answer's text as shown; a value ``charter prune`` dropped says so."""
+    if isinstance(value, dict) and PRUNED in value:
+        return f"(pruned: {value.get('size', 0):,} bytes)"
+    return str(value or "")
 
 
 def preview(text: str, limit: int = PREVIEW) -> str:
@@ -52,11 +60,13 @@ class ModelCall:
     @classmethod
     def from_event(cls, ev: ModelCalled) -> ModelCall:
         messages = ev.request.get("messages") or []
-        last = messages[-1] if messages else {}
-        prompt = str(last.get("content") or "")
-        if last.get("role") == "tool":
+        last = messages[-1] if messages and isinstance(messages, list) else {}
+        prompt = _text(last.get("content") if isinstance(last, dict) and PRUNED not in last else last)
+        if isinstance(last, dict) and last.get("role") == "tool":
             prompt = "tool result: " + prompt
-        answer = str(ev.response.get("text") or "")
+        if PRUNED in ev.request:
+            prompt = _text(ev.request)
+        answer = _text(ev.response if PRUNED in ev.response else ev.response.get("text"))
         calls = ev.response.get("tool_calls") or []
         if calls:
             asked = ", ".join(f"{c.get('name')}({json.dumps(c.get('arguments'), default=str)})" for c in calls)

@@ -94,6 +94,8 @@ async def test_pruning_drops_old_runs_payloads_and_keeps_what_happened(db_path: 
     assert row.id == old.id and row.pruned_at is not None
     report = await app.report(old.id)
     assert report.status == "succeeded" and report.step("read").status == "succeeded"
+    shown = report.step("read").attempts[0].model_calls[-1]
+    assert shown.prompt.startswith("(pruned: ") and shown.input_tokens > 0  # said so, with what stays
     events = await app.store.events(old.id)
     calls = [e for e in events if isinstance(e, ModelCalled)]
     assert len(calls) == 10
