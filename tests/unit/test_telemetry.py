@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from charter import Charter, PermanentError, RetryPolicy, tool
-from charter.events import ModelCalled, RunCreated
+from charter.events import ModelCalled, RunCreated, StepsReset
 from charter.telemetry import Tracer
 from charter.telemetry.context import run_trace
 from charter.telemetry.tracer import DURATION_BUCKETS, TOKEN_BUCKETS
@@ -43,6 +43,15 @@ def flaky(name: str) -> str:
 
 
 @tool
+def twice_down(name: str) -> str:
+    """Fails for good the first two times it is called."""
+    tries.append(name)
+    if tries.count(name) <= 2:
+        raise PermanentError(f"{name} is down")
+    return name
+
+
+@tool
 def lookup(city: str) -> dict[str, Any]:
     """Weather of a city."""
     return {"city": city, "temp": 21}
@@ -62,7 +71,7 @@ class Traced:
     def __init__(self, db: Path, model: ScriptedModel | None = None, **tracer: Any) -> None:
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
-        self.app = Charter(db, tools=[fetch, flaky, lookup], clock=FakeClock(auto_advance=True), model=model,
+        self.app = Charter(db, tools=[fetch, flaky, twice_down, lookup], clock=FakeClock(auto_advance=True), model=model,
                            tracing=Tracer(exporter=self.exporter, metric_reader=self.reader, **tracer))
 
     def spans(self) -> list[ReadableSpan]:
@@ -198,6 +207,61 @@ async def test_planning_and_replanning_are_plan_spans_with_their_model_calls(db_
     assert {s.attributes["charter.step.id"]: s.status.status_code for s in fetches} == {
         "get": StatusCode.ERROR, "get_mirror": StatusCode.UNSET}
     assert plans[1].start_time >= next(s for s in fetches if s.attributes["charter.step.id"] == "get").end_time
+
+
+def unique(spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    """``spans``, after checking that no span id was sent twice (backends flag it)."""
+    sent = [s.context.span_id for s in spans]
+    assert len(sent) == len(set(sent)), sorted((s.name, s.context.span_id) for s in spans)
+    return spans
+
+
+async def test_a_run_that_ends_again_after_a_retry_sends_each_span_once(db_path: Path) -> None:
+    t = Traced(db_path)
+    plan = {"goal": "g", "steps": [{"id": "a", "tool": "twice_down", "args": {"name": "db"}}]}
+    run_id = await t.app.start(plan)
+    await t.app.drive()
+    assert (await t.app.report(run_id)).status == "failed"
+    t.app.clock.advance(60)
+    assert (await t.app.retry(run_id, "a")).status == "failed"
+    t.app.clock.advance(60)
+    report = await t.app.retry(run_id, "a")
+    assert report.status == "succeeded"
+    spans = unique(t.spans())
+    runs = sorted((s for s in spans if s.name == "invoke_workflow g"), key=lambda s: s.start_time)
+    root, *reopened = runs
+    # the root is the run's first ending: from its creation to its failure
+    assert root.parent is None and root.status.status_code == StatusCode.ERROR
+    assert root.attributes["charter.run.status"] == "failed" and "charter.run.reopening" not in root.attributes
+    created = next(e for e in report.events if isinstance(e, RunCreated))
+    assert root.start_time == int(created.at * 1e9)
+    # each reopening: its own span under the root, from the retry to the next ending
+    assert [s.attributes["charter.run.reopening"] for s in reopened] == [1, 2]
+    assert [s.attributes["charter.run.status"] for s in reopened] == ["failed", "succeeded"]
+    assert [s.status.status_code for s in reopened] == [StatusCode.ERROR, StatusCode.UNSET]
+    assert all(s.parent.span_id == root.context.span_id for s in reopened)
+    assert all(s.attributes["gen_ai.operation.name"] == "invoke_workflow" for s in reopened)
+    resets = [e for e in report.events if isinstance(e, StepsReset)]
+    assert [s.start_time for s in reopened] == [int(e.at * 1e9) for e in resets]
+    attempts = sorted((s for s in spans if s.name == "execute_tool twice_down"), key=lambda s: s.start_time)
+    assert [s.attributes["charter.step.attempt"] for s in attempts] == [1, 2, 3]
+    assert [s.parent.span_id for s in attempts] == [r.context.span_id for r in runs]  # each under its own
+
+
+async def test_a_revised_plan_that_keeps_a_failed_steps_id_sends_each_attempt_once(db_path: Path) -> None:
+    kept = {"goal": "count the words of the document", "steps": [
+        {"id": "get", "why": "primary is gone", "tool": "fetch", "args": {"source": "mirror"}},
+    ]}
+    t = Traced(db_path, ScriptedModel([ORIGINAL, kept]))
+    run_id = await t.app.propose("count the words", max_replans=1)
+    await t.app.approve(run_id)
+    await t.app.drive()
+    assert (await t.app.report(run_id)).status == "succeeded"
+    spans = unique(t.spans())
+    fetches = sorted((s for s in spans if s.name == "execute_tool fetch"), key=lambda s: s.start_time)
+    assert [(s.attributes["charter.step.id"], s.attributes["charter.step.attempt"]) for s in fetches] == [
+        ("get", 1), ("get", 1)]  # attempt 1 of "get" under version 1, then under version 2
+    assert [s.status.status_code for s in fetches] == [StatusCode.ERROR, StatusCode.UNSET]
 
 
 async def test_a_model_call_that_failed_is_a_chat_span_with_its_error_type(db_path: Path) -> None:
