@@ -35,6 +35,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from ..engine.watchers import RunSnapshot
 from ..events import Event
 from . import capture_content as _capture_from_env
+from . import check_endpoint, check_environment
 from .spans import CLIENT, Measure, SpanBuilder, SpanRecord
 
 log = logging.getLogger("charter.telemetry")
@@ -94,7 +95,11 @@ class Tracer:
         self._lock = threading.Lock()
         self._closed = False
         res = _resource(resource)
-        if exporter is None:
+        if exporter is None:  # a URL that cannot be a collector's is refused now, not when spans leave
+            if endpoint is None:
+                check_environment()
+            else:
+                check_endpoint(endpoint, "Tracer(endpoint=...)")
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=_signal(endpoint, "traces"))

@@ -196,6 +196,23 @@ def test_a_dead_or_silent_collector_never_holds_a_run_up(ws: Workspace, collecto
     assert wall < 7.0, wall
 
 
+@pytest.mark.parametrize(("option", "variable"), [
+    ("not-a-url", None), ("", None), ("ftp://collector", None),
+    (None, ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318/v1/traces")),
+])
+def test_a_collector_url_that_cannot_be_one_is_refused_before_anything_runs(
+        ws: Workspace, option: str | None, variable: tuple[str, str] | None) -> None:
+    setup(ws, None, **dict([variable] if variable else []))
+    args = ("--otel", option) if option is not None else ()
+    done = ws(*args, "run", "plan.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml")
+    assert done.rc == 2, done
+    [said] = [line for line in done.err.splitlines() if line.strip()]
+    name = "--otel" if option is not None else variable[0]  # type: ignore[index]
+    assert said.startswith(f"error: {name}: ") and "http:// or https://" in said, said
+    assert "Invalid URL" not in done.err and done.out == ""
+    assert ws.runs() == []  # nothing was recorded
+
+
 def test_without_the_variables_opentelemetry_is_never_imported(ws: Workspace) -> None:
     setup(ws, None)
     seen = ws.root / "modules.json"

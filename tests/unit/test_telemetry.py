@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from charter import Charter, PermanentError, RetryPolicy, tool
+from charter.errors import ConfigError
 from charter.events import ModelCalled, RunCreated, StepsReset
-from charter.telemetry import Tracer
+from charter.telemetry import Tracer, check_endpoint, check_environment
 from charter.telemetry.context import run_trace
 from charter.telemetry.tracer import DURATION_BUCKETS, TOKEN_BUCKETS
 from charter.testing import FakeClock, ScriptedModel
@@ -335,3 +336,21 @@ def test_a_log_without_a_context_gets_stable_ids_from_the_run_id() -> None:
     stored = run_trace("abc123", {"traceparent": f"00-{'1' * 32}-{'2' * 16}-00", "parent": "3" * 16})
     assert (stored.trace_id, stored.root_id, stored.parent_id, stored.sampled) == (
         int("1" * 32, 16), int("2" * 16, 16), int("3" * 16, 16), False)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:4318", "https://otel.example.com/v1/traces", " http://[::1]:4318 "])
+def test_a_collectors_url_is_http_or_https_with_a_host(url: str) -> None:
+    assert check_endpoint(url, "--otel") == url
+
+
+@pytest.mark.parametrize("url", ["", "not-a-url", "localhost:4318", "ftp://x", "http://", "http://:4318",
+                                 "http://host:99999", "http://host:port"])
+def test_anything_else_is_refused_naming_where_it_came_from(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--otel: .* an http:// or https:// URL with a host"):
+        check_endpoint(url, "--otel")
+    if url:  # an empty variable is an unset one
+        with pytest.raises(ConfigError, match=r"^OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "):
+            check_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+                               "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": url})
+    with pytest.raises(ConfigError, match=r"^Tracer\(endpoint=...\): "):
+        Tracer(endpoint=url)
