@@ -194,6 +194,26 @@ def test_a_dead_or_silent_collector_never_holds_a_run_up(ws: Workspace, collecto
     assert took < 1.0  # the run itself: as without tracing
     # the process: its start, the run, and at most the tracer's bounded close (2 s), never the SDK's 10 s timeout
     assert wall < 7.0, wall
+    # one line says so; none of the SDK's retries ("Transient error ... retrying in 1.92s") reach the terminal
+    assert "Transient error" not in done.err and "retrying in" not in done.err, done.err
+    lines = [line for line in done.err.splitlines() if not line.startswith(("run ", "  "))]  # but the progress
+    assert len(lines) == 1, done.err
+    [said] = lines
+    assert ("could not be reached (Connection refused)" if collector == "closed port" else
+            "did not take the last spans in time") in said, said
+    assert endpoint in said or collector == "never answers"
+
+
+def test_a_collector_that_refuses_the_spans_is_said_as_the_sdk_says_it(ws: Workspace) -> None:
+    wrong = Server(lambda seen: Reply(404, {"Content-Type": "text/plain"}, b"no such path"))
+    try:
+        setup(ws, wrong.url)
+        done = ws("run", "plan.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml")
+    finally:
+        wrong.close()
+    assert done.rc == 0, done  # the run is not the collector's business
+    assert "Failed to export spans batch code: 404" in done.err  # a wrong URL path: not hidden
+    assert "could not be reached" not in done.err
 
 
 @pytest.mark.parametrize(("option", "variable"), [

@@ -18,7 +18,7 @@ from charter.errors import ConfigError
 from charter.events import ModelCalled, RunCreated, StepsReset
 from charter.telemetry import Tracer, check_endpoint, check_environment
 from charter.telemetry.context import run_trace
-from charter.telemetry.tracer import DURATION_BUCKETS, TOKEN_BUCKETS
+from charter.telemetry.tracer import DURATION_BUCKETS, TOKEN_BUCKETS, _why
 from charter.testing import FakeClock, ScriptedModel
 from charter.workspace.secrets import register
 
@@ -354,3 +354,16 @@ def test_anything_else_is_refused_naming_where_it_came_from(url: str) -> None:
                                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": url})
     with pytest.raises(ConfigError, match=r"^Tracer\(endpoint=...\): "):
         Tracer(endpoint=url)
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (ConnectionError("HTTPConnection(host='127.0.0.1', port=9): Failed to establish a new connection: "
+                     "[Errno 111] Connection refused\")"), "Connection refused"),
+    (ConnectionError("Max retries exceeded (Caused by SSLError(SSLCertVerificationError(1, '[SSL: "
+                     "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)')))"),
+     "certificate verify failed: self-signed certificate"),
+    (TimeoutError("HTTPConnectionPool(host='h', port=4318): Read timed out. (read timeout=10)"), "timed out"),
+    ("Service Unavailable", "Service Unavailable"),
+])
+def test_a_collector_out_of_reach_is_said_with_the_words_that_matter(error: object, said: str) -> None:
+    assert _why(error) == said
