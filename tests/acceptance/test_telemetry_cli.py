@@ -21,13 +21,22 @@ from .helpers import Workspace
 
 SECRET = "otel-secret-value-5150"
 OTEL_TOOLS = '''
-from charter import tool
+import os
+from charter import PermanentError, tool
 from charter.workspace.secrets import Secret
 
 @tool
 def token() -> str:
     """A text with a secret in it."""
     return "the key is " + Secret("OTEL_TEST_SECRET").reveal()
+
+@tool
+def once_down() -> str:
+    """Down the first time it is called."""
+    if not os.path.exists("was-down"):
+        open("was-down", "w").close()
+        raise PermanentError("down")
+    return "up"
 '''
 PLAN = """
 goal: Tell the key
@@ -164,6 +173,21 @@ def test_a_run_resumed_by_a_second_process_continues_its_trace(ws: Workspace, re
     shown = ws("show", run_id, "--json", "--events")
     created = next(e for e in json.loads(shown.out)["events"] if e["type"] == "RunCreated")
     assert created["trace"]["traceparent"].split("-")[1:3] == [root.trace_id.hex(), root.span_id.hex()]
+
+
+def test_a_run_retried_after_it_failed_sends_each_span_once(ws: Workspace, receiver: Receiver) -> None:
+    setup(ws, None)
+    ws.write("fail.yaml", "goal: Up at last\nsteps:\n  - id: g\n    tool: once_down\n")
+    failed = ws("--otel", receiver.url, "run", "fail.yaml", "-t", "otel_tools.py")
+    assert failed.rc == 1, failed
+    retried = ws("--otel", receiver.url, "retry", ws.only_run_id(), "g", "-t", "otel_tools.py")
+    assert retried.rc == 0, retried
+    spans = [s for s, _, _ in receiver.spans()]
+    assert len({s.span_id for s in spans}) == len(spans) == 4, [(s.name, s.span_id.hex()) for s in spans]
+    root, again = (s for s in spans if s.name == "invoke_workflow Up at last")  # in the order they were sent
+    assert root.parent_span_id == b"" and attrs(root)["charter.run.status"] == "failed"
+    assert again.parent_span_id == root.span_id and attrs(again)["charter.run.status"] == "succeeded"
+    assert attrs(again)["charter.run.reopening"] == 1
 
 
 def _closed_port() -> str:
