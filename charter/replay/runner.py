@@ -76,6 +76,7 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         return head(replayed_status="not replayed", divergences=problems,
                             note="the plan no longer compiles: nothing was replayed")
     await registry.start()  # MCP servers list their tools (for their schemas and the planner's catalog)
+    problems += _changed_effects(rec, registry)
     feed = Feed(rec, live_reads=live_reads)
     tools = feed.registry(registry)
     ws = registry.workspace if isinstance(registry, WorkspaceRegistry) else workspace
@@ -93,7 +94,7 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         replayed_status=replayed.state.status, divergences=problems + compare(rec, replayed, feed.notes),
         attempts=len(replayed.attempts), model_answers=feed.model_answers, tool_results=feed.tool_results,
         writes_withheld=feed.writes_withheld,
-        live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, tools, live_reads)),
+        live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, feed)),
     )
 
 
@@ -110,10 +111,22 @@ def _plan_problems(rec: Recording, registry: Registry) -> list[Divergence]:
     return out
 
 
-def _live(step: str, rep: Recording, tools: Registry, live_reads: bool) -> bool:
+def _changed_effects(rec: Recording, registry: Registry) -> list[Divergence]:
+    """The tools the log shows as writes (an effect recorded) that today's code declares reads."""
+    out = []
+    for name, ev in rec.written.items():
+        t = registry.get(name)
+        if t is not None and t.effect != "write":
+            out.append(Divergence(
+                "effect", f"{name}: recorded write, now {t.effect} (the log holds its effect): it is answered "
+                "from the log and never called, whatever the flags", ev.step, ev.item, ev.attempt,
+                recorded=f"{name}: write", replayed=f"{name}: {t.effect}"))
+    return out
+
+
+def _live(step: str, rep: Recording, feed: Feed) -> bool:
     s = rep.state.plan.by_id.get(step)
-    t = tools.get(s.tool) if s is not None and s.kind == "tool" else None
-    return live_reads and t is not None and t.effect == "read"
+    return s is not None and s.kind == "tool" and s.tool in feed.live
 
 
 async def _drive(rec: Recording, feed: Feed, tools: Registry, store: Store, ws: Workspace | None) -> Recording:

@@ -62,6 +62,15 @@ def test_replay_reports_in_text_and_json_and_calls_no_write(ws: Workspace) -> No
     assert (ws.root / "out.txt").read_text() == "edited by hand"
     assert [r["id"] for r in ws.runs()] == [run_id]  # the store gained no run
 
+    # effect="write" dropped from write_file: the log holds its effect, so it is still a write here, never called
+    ws.tools.write_text(ws.tools.read_text().replace('@tool(effect="write")\ndef write_file', "@tool\ndef write_file"))
+    dropped = ws("replay", run_id, "--live-reads")
+    assert dropped.rc == 1, dropped
+    assert "keep attempt 1 · effect: write_file: recorded write, now read" in dropped.out
+    assert "1 write(s) answered from the log" in dropped.out and "5 read(s) called for real" in dropped.out
+    assert not any(c["name"] == "out.txt" for c in ws.calls()[logged:])
+    assert (ws.root / "out.txt").read_text() == "edited by hand"
+
 
 def test_replay_of_an_unknown_run_is_bad_input(ws: Workspace) -> None:
     ws.write("plan.yaml", "goal: g\nsteps:\n  - id: a\n    tool: add\n    args: {a: 1, b: 2}\n")

@@ -147,6 +147,20 @@ async def test_a_retry_is_replayed_and_a_changed_retry_policy_is_reported(db_pat
     assert report.replayed_status == "failed" and calls == []
 
 
+async def test_a_tool_the_log_recorded_as_a_write_is_never_called_though_today_it_is_a_read(db_path: Path) -> None:
+    run_id = await recorded(db_path, FAN_OUT)
+    now_read = dataclasses.replace(send, effect="read")  # effect="write" dropped from the tool since
+    with app(db_path, tools=[fetch, names, now_read]) as a:
+        fed = await a.replay(run_id)
+        live = await a.replay(run_id, live_reads=True)
+    for report in (fed, live):
+        assert [(d.kind, d.where) for d in report.divergences] == [("effect", "post attempt 1")]
+        assert "recorded write, now read" in report.divergences[0].message
+        assert (report.divergences[0].recorded, report.divergences[0].replayed) == ("send: write", "send: read")
+        assert report.writes_withheld == 1
+    assert live.live_calls == 3 and sorted(calls) == [("fetch", "ann"), ("fetch", "bo"), ("names", None)]
+
+
 LLM_PLAN = {"goal": "g", "steps": [
     {"id": "hello", "tool": "fetch", "args": {"name": "ann"}},
     {"id": "shout", "llm": {"prompt": "Shout this: ${hello}", "schema": {"type": "object"}}},
@@ -216,6 +230,16 @@ async def test_an_agents_tool_calls_are_fed_from_the_log(db_path: Path) -> None:
         changed = await a.replay(run_id)
     assert [(d.kind, d.where) for d in changed.divergences] == [("model_request", "ask attempt 1")] * 3
     assert calls == []
+
+
+async def test_an_agents_call_of_a_tool_the_log_recorded_as_a_write_is_never_made(db_path: Path) -> None:
+    model = ScriptedModel([ScriptedModel.call("fetch", {"name": "ann"}), ScriptedModel.call("send", {"text": "hi"}),
+                           "Done."])
+    run_id = await recorded(db_path, AGENT_PLAN, model=model)
+    with app(db_path, tools=[fetch, dataclasses.replace(send, effect="read")]) as a:
+        report = await a.replay(run_id, live_reads=True)
+    assert [(d.kind, d.where) for d in report.divergences] == [("effect", "ask attempt 1")]
+    assert calls == [("fetch", "ann")] and report.writes_withheld == 1
 
 
 APPROVAL_PLAN = {"goal": "g", "steps": [
