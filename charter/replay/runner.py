@@ -17,7 +17,9 @@ recorded backoffs and deadlines pass at once).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import re
 
 from ..engine import control, rules
@@ -38,7 +40,7 @@ from ..plan.model import Plan
 from ..store import RunWrite, Store, open_store
 from ..testing import FakeClock
 from ..tools import Registry, load_tools
-from ..workspace import Workspace, WorkspaceRegistry
+from ..workspace import Workspace, WorkspaceRegistry, secrets
 from .compare import compare
 from .feed import Feed
 from .recording import Recording
@@ -54,17 +56,19 @@ async def replay_run(run_id: str, events: list[Event], registry: Registry | None
     if not events or not isinstance(events[0], RunCreated):
         raise RunStateError(f"run {run_id} has no events: there is nothing to replay")
     if registry is not None:
-        return await _replay(run_id, events, registry, workspace, live_reads)
+        return _redacted(await _replay(run_id, events, registry, workspace, live_reads))
     sources = events[0].tool_sources
     loaded = load_tools(sources) if sources else Registry()
     try:
-        return await _replay(run_id, events, loaded, workspace, live_reads)
+        return _redacted(await _replay(run_id, events, loaded, workspace, live_reads))
     finally:
         loaded.close()  # the MCP servers it started
 
 
 async def _replay(run_id: str, events: list[Event], registry: Registry, workspace: Workspace | None,
                   live_reads: bool) -> ReplayReport:
+    for ws in (workspace, registry.workspace if isinstance(registry, WorkspaceRegistry) else None):
+        _register_secrets(ws)  # before anything runs: today's values are masked in its log and its report
     rec = Recording.read(run_id, events)
     problems = _plan_problems(rec, registry)
     head = functools.partial(ReplayReport, run_id=run_id, goal=rec.state.plan.goal,
@@ -96,6 +100,30 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         writes_withheld=feed.writes_withheld,
         live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, feed)),
     )
+
+
+def _register_secrets(ws: Workspace | None) -> None:
+    """Every ``${env:NAME}`` of the workspace file whose variable is set, registered for redaction:
+    a read called for real (``live_reads``) may return one that no tool of the replay revealed."""
+    if ws is None or ws.path is None:
+        return
+    try:
+        text = ws.path.read_text(encoding="utf-8")
+    except OSError:
+        return  # the file is gone since it was loaded: it names nothing any more
+    for name in sorted(set(secrets.ENV_REF.findall(text))):
+        value = os.environ.get(name)
+        if value:
+            secrets.register(value)
+
+
+def _redacted(report: ReplayReport) -> ReplayReport:
+    """``report`` with every known secret masked in what it shows: today's values (a read called for
+    real), and a recorded one that today's environment holds too."""
+    return dataclasses.replace(
+        report, goal=secrets.redact(report.goal), note=secrets.redact(report.note),
+        divergences=[dataclasses.replace(d, message=secrets.redact(d.message), recorded=secrets.redact_data(d.recorded),
+                                         replayed=secrets.redact_data(d.replayed)) for d in report.divergences])
 
 
 def _plan_problems(rec: Recording, registry: Registry) -> list[Divergence]:

@@ -77,3 +77,36 @@ def test_replay_of_an_unknown_run_is_bad_input(ws: Workspace) -> None:
     assert ws("run", "plan.yaml", "--tools", ws.tools).rc == 0
     missing = ws("replay", "nope")
     assert missing.rc == 2 and "no run 'nope'" in missing.err
+
+
+SECRET_TOOLS = '''\
+import os
+
+from charter import tool
+
+
+@tool
+def api_key() -> str:
+    """The key the service is called with."""
+    return "key=" + os.environ["MY_API_KEY"]
+'''
+
+
+def test_replay_masks_the_workspaces_secrets_in_text_and_json(ws: Workspace) -> None:
+    ws.write("secret_tools.py", SECRET_TOOLS)
+    ws.write("charter.yaml", "tools: [secret_tools.py]\n"
+                             "email: {host: localhost, from: a@example.com, password: '${env:MY_API_KEY}'}\n")
+    ws.write("plan.yaml", "goal: Read the key\nsteps:\n  - id: key\n    tool: api_key\n")
+    ws.env["MY_API_KEY"] = "first-key-4711"
+    run = ws("run", "plan.yaml", "--json")
+    assert run.rc == 0, run
+    run_id = json.loads(run.out)["id"]
+
+    ws.env["MY_API_KEY"] = "other-key-4712"  # today's value differs: the read's output diverges
+    text = ws("replay", run_id, "--live-reads")
+    assert text.rc == 1, text
+    assert "key attempt 1 · output: its output differs" in text.out and "today:    key=***" in text.out
+    data = ws("replay", run_id, "--live-reads", "--json")
+    assert data.rc == 1, data
+    assert json.loads(data.out)["divergences"][0]["replayed"] == "key=***"
+    assert "other-key-4712" not in text.out + text.err + data.out + data.err
