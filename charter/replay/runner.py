@@ -70,13 +70,13 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
     for ws in (workspace, registry.workspace if isinstance(registry, WorkspaceRegistry) else None):
         _register_secrets(ws)  # before anything runs: today's values are masked in its log and its report
     rec = Recording.read(run_id, events)
-    problems = _plan_problems(rec, registry)
+    problems, compiles = _plan_problems(rec, registry)
     head = functools.partial(ReplayReport, run_id=run_id, goal=rec.state.plan.goal,
                              recorded_status=rec.state.status, live_reads=live_reads)
     if not rec.approved:
         return head(replayed_status=rec.state.status, divergences=problems,
                             note="its plan was never approved: no step ran, so there is nothing to replay")
-    if any(d.recorded == 1 for d in problems):
+    if not compiles:
         return head(replayed_status="not replayed", divergences=problems,
                             note="the plan no longer compiles: nothing was replayed")
     await registry.start()  # MCP servers list their tools (for their schemas and the planner's catalog)
@@ -126,17 +126,21 @@ def _redacted(report: ReplayReport) -> ReplayReport:
                                          replayed=secrets.redact_data(d.replayed)) for d in report.divergences])
 
 
-def _plan_problems(rec: Recording, registry: Registry) -> list[Divergence]:
-    """Every version of the run's plan, compiled by today's compiler against today's tools."""
+def _plan_problems(rec: Recording, registry: Registry) -> tuple[list[Divergence], bool]:
+    """Every version of the run's plan, compiled by today's compiler against today's tools; and whether
+    its first version compiles (else nothing can be replayed)."""
     out = []
+    first = True
     for version, data in rec.plans:
         try:
             Plan.from_dict(data, registry)
         except PlanError as exc:
             problems = "; ".join(str(p) for p in exc.problems)
+            first = first and version != 1
             out.append(Divergence("plan", f"version {version} of the plan no longer compiles: {problems}",
-                                  recorded=version, replayed=[str(p) for p in exc.problems]))
-    return out
+                                  recorded=f"plan version {version}: compiled when recorded",
+                                  replayed=f"plan version {version}: does not compile: {problems}"))
+    return out, first
 
 
 def _changed_effects(rec: Recording, registry: Registry) -> list[Divergence]:
