@@ -113,6 +113,7 @@ async def test_pruning_drops_old_runs_payloads_and_keeps_what_happened(db_path: 
     stats = await app.stats()
     assert stats.pruned_runs == 1 and stats.pruned_bytes == done.bytes and stats.payloads > stats.pruned_payloads
 
+    assert (await app.resume(old.id)).status == "succeeded"  # ended, pruned or not: nothing to take over
     # A failed run with nothing bulky is left as it is, even without --keep-failed: it can go on.
     assert (await app.prune(30 * 86400)).runs == 0
     assert (await app.runs(status="failed"))[0].pruned_at is None
