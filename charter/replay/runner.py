@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import re
 
 from ..engine import control, rules
@@ -67,8 +66,6 @@ async def replay_run(run_id: str, events: list[Event], registry: Registry | None
 
 async def _replay(run_id: str, events: list[Event], registry: Registry, workspace: Workspace | None,
                   live_reads: bool) -> ReplayReport:
-    for ws in (workspace, registry.workspace if isinstance(registry, WorkspaceRegistry) else None):
-        _register_secrets(ws)  # before anything runs: today's values are masked in its log and its report
     rec = Recording.read(run_id, events)
     problems, compiles = _plan_problems(rec, registry)
     head = functools.partial(ReplayReport, run_id=run_id, goal=rec.state.plan.goal,
@@ -100,21 +97,6 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         writes_withheld=feed.writes_withheld,
         live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, feed)),
     )
-
-
-def _register_secrets(ws: Workspace | None) -> None:
-    """Every ``${env:NAME}`` of the workspace file whose variable is set, registered for redaction:
-    a read called for real (``live_reads``) may return one that no tool of the replay revealed."""
-    if ws is None or ws.path is None:
-        return
-    try:
-        text = ws.path.read_text(encoding="utf-8")
-    except OSError:
-        return  # the file is gone since it was loaded: it names nothing any more
-    for name in sorted(set(secrets.ENV_REF.findall(text))):
-        value = os.environ.get(name)
-        if value:
-            secrets.register(value)
 
 
 def _redacted(report: ReplayReport) -> ReplayReport:
