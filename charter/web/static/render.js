@@ -53,6 +53,9 @@ export function valueView(value) {
     return h("div", {}, pre, button);
   }
   if (value === null || value === undefined) return h("p", { class: "dim" }, "—");
+  if (typeof value === "object" && "$pruned" in value && Object.keys(value).length === 2) {
+    return h("p", { class: "dim" }, `pruned by charter prune (${value.size} bytes)`);
+  }
   return h("pre", { class: "value" }, typeof value === "string" ? value : JSON.stringify(value, null, 2));
 }
 
