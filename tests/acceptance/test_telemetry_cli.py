@@ -31,6 +31,11 @@ def token() -> str:
     return "the key is " + Secret("OTEL_TEST_SECRET").reveal()
 
 @tool
+def env_key() -> str:
+    """A variable's value, read straight from the environment (no Secret)."""
+    return "the env key is " + os.environ["OTEL_ENV_KEY"]
+
+@tool
 def once_down() -> str:
     """Down the first time it is called."""
     if not os.path.exists("was-down"):
@@ -153,6 +158,19 @@ def test_prompts_and_results_reach_the_collector_only_when_asked_and_never_a_sec
     everything = b"".join(seen.body for seen in receiver.bodies())
     assert b"PROMPT-TEXT-1" in everything and b"ANSWER-TEXT-2" in everything
     assert SECRET.encode() not in everything and b"the key is ***" in everything
+
+
+def test_a_secret_the_workspace_names_never_reaches_the_collector_though_a_tool_read_it_itself(
+        ws: Workspace, receiver: Receiver) -> None:
+    setup(ws, receiver.url, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY")
+    ws.env["OTEL_ENV_KEY"] = env_key = "otel-env-key-8086-" + "x" * 8
+    ws.write("charter.yaml", "slack:\n  token: ${env:OTEL_ENV_KEY}\n")  # named here, read by the tool itself
+    ws.write("env.yaml", "goal: Tell the env key\nsteps:\n  - id: key\n    tool: env_key\n"
+                         "  - id: say\n    llm: {prompt: 'repeat ${key}'}\n")
+    assert ws("run", "env.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml").rc == 0
+    everything = b"".join(seen.body for seen in receiver.bodies())
+    assert b"repeat the env key is ***" in everything  # the content was captured, masked
+    assert env_key.encode() not in everything
 
 
 def test_a_run_resumed_by_a_second_process_continues_its_trace(ws: Workspace, receiver: Receiver) -> None:
