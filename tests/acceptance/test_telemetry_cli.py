@@ -196,9 +196,10 @@ def test_a_run_resumed_by_a_second_process_continues_its_trace(ws: Workspace, re
 def test_a_run_retried_after_it_failed_sends_each_span_once(ws: Workspace, receiver: Receiver) -> None:
     setup(ws, None)
     ws.write("fail.yaml", "goal: Up at last\nsteps:\n  - id: g\n    tool: once_down\n")
-    failed = ws("--otel", receiver.url, "run", "fail.yaml", "-t", "otel_tools.py")
+    failed = ws("--otel", receiver.url, "run", "fail.yaml", "-t", "otel_tools.py", "--db", ws.db, db=False)
     assert failed.rc == 1, failed
-    retried = ws("--otel", receiver.url, "retry", ws.only_run_id(), "g", "-t", "otel_tools.py")
+    retried = ws("--otel", receiver.url, "retry", ws.only_run_id(), "g", "-t", "otel_tools.py", "--db", ws.db,
+                 db=False)
     assert retried.rc == 0, retried
     spans = [s for s, _, _ in receiver.spans()]
     assert len({s.span_id for s in spans}) == len(spans) == 4, [(s.name, s.span_id.hex()) for s in spans]
@@ -266,7 +267,8 @@ def test_a_collector_url_that_cannot_be_one_is_refused_before_anything_runs(
         ws: Workspace, option: str | None, variable: tuple[str, str] | None) -> None:
     setup(ws, None, **dict([variable] if variable else []))
     args = ("--otel", option) if option is not None else ()
-    done = ws(*args, "run", "plan.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml")
+    done = ws(*args, "run", "plan.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml", "--db", ws.db,
+              db=False)
     assert done.rc == 2, done
     [said] = [line for line in done.err.splitlines() if line.strip()]
     name = "--otel" if option is not None else variable[0]  # type: ignore[index]
