@@ -203,6 +203,13 @@ def _options(
 ) -> None:
     """Run explicit plans as durable, observable work."""
     _settings["config"] = config
+    if otel is not None:
+        from ..telemetry import check_endpoint  # light: no OpenTelemetry import
+
+        try:
+            check_endpoint(otel, "--otel")
+        except CharterError as exc:
+            raise fail(exc) from None
     _settings["otel"] = otel
 
 

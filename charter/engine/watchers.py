@@ -52,6 +52,8 @@ class RunSnapshot:
     steps: dict[str, StepSnapshot]  # a fresh dict per snapshot, in plan order; nothing else holds it
     created_at: float = 0.0
     trace: Mapping[str, str] = field(default_factory=dict)  # RunCreated's trace context (see the event)
+    reopenings: int = 0  # times the run ended and was made live again (a retry after it failed, ...)
+    reopened_at: float | None = None  # when it last was
 
 
 Watcher = Callable[[RunSnapshot, Sequence[Event]], None]
@@ -79,7 +81,7 @@ def step_snapshot(state: rules.RunState, step_id: str) -> StepSnapshot:
 
 def _run_snapshot(state: rules.RunState, steps: dict[str, StepSnapshot]) -> RunSnapshot:
     return RunSnapshot(state.run_id, state.plan, state.plan_version, state.status, state.reason, state.last_seq,
-                       steps, state.created_at, state.trace)
+                       steps, state.created_at, state.trace, state.reopenings, state.reopened_at)
 
 
 class Snapshots:

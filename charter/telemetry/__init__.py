@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 #: EVENT_ONLY; ``true`` as older instrumentations had it)
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+#: every variable the OTLP exporters take a URL from
+URL_VARIABLES = (*ENDPOINTS, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
 
 
 def disabled(env: Mapping[str, str] | None = None) -> bool:
@@ -49,6 +52,29 @@ def capture_content(env: Mapping[str, str] | None = None) -> bool:
     """Whether prompts, answers, tool arguments and results go on spans (opt-in; off by default)."""
     env = os.environ if env is None else env
     return env.get(CAPTURE, "").strip().lower() in ("span_only", "span_and_event", "true")
+
+
+def check_endpoint(url: str, given_as: str) -> str:
+    """``url`` if it can be a collector's OTLP/HTTP address (``http://`` or ``https://`` and a host), else a
+    :class:`ConfigError` naming where it was ``given_as`` (the SDK would only say so when a run's spans leave)."""
+    try:
+        parts = urlsplit(url.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 -- a port that is not a number (or out of range) raises here
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{given_as}: {url!r} is not a collector's address: give an http:// or https:// URL "
+                          "with a host, as in http://localhost:4318")
+    return url
+
+
+def check_environment(env: Mapping[str, str] | None = None) -> None:
+    """A :class:`ConfigError` if a variable the exporters read a URL from holds something else."""
+    env = os.environ if env is None else env
+    for name in URL_VARIABLES:
+        if env.get(name, "").strip():
+            check_endpoint(env[name], name)
 
 
 def require() -> None:
@@ -120,6 +146,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Tracer",
     "capture_content",
+    "check_endpoint",
+    "check_environment",
     "close",
     "disabled",
     "make_tracer",

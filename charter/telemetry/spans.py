@@ -7,7 +7,9 @@ never asks the engine or the store anything: the times are the events' (``at``;
 a model call's ``latency``), an attempt runs from its ``StepStarted`` (or
 ``ApprovalRequested``) to its ``StepSucceeded``, ``StepFailed`` or
 ``StepInterrupted``, and the ids come from :mod:`charter.telemetry.context`,
-so spans made by different processes join one trace.
+so spans made by different processes join one trace. Each id is sent once: a
+run that ends again after a reopening (a retry after it failed) sends that
+end as a span of the reopening, under its root (the first end's).
 
 What each span is, its name and attributes: docs/telemetry.md. Pure Python,
 no OpenTelemetry import; it imports the events, the snapshot's type and the
@@ -115,7 +117,7 @@ class SpanBuilder:
         run = self._runs.get(snap.run_id)
         if run is None:
             run = self._runs[snap.run_id] = _Run(run_trace(snap.run_id, snap.trace))
-        out = _Output(run, snap, self)
+        out = _Output(run, snap, self, events)
         out.planning(events)
         for ev in events:
             out.event(ev)
@@ -131,7 +133,7 @@ class SpanBuilder:
 class _Output:
     """What one commit of one run turns into."""
 
-    def __init__(self, run: _Run, snap: RunSnapshot, builder: SpanBuilder) -> None:
+    def __init__(self, run: _Run, snap: RunSnapshot, builder: SpanBuilder, events: Sequence[Event]) -> None:
         self.run = run
         self.snap = snap
         self.builder = builder
@@ -139,9 +141,20 @@ class _Output:
         self.spans: list[SpanRecord] = []
         self.measures: list[Measure] = []
         self.ended = False
+        # the plan version each event was written under (a commit may revise the plan: the snapshot is after it)
+        revised = next((ev.version for ev in events if isinstance(ev, PlanRevised)), None)
+        self.version = snap.plan_version if revised is None else revised - 1
+        # what runs after the n-th reopening hangs under a span of its own (a reopening is a commit of its own)
+        self.reopening = snap.reopenings
+        self.top = self.trace.root_id if not self.reopening else span_id(self.trace, "reopened", self.reopening)
 
     def base(self) -> dict[str, Any]:
         return {"charter.run.id": self.snap.run_id}
+
+    def sid(self, *place: Any, version: int | None = None) -> int:
+        """The id of the span at ``place``, under this plan version and reopening: a revised plan numbers a
+        step's attempts afresh, and a plan's version may be asked for again after a reopening."""
+        return span_id(self.trace, *place, f"v{self.version if version is None else version}", f"r{self.reopening}")
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -164,11 +177,11 @@ class _Output:
         start = self.run.replan_at if replanned and self.run.replan_at is not None else end - total
         version = end_ev.version if isinstance(end_ev, PlanRevised) else (
             1 if isinstance(end_ev, RunCreated) else self.snap.plan_version + 1)
-        pid = span_id(self.trace, "plan", version)
+        pid = self.sid("plan", version=version)
         at = start  # the calls, back to back (the log keeps how long each took, not when it began)
         for call in calls:
             took = call.latency or 0.0
-            self.chat(call, pid, at, at + took)
+            self.chat(call, pid, at, at + took, version)
             at += took
         end = max(end, at)
         attrs = {**self.base(), "charter.plan.version": version}
@@ -178,7 +191,7 @@ class _Output:
             error = end_ev.reason
         elif isinstance(end_ev, PlanRevised):
             attrs["charter.plan.needs_review"] = end_ev.needs_review
-        self.spans.append(SpanRecord("plan", self.trace, pid, self.trace.root_id, start, end, INTERNAL, attrs, error))
+        self.spans.append(SpanRecord("plan", self.trace, pid, self.top, start, end, INTERNAL, attrs, error))
         if not isinstance(end_ev, RunCreated):
             self.run.replan_at = None
 
@@ -187,6 +200,8 @@ class _Output:
     def event(self, ev: Event) -> None:
         if isinstance(ev, RunCreated):
             self.run.request = ev.request
+        elif isinstance(ev, PlanRevised):
+            self.version = ev.version
         elif isinstance(ev, StepStarted):
             self.run.attempts[(ev.step, ev.item, ev.attempt)] = _Attempt(self.kind(ev.step), ev.at, ev.key, ev.args)
         elif isinstance(ev, ApprovalRequested):
@@ -227,12 +242,13 @@ class _Output:
         return a
 
     def attempt_id(self, step: str, item: int | None, n: int) -> int:
-        return span_id(self.trace, "attempt", step, "" if item is None else item, n)
+        return self.sid("attempt", step, "" if item is None else item, n)
 
     # --- spans --------------------------------------------------------------------------------
 
-    def chat(self, ev: ModelCalled, parent: int, start: float, end: float) -> None:
-        """A model call: ``chat {model}``, and its tokens and duration as metric points."""
+    def chat(self, ev: ModelCalled, parent: int, start: float, end: float, version: int | None = None) -> None:
+        """A model call: ``chat {model}``, and its tokens and duration as metric points (``version``: of the
+        plan a planner's call made)."""
         provider, model = split_model(ev.model)
         response_model = str(ev.response.get("model") or "") or model
         common = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model,
@@ -253,8 +269,7 @@ class _Output:
         if self.builder.capture_content:
             attrs["gen_ai.input.messages"] = self.builder.content(input_messages(ev.request.get("messages") or []))
             attrs["gen_ai.output.messages"] = self.builder.content(output_messages(ev.response))
-        sid = span_id(self.trace, "model", ev.step, "" if ev.item is None else ev.item, ev.attempt, ev.index,
-                      self.snap.plan_version if not ev.step else "")
+        sid = self.sid("model", ev.step, "" if ev.item is None else ev.item, ev.attempt, ev.index, version=version)
         self.spans.append(SpanRecord(f"chat {model}", self.trace, sid, parent, start, end, CLIENT, attrs))
         self.measures += [Measure("tokens", ev.input_tokens, {**common, "gen_ai.token.type": "input"}),
                           Measure("tokens", ev.output_tokens, {**common, "gen_ai.token.type": "output"}),
@@ -270,7 +285,7 @@ class _Output:
         error_type = str(ev.error.get("type") or "_OTHER")
         common = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model}
         attrs = {**common, **self.base(), "error.type": error_type}
-        sid = span_id(self.trace, "model", ev.step, "" if ev.item is None else ev.item, ev.attempt, "failed")
+        sid = self.sid("model", ev.step, "" if ev.item is None else ev.item, ev.attempt, "failed")
         self.spans.append(SpanRecord(f"chat {model}", self.trace, sid, parent, start, ev.at, CLIENT, attrs,
                                      str(ev.error.get("message") or error_type)))
         self.measures.append(Measure("duration", max(0.0, ev.at - start), {**common, "error.type": error_type}))
@@ -292,7 +307,7 @@ class _Output:
             attrs["gen_ai.tool.call.arguments"] = self.builder.content(ev.args)
             if ev.error is None:
                 attrs["gen_ai.tool.call.result"] = self.builder.content(ev.output)
-        sid = span_id(self.trace, "tool", ev.step, "" if ev.item is None else ev.item, ev.attempt, ev.index)
+        sid = self.sid("tool", ev.step, "" if ev.item is None else ev.item, ev.attempt, ev.index)
         self.spans.append(SpanRecord(f"execute_tool {ev.tool}", self.trace, sid,
                                      self.attempt_id(ev.step, ev.item, ev.attempt), start, ev.at, INTERNAL, attrs,
                                      redact(ev.error) if ev.error else None))
@@ -348,10 +363,11 @@ class _Output:
         if start is None:  # started in a process that is gone, and not shown in the snapshot
             attrs["charter.step.start_unknown"] = True
             start = ev.at
-        self.spans.append(SpanRecord(name, self.trace, sid, self.trace.root_id, start, ev.at, INTERNAL, attrs, error))
+        self.spans.append(SpanRecord(name, self.trace, sid, self.top, start, ev.at, INTERNAL, attrs, error))
 
     def root(self, ev: RunSucceeded | RunFailed | RunCancelled | PlanRejected) -> None:
-        """The run ended here: its root span, from when it was created."""
+        """The run ended here: its root span, from when it was created; or, if it ended before and was
+        reopened (a retry after it failed), the span of that reopening, from then, under the root."""
         self.ended = True
         goal = self.snap.plan.goal
         status = {RunSucceeded: "succeeded", RunFailed: "failed", RunCancelled: "cancelled",
@@ -359,6 +375,8 @@ class _Output:
         attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": goal,
                                  **self.base(), "charter.run.status": status,
                                  "charter.plan.version": self.snap.plan_version}
+        if self.reopening:
+            attrs["charter.run.reopening"] = self.reopening
         error = None
         if isinstance(ev, RunFailed):
             attrs["error.type"] = RUN_FAILED
@@ -372,8 +390,11 @@ class _Output:
                     "role": "assistant", "finish_reason": "stop",
                     "parts": [{"type": "text", "content": ev.output if isinstance(ev.output, str)
                                else json.dumps(ev.output, default=str, ensure_ascii=False)}]}])
-        start = self.snap.created_at or ev.at
-        self.spans.append(SpanRecord(f"invoke_workflow {goal}", self.trace, self.trace.root_id, None,
+        if self.reopening:
+            start, parent = self.snap.reopened_at or ev.at, self.trace.root_id
+        else:
+            start, parent = self.snap.created_at or ev.at, None
+        self.spans.append(SpanRecord(f"invoke_workflow {goal}", self.trace, self.top, parent,
                                      min(start, ev.at), ev.at, INTERNAL, attrs, error))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from ..engine.watchers import RunSnapshot
 from ..events import Event
 from . import capture_content as _capture_from_env
+from . import check_endpoint, check_environment
 from .spans import CLIENT, Measure, SpanBuilder, SpanRecord
 
 log = logging.getLogger("charter.telemetry")
@@ -45,6 +47,59 @@ log = logging.getLogger("charter.telemetry")
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+
+
+class _ExportLog(logging.Filter):
+    """Keeps the OTLP exporters' retries out of a person's terminal: a collector that cannot be reached is
+    said in one line on Charter's logger, and each retry goes there at debug. What is not about reaching it
+    (a 404 for a wrong path, a refused key, a bad certificate) passes as the SDK logs it: that needs fixing."""
+
+    #: the messages of a batch that did not reach the collector, or is waiting to be sent to it again
+    UNREACHED = ("Transient error", "Failed to export %s batch due to timeout", "Shutdown in progress")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = ""
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.UNREACHED):
+            return True
+        log.debug("OpenTelemetry: %s", record.getMessage())
+        if not self.said:
+            self.said = True
+            why = _why(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+            log.warning("the OpenTelemetry collector at %s could not be reached%s: traces and metrics are not "
+                        "sent while it cannot be (the runs' log keeps everything)", self.url or "(unknown)",
+                        f" ({why})" if why else "")
+        return False
+
+
+def _why(error: object) -> str:
+    """The words that matter in a failed export's error: the SDK retries a refused connection, a name that
+    does not resolve and a refused certificate alike, and the last two are a configuration to fix."""
+    if isinstance(error, str):  # an HTTP reason: "Service Unavailable"
+        return error
+    text = str(error)
+    for pattern in (r"\[SSL: [A-Z_]+\] ([^'\"()]+)", r"\[Errno -?\d+\] ([^'\"()]+)"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1).strip()
+    return "timed out" if "timed out" in text.lower() else type(error).__name__
+
+
+_EXPORT_LOG = _ExportLog()
+_EXPORTERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+              "opentelemetry.exporter.otlp.proto.http.metric_exporter")
+
+
+def _quiet_exporters(url: str) -> None:
+    """Route the exporters' retries (see :class:`_ExportLog`); a new tracer may say its line again."""
+    _EXPORT_LOG.url, _EXPORT_LOG.said = url, False
+    for name in _EXPORTERS:
+        logger = logging.getLogger(name)
+        if _EXPORT_LOG not in logger.filters:
+            logger.addFilter(_EXPORT_LOG)
 
 
 class _GivenIds(IdGenerator):
@@ -94,10 +149,16 @@ class Tracer:
         self._lock = threading.Lock()
         self._closed = False
         res = _resource(resource)
-        if exporter is None:
+        if exporter is None:  # a URL that cannot be a collector's is refused now, not when spans leave
+            if endpoint is None:
+                check_environment()
+            else:
+                check_endpoint(endpoint, "Tracer(endpoint=...)")
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=_signal(endpoint, "traces"))
+            _quiet_exporters(endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+                             or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
             if metric_reader is None and _metrics_wanted(endpoint):
                 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
@@ -175,8 +236,9 @@ class Tracer:
         done = threading.Thread(target=self._shutdown, name="charter-otel-close", daemon=True)
         done.start()
         done.join(self.close_timeout if timeout is None else timeout)
-        if done.is_alive():
-            log.warning("the OpenTelemetry collector did not take the last spans in time; they are dropped")
+        if done.is_alive():  # said once: not again if it could not be reached at all
+            log.log(logging.DEBUG if _EXPORT_LOG.said else logging.WARNING,
+                    "the OpenTelemetry collector did not take the last spans in time; they are dropped")
 
     def _shutdown(self) -> None:
         for provider in (self._meters, self._provider):

@@ -21,13 +21,27 @@ from .helpers import Workspace
 
 SECRET = "otel-secret-value-5150"
 OTEL_TOOLS = '''
-from charter import tool
+import os
+from charter import PermanentError, tool
 from charter.workspace.secrets import Secret
 
 @tool
 def token() -> str:
     """A text with a secret in it."""
     return "the key is " + Secret("OTEL_TEST_SECRET").reveal()
+
+@tool
+def env_key() -> str:
+    """A variable's value, read straight from the environment (no Secret)."""
+    return "the env key is " + os.environ["OTEL_ENV_KEY"]
+
+@tool
+def once_down() -> str:
+    """Down the first time it is called."""
+    if not os.path.exists("was-down"):
+        open("was-down", "w").close()
+        raise PermanentError("down")
+    return "up"
 '''
 PLAN = """
 goal: Tell the key
@@ -146,6 +160,19 @@ def test_prompts_and_results_reach_the_collector_only_when_asked_and_never_a_sec
     assert SECRET.encode() not in everything and b"the key is ***" in everything
 
 
+def test_a_secret_the_workspace_names_never_reaches_the_collector_though_a_tool_read_it_itself(
+        ws: Workspace, receiver: Receiver) -> None:
+    setup(ws, receiver.url, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY")
+    ws.env["OTEL_ENV_KEY"] = env_key = "otel-env-key-8086-" + "x" * 8
+    ws.write("charter.yaml", "slack:\n  token: ${env:OTEL_ENV_KEY}\n")  # named here, read by the tool itself
+    ws.write("env.yaml", "goal: Tell the env key\nsteps:\n  - id: key\n    tool: env_key\n"
+                         "  - id: say\n    llm: {prompt: 'repeat ${key}'}\n")
+    assert ws("run", "env.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml").rc == 0
+    everything = b"".join(seen.body for seen in receiver.bodies())
+    assert b"repeat the env key is ***" in everything  # the content was captured, masked
+    assert env_key.encode() not in everything
+
+
 def test_a_run_resumed_by_a_second_process_continues_its_trace(ws: Workspace, receiver: Receiver) -> None:
     setup(ws, None)
     first = ws("--otel", receiver.url, "run", "gated.yaml", "-t", "otel_tools.py", "--db", ws.db, db=False)
@@ -164,6 +191,22 @@ def test_a_run_resumed_by_a_second_process_continues_its_trace(ws: Workspace, re
     shown = ws("show", run_id, "--json", "--events")
     created = next(e for e in json.loads(shown.out)["events"] if e["type"] == "RunCreated")
     assert created["trace"]["traceparent"].split("-")[1:3] == [root.trace_id.hex(), root.span_id.hex()]
+
+
+def test_a_run_retried_after_it_failed_sends_each_span_once(ws: Workspace, receiver: Receiver) -> None:
+    setup(ws, None)
+    ws.write("fail.yaml", "goal: Up at last\nsteps:\n  - id: g\n    tool: once_down\n")
+    failed = ws("--otel", receiver.url, "run", "fail.yaml", "-t", "otel_tools.py", "--db", ws.db, db=False)
+    assert failed.rc == 1, failed
+    retried = ws("--otel", receiver.url, "retry", ws.only_run_id(), "g", "-t", "otel_tools.py", "--db", ws.db,
+                 db=False)
+    assert retried.rc == 0, retried
+    spans = [s for s, _, _ in receiver.spans()]
+    assert len({s.span_id for s in spans}) == len(spans) == 4, [(s.name, s.span_id.hex()) for s in spans]
+    root, again = (s for s in spans if s.name == "invoke_workflow Up at last")  # in the order they were sent
+    assert root.parent_span_id == b"" and attrs(root)["charter.run.status"] == "failed"
+    assert again.parent_span_id == root.span_id and attrs(again)["charter.run.status"] == "succeeded"
+    assert attrs(again)["charter.run.reopening"] == 1
 
 
 def _closed_port() -> str:
@@ -194,6 +237,44 @@ def test_a_dead_or_silent_collector_never_holds_a_run_up(ws: Workspace, collecto
     assert took < 1.0  # the run itself: as without tracing
     # the process: its start, the run, and at most the tracer's bounded close (2 s), never the SDK's 10 s timeout
     assert wall < 7.0, wall
+    # one line says so; none of the SDK's retries ("Transient error ... retrying in 1.92s") reach the terminal
+    assert "Transient error" not in done.err and "retrying in" not in done.err, done.err
+    lines = [line for line in done.err.splitlines() if not line.startswith(("run ", "  "))]  # but the progress
+    assert len(lines) == 1, done.err
+    [said] = lines
+    assert ("could not be reached (Connection refused)" if collector == "closed port" else
+            "did not take the last spans in time") in said, said
+    assert endpoint in said or collector == "never answers"
+
+
+def test_a_collector_that_refuses_the_spans_is_said_as_the_sdk_says_it(ws: Workspace) -> None:
+    wrong = Server(lambda seen: Reply(404, {"Content-Type": "text/plain"}, b"no such path"))
+    try:
+        setup(ws, wrong.url)
+        done = ws("run", "plan.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml")
+    finally:
+        wrong.close()
+    assert done.rc == 0, done  # the run is not the collector's business
+    assert "Failed to export spans batch code: 404" in done.err  # a wrong URL path: not hidden
+    assert "could not be reached" not in done.err
+
+
+@pytest.mark.parametrize(("option", "variable"), [
+    ("not-a-url", None), ("", None), ("ftp://collector", None),
+    (None, ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318/v1/traces")),
+])
+def test_a_collector_url_that_cannot_be_one_is_refused_before_anything_runs(
+        ws: Workspace, option: str | None, variable: tuple[str, str] | None) -> None:
+    setup(ws, None, **dict([variable] if variable else []))
+    args = ("--otel", option) if option is not None else ()
+    done = ws(*args, "run", "plan.yaml", "-t", "otel_tools.py", "--model", "scripted:answers.yaml", "--db", ws.db,
+              db=False)
+    assert done.rc == 2, done
+    [said] = [line for line in done.err.splitlines() if line.strip()]
+    name = "--otel" if option is not None else variable[0]  # type: ignore[index]
+    assert said.startswith(f"error: {name}: ") and "http:// or https://" in said, said
+    assert "Invalid URL" not in done.err and done.out == ""
+    assert ws.runs() == []  # nothing was recorded
 
 
 def test_without_the_variables_opentelemetry_is_never_imported(ws: Workspace) -> None:

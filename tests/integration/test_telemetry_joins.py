@@ -17,7 +17,7 @@ from charter.telemetry import Tracer
 
 TOOLS = '''
 import asyncio, os
-from charter import tool
+from charter import PermanentError, tool
 
 SIDE = os.environ["OTEL_JOIN_SIDE"]
 
@@ -35,6 +35,13 @@ async def held(i: int) -> int:
 @tool
 def total(values: list) -> int:
     return sum(values)
+
+@tool
+def once_down() -> str:
+    if not os.path.exists(SIDE + ".up"):
+        open(SIDE + ".up", "w").close()
+        raise PermanentError("down this time")
+    return "up"
 '''
 
 
@@ -92,6 +99,37 @@ async def test_a_run_resumed_by_another_app_continues_its_trace(db_path: Any, to
     assert gate.start_time == int(asked.at * 1e9)  # asked in the first app, decided in the second
     created = next(e for e in report.events if isinstance(e, RunCreated))
     assert root.start_time == int(created.at * 1e9)
+
+
+async def test_a_fleet_run_retried_by_a_person_sends_its_root_once(db_path: Any, tools_file: Path) -> None:
+    plan = {"goal": "up at last", "steps": [{"id": "a", "tool": "once_down"}]}
+    person_spans, worker_spans = InMemorySpanExporter(), InMemorySpanExporter()
+    person = traced(db_path, person_spans, tools=[str(tools_file)])
+    run_id = await person.submit(plan)
+    app = traced(db_path, worker_spans)
+    worker = app.worker(concurrency=1, lease_seconds=5)
+    task = asyncio.ensure_future(worker.run())
+    try:
+        assert (await person.wait(run_id, timeout=60)).status == "failed"
+        await person.start_retry(run_id, "a")  # the reopening is written here: the worker never sees it
+        assert (await person.wait(run_id, timeout=60)).status == "succeeded"
+    finally:
+        worker.stop()
+        await task
+        app.close()
+    report = await person.report(run_id)
+    person.close()
+    trace_id, root_id = ids(next(e for e in report.events if isinstance(e, RunCreated)))
+    assert list(person_spans.get_finished_spans()) == []
+    every = list(worker_spans.get_finished_spans())
+    assert len({s.context.span_id for s in every}) == len(every) == 4  # no span id sent twice
+    assert {s.context.trace_id for s in every} == {trace_id}
+    root, again = sorted((s for s in every if s.name == "invoke_workflow up at last"), key=lambda s: s.start_time)
+    assert root.context.span_id == root_id and root.attributes["charter.run.status"] == "failed"
+    assert again.parent.span_id == root_id and again.attributes["charter.run.reopening"] == 1
+    assert again.attributes["charter.run.status"] == "succeeded"
+    first, retried = sorted((s for s in every if s.name == "execute_tool once_down"), key=lambda s: s.start_time)
+    assert (first.parent.span_id, retried.parent.span_id) == (root_id, again.context.span_id)
 
 
 async def _until(predicate: Any, timeout: float = 60.0) -> None:

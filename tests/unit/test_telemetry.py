@@ -14,10 +14,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from charter import Charter, PermanentError, RetryPolicy, tool
-from charter.events import ModelCalled, RunCreated
-from charter.telemetry import Tracer
+from charter.errors import ConfigError
+from charter.events import ModelCalled, RunCreated, StepsReset
+from charter.telemetry import Tracer, check_endpoint, check_environment
 from charter.telemetry.context import run_trace
-from charter.telemetry.tracer import DURATION_BUCKETS, TOKEN_BUCKETS
+from charter.telemetry.tracer import DURATION_BUCKETS, TOKEN_BUCKETS, _why
 from charter.testing import FakeClock, ScriptedModel
 from charter.workspace.secrets import register
 
@@ -43,6 +44,15 @@ def flaky(name: str) -> str:
 
 
 @tool
+def twice_down(name: str) -> str:
+    """Fails for good the first two times it is called."""
+    tries.append(name)
+    if tries.count(name) <= 2:
+        raise PermanentError(f"{name} is down")
+    return name
+
+
+@tool
 def lookup(city: str) -> dict[str, Any]:
     """Weather of a city."""
     return {"city": city, "temp": 21}
@@ -62,7 +72,7 @@ class Traced:
     def __init__(self, db: Path, model: ScriptedModel | None = None, **tracer: Any) -> None:
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
-        self.app = Charter(db, tools=[fetch, flaky, lookup], clock=FakeClock(auto_advance=True), model=model,
+        self.app = Charter(db, tools=[fetch, flaky, twice_down, lookup], clock=FakeClock(auto_advance=True), model=model,
                            tracing=Tracer(exporter=self.exporter, metric_reader=self.reader, **tracer))
 
     def spans(self) -> list[ReadableSpan]:
@@ -200,6 +210,61 @@ async def test_planning_and_replanning_are_plan_spans_with_their_model_calls(db_
     assert plans[1].start_time >= next(s for s in fetches if s.attributes["charter.step.id"] == "get").end_time
 
 
+def unique(spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    """``spans``, after checking that no span id was sent twice (backends flag it)."""
+    sent = [s.context.span_id for s in spans]
+    assert len(sent) == len(set(sent)), sorted((s.name, s.context.span_id) for s in spans)
+    return spans
+
+
+async def test_a_run_that_ends_again_after_a_retry_sends_each_span_once(db_path: Path) -> None:
+    t = Traced(db_path)
+    plan = {"goal": "g", "steps": [{"id": "a", "tool": "twice_down", "args": {"name": "db"}}]}
+    run_id = await t.app.start(plan)
+    await t.app.drive()
+    assert (await t.app.report(run_id)).status == "failed"
+    t.app.clock.advance(60)
+    assert (await t.app.retry(run_id, "a")).status == "failed"
+    t.app.clock.advance(60)
+    report = await t.app.retry(run_id, "a")
+    assert report.status == "succeeded"
+    spans = unique(t.spans())
+    runs = sorted((s for s in spans if s.name == "invoke_workflow g"), key=lambda s: s.start_time)
+    root, *reopened = runs
+    # the root is the run's first ending: from its creation to its failure
+    assert root.parent is None and root.status.status_code == StatusCode.ERROR
+    assert root.attributes["charter.run.status"] == "failed" and "charter.run.reopening" not in root.attributes
+    created = next(e for e in report.events if isinstance(e, RunCreated))
+    assert root.start_time == int(created.at * 1e9)
+    # each reopening: its own span under the root, from the retry to the next ending
+    assert [s.attributes["charter.run.reopening"] for s in reopened] == [1, 2]
+    assert [s.attributes["charter.run.status"] for s in reopened] == ["failed", "succeeded"]
+    assert [s.status.status_code for s in reopened] == [StatusCode.ERROR, StatusCode.UNSET]
+    assert all(s.parent.span_id == root.context.span_id for s in reopened)
+    assert all(s.attributes["gen_ai.operation.name"] == "invoke_workflow" for s in reopened)
+    resets = [e for e in report.events if isinstance(e, StepsReset)]
+    assert [s.start_time for s in reopened] == [int(e.at * 1e9) for e in resets]
+    attempts = sorted((s for s in spans if s.name == "execute_tool twice_down"), key=lambda s: s.start_time)
+    assert [s.attributes["charter.step.attempt"] for s in attempts] == [1, 2, 3]
+    assert [s.parent.span_id for s in attempts] == [r.context.span_id for r in runs]  # each under its own
+
+
+async def test_a_revised_plan_that_keeps_a_failed_steps_id_sends_each_attempt_once(db_path: Path) -> None:
+    kept = {"goal": "count the words of the document", "steps": [
+        {"id": "get", "why": "primary is gone", "tool": "fetch", "args": {"source": "mirror"}},
+    ]}
+    t = Traced(db_path, ScriptedModel([ORIGINAL, kept]))
+    run_id = await t.app.propose("count the words", max_replans=1)
+    await t.app.approve(run_id)
+    await t.app.drive()
+    assert (await t.app.report(run_id)).status == "succeeded"
+    spans = unique(t.spans())
+    fetches = sorted((s for s in spans if s.name == "execute_tool fetch"), key=lambda s: s.start_time)
+    assert [(s.attributes["charter.step.id"], s.attributes["charter.step.attempt"]) for s in fetches] == [
+        ("get", 1), ("get", 1)]  # attempt 1 of "get" under version 1, then under version 2
+    assert [s.status.status_code for s in fetches] == [StatusCode.ERROR, StatusCode.UNSET]
+
+
 async def test_a_model_call_that_failed_is_a_chat_span_with_its_error_type(db_path: Path) -> None:
     t = Traced(db_path, ScriptedModel([PermanentError("the model is overloaded")]))
     report = await t.app.run({"goal": "g", "steps": [{"id": "ask", "llm": {"prompt": "hi"}}]})
@@ -271,3 +336,34 @@ def test_a_log_without_a_context_gets_stable_ids_from_the_run_id() -> None:
     stored = run_trace("abc123", {"traceparent": f"00-{'1' * 32}-{'2' * 16}-00", "parent": "3" * 16})
     assert (stored.trace_id, stored.root_id, stored.parent_id, stored.sampled) == (
         int("1" * 32, 16), int("2" * 16, 16), int("3" * 16, 16), False)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:4318", "https://otel.example.com/v1/traces", " http://[::1]:4318 "])
+def test_a_collectors_url_is_http_or_https_with_a_host(url: str) -> None:
+    assert check_endpoint(url, "--otel") == url
+
+
+@pytest.mark.parametrize("url", ["", "not-a-url", "localhost:4318", "ftp://x", "http://", "http://:4318",
+                                 "http://host:99999", "http://host:port"])
+def test_anything_else_is_refused_naming_where_it_came_from(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--otel: .* an http:// or https:// URL with a host"):
+        check_endpoint(url, "--otel")
+    if url:  # an empty variable is an unset one
+        with pytest.raises(ConfigError, match=r"^OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "):
+            check_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
+                               "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": url})
+    with pytest.raises(ConfigError, match=r"^Tracer\(endpoint=...\): "):
+        Tracer(endpoint=url)
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (ConnectionError("HTTPConnection(host='127.0.0.1', port=9): Failed to establish a new connection: "
+                     "[Errno 111] Connection refused\")"), "Connection refused"),
+    (ConnectionError("Max retries exceeded (Caused by SSLError(SSLCertVerificationError(1, '[SSL: "
+                     "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)')))"),
+     "certificate verify failed: self-signed certificate"),
+    (TimeoutError("HTTPConnectionPool(host='h', port=4318): Read timed out. (read timeout=10)"), "timed out"),
+    ("Service Unavailable", "Service Unavailable"),
+])
+def test_a_collector_out_of_reach_is_said_with_the_words_that_matter(error: object, said: str) -> None:
+    assert _why(error) == said

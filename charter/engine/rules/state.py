@@ -115,6 +115,8 @@ class RunState:
     max_replans: int = 0
     replans: int = 0
     trace: dict[str, str] = field(default_factory=dict)  # RunCreated's: the run's trace context
+    reopenings: int = 0  # times the run ended and an event (a retry's StepsReset, ...) made it live again
+    reopened_at: float | None = None  # when it was last reopened
     dirty: dict[str, None] = field(default_factory=dict)  # steps to re-check, in order
     active: dict[str, None] = field(default_factory=dict)  # steps whose needs are met
 

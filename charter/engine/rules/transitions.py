@@ -47,6 +47,7 @@ from .state import (
     PENDING,
     REJECTED,
     REPLANNING,
+    RUN_DONE,
     RUNNING,
     SKIPPED,
     STEP_DONE,
@@ -87,7 +88,11 @@ def apply(state: RunState, ev: Event) -> None:
     state.updated_at = ev.at
     handler = HANDLERS.get(type(ev))
     if handler is not None:
+        ended = state.status in RUN_DONE
         handler(state, ev)
+        if ended and state.status not in RUN_DONE:  # counted here, whichever event reopens a run
+            state.reopenings += 1
+            state.reopened_at = ev.at
     elif type(ev) not in NO_STATE_CHANGE:
         raise TypeError(f"no rule applies a {type(ev).__name__} event")
 
