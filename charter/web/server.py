@@ -3,8 +3,9 @@
 :func:`create_app` builds it; ``charter ui`` serves it with uvicorn. Reading goes
 through the facade's reading methods, acting through its acting methods (see
 :mod:`.actions`), live updates through :meth:`~charter.Charter.follow` (see :mod:`.live`).
-The OpenAPI schema is at ``/openapi.json`` and its reference page at ``/docs``; like
-everything else here, they need the token.
+The OpenAPI schema is at ``/openapi.json`` and its reference page at ``/docs`` (Swagger
+UI, served from ``static/vendor/`` like the page's own assets: it loads nothing from the
+internet); like everything else here, they need the token.
 
 It may import the facade, the report types, the events and the workspace's redaction
 (tests/unit/test_architecture.py holds it to that); never the engine or the store.
@@ -20,7 +21,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,7 +52,8 @@ def create_app(charter: Charter, token: str) -> FastAPI:
         await driver.stop()
 
     app = FastAPI(title="Charter", summary="Runs, live: the page and the JSON API of `charter ui`.",
-                  version="1", lifespan=lifespan, default_response_class=SafeJSON)
+                  version="1", lifespan=lifespan, default_response_class=SafeJSON,
+                  docs_url=None, redoc_url=None)  # /docs is served below, from this package's files
     app.state.driver = driver
     app.add_middleware(TokenGuard, token=token)
     _errors(app)
@@ -170,6 +173,16 @@ def _pages(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers=headers)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # FastAPI's Swagger UI page, with its script, style and icon from here (not a CDN), and no
+        # online validator badge (Swagger UI would send the schema's address to validator.swagger.io).
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Charter API",
+                                   swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="/static/vendor/swagger-ui-favicon.png",
+                                   oauth2_redirect_url=None, swagger_ui_parameters={"validatorUrl": None})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -2,7 +2,8 @@
 
 A plan with an approval step: the graph changes live as the run goes on (no reload), the
 approval is given from the page, the run finishes. A failed step is retried from the page.
-Every request the page makes goes to the server (it loads nothing from the internet).
+Every request the page makes goes to the server (it loads nothing from the internet), and so
+does every request of the API's reference page, /docs.
 Screenshots go to test-artifacts/ (git ignores it); the live updates' delays (commit to
 shown) to test-artifacts/web-latency.json, reported in docs/web.md, not asserted.
 """
@@ -153,6 +154,9 @@ async def test_a_failed_step_is_retried_from_the_page(db_path: Path, browser: An
             await tab.open("#/")  # the runs list
             await tab.page.wait_for_selector(f'tr[data-run="{report.id}"] .status-succeeded')
             await tab.shot("runs-list")
+            # The API's reference page too: Swagger UI from the server's own files, the schema read and shown.
+            await tab.page.goto(f"{base}/docs")
+            await tab.page.wait_for_selector(".swagger-ui .opblock-summary-path[data-path='/api/runs']")
             tab.only_the_server()
         assert (await charter.report(report.id)).status == "succeeded"
 
