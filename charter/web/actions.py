@@ -102,8 +102,15 @@ def _ended(report: RunReport) -> bool:
     return report.status in ("succeeded", "failed", "cancelled", "rejected")
 
 
-def offered(report: RunReport) -> list[dict[str, Any]]:
-    """The actions that fit the run now, each with what it will do, for the page to show before it acts."""
+#: why a pruned run offers no action, for the page
+PRUNED = "pruned: cannot go on (`charter prune` dropped the outputs and model calls it would need)"
+
+
+def offered(report: RunReport, pruned: bool = False) -> list[dict[str, Any]]:
+    """The actions that fit the run now, each with what it will do, for the page to show before it acts.
+    A ``pruned`` run offers none: it has ended, and it cannot go on (no retry) nor be rerun."""
+    if pruned:
+        return []
     out: list[dict[str, Any]] = []
     rid, status = report.id, report.status
 

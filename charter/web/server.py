@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..app import Charter
+from ..engine.report import RunReport
 from ..errors import CharterError, RunNotFoundError, RunStateError
 from . import actions, live, views
 from .runs import list_runs, parse_age
@@ -83,8 +84,10 @@ def create_app(charter: Charter, token: str) -> FastAPI:
     async def run(run_id: RunId) -> Any:
         report = await charter.report(run_id)
         state = await charter.state(report.id)
+        pruned_at = (await charter.row(report.id)).pruned_at
         deps = {s.id: list(s.deps) for s in state.plan.steps}
-        return {**views.run_detail(report, deps, time.time()), "actions": actions.offered(report)}
+        return {**views.run_detail(report, deps, time.time()), "pruned_at": pruned_at,
+                **_offered(report, pruned_at)}
 
     @app.get("/api/runs/{run_id}/value", summary="A run's value, whole")
     async def run_value(run_id: RunId, field: Annotated[Literal["inputs", "output", "plan"], Query()]) -> Any:
@@ -134,10 +137,17 @@ def create_app(charter: Charter, token: str) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/actions", summary="What can be done to the run now, and what each does")
     async def offered(run_id: RunId) -> Any:
-        return {"actions": actions.offered(await charter.report(run_id))}
+        report = await charter.report(run_id)
+        return _offered(report, (await charter.row(report.id)).pruned_at)
 
     _action_routes(app, charter, driver)
     return app
+
+
+def _offered(report: RunReport, pruned_at: float | None) -> dict[str, Any]:
+    """The actions that fit the run now, and why there are none when it was pruned."""
+    return {"actions": actions.offered(report, pruned=pruned_at is not None),
+            "actions_note": actions.PRUNED if pruned_at is not None else None}
 
 
 def _action_routes(app: FastAPI, charter: Charter, driver: actions.Driver) -> None:

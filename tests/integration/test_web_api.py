@@ -153,6 +153,41 @@ async def test_a_run_and_a_step_whole(db_path: Path) -> None:
                 assert res.json()["error"], path
 
 
+async def test_a_pruned_run_reads_whole_and_offers_no_action(db_path: Path) -> None:
+    big = "x" * 5000
+    # an answer of small parts, stored (and pruned) whole: the tool call it asked for is gone with it
+    model = ScriptedModel([ScriptedModel.call("echo", {"text": "y" * 200}), "done: " + big])
+    with Charter(db_path, tools=TOOLS, model=model) as charter:
+        report = await charter.run(plan({"id": "a", "tool": "echo", "args": {"text": big}},
+                                        {"id": "agent", "agent": {"prompt": "Echo this: " + big, "tools": ["echo"]}},
+                                        {"id": "f", "tool": "fragile", "args": {"text": big}}))
+        assert report.status == "failed"
+        async with serving(charter) as base, client(base) as api:
+            offered = (await api.get(f"/api/runs/{report.id}/actions")).json()
+            assert {a["action"] for a in offered["actions"]} == {"retry", "rerun"} and offered["actions_note"] is None
+            assert (await charter.prune(0)).runs == 1
+            run = (await api.get(f"/api/runs/{report.id}")).json()
+            assert run["pruned_at"] is not None and run["actions"] == []
+            assert run["actions_note"].startswith("pruned: cannot go on")
+            assert all(c["prompt"].startswith("(pruned: ") for c in run["model_calls"])
+            assert (await api.get(f"/api/runs/{report.id}/actions")).json()["actions"] == []
+            step = (await api.get(f"/api/runs/{report.id}/steps/a")).json()
+            assert set(step["output"]) == {"$pruned", "size"} and step["output"]["size"] > 5000
+            agent = (await api.get(f"/api/runs/{report.id}/steps/agent")).json()
+            assert [set(c["request"]) for c in agent["model_calls"]] == [{"$pruned", "size"}] * 2
+            assert set(agent["model_calls"][0]["response"]) == {"$pruned", "size"}
+            assert set(agent["model_calls"][1]["response"]["text"]) == {"$pruned", "size"}
+            # the call the agent made is still listed, from the log, though the answer that asked for it is gone
+            assert [(t["tool"], t["refused"], t["output"]) for t in agent["tool_calls"]] == [("echo", False, "y" * 200)]
+            for path in (f"/api/runs/{report.id}/steps/a/value?field=output", f"/api/runs/{report.id}/steps/f",
+                         f"/api/runs/{report.id}/value?field=output", f"/api/runs/{report.id}/value?field=plan",
+                         *(f"/api/runs/{report.id}/events/{n}" for n in range(1, len(report.events) + 1))):
+                assert (await api.get(path)).status_code == 200, path
+            for action in ("retry", "rerun"):
+                res = await api.post(f"/api/runs/{report.id}/{action}", json={"step": "f"})
+                assert res.status_code == 409 and "pruned" in res.json()["error"], action
+
+
 async def test_model_calls_and_agent_tool_calls_the_refused_too(db_path: Path) -> None:
     model = ScriptedModel([ScriptedModel.call("echo", {"text": "ok"}), ScriptedModel.call("record", {"note": "x"}),
                            "done, and I could not record"])

@@ -187,6 +187,7 @@ function runDetails(run) {
 
 function actionsView(run) {
   const box = h("section", { class: "actions", id: "actions" });
+  if (run.actions_note) box.append(h("p", { class: "dim", id: "actions-note" }, run.actions_note));
   if (!run.actions.length) return box;
   box.append(h("h2", {}, "Actions"));
   const bar = h("div", { class: "action-bar" });
