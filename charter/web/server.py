@@ -63,13 +63,15 @@ def create_app(charter: Charter, token: str) -> FastAPI:
     @app.get("/api/runs", summary="Runs, newest first, filtered and paged")
     async def runs(
         status: Annotated[list[Status] | None, Query(description="Only runs with one of these statuses.")] = None,
-        age: Annotated[str | None, Query(max_length=20, description="Only runs created this recently: "
-                                         "30m, 6h, 7d...")] = None,
-        since: Annotated[float | None, Query(ge=0, description="Only runs created at or after (epoch seconds).")]
-        = None,
+        age: Annotated[str | None, Query(max_length=20, description="Only runs created this recently: a "
+                                         "duration, a number and a unit (s, m, h, d or w), like 30m, 6h or 7d. "
+                                         "For a point in time, use `since`.")] = None,
+        since: Annotated[float | None, Query(ge=0, description="Only runs created at or after this point in time, "
+                                             "in epoch seconds (Unix time, like 1767225600), not a duration: "
+                                             "for one, use `age`.")] = None,
         q: Annotated[str | None, Query(max_length=500, description="Text in the goal, request or id.")] = None,
-        before: Annotated[str | None, Query(max_length=200, description="The last run id of the page before.")]
-        = None,
+        before: Annotated[str | None, Query(max_length=200, description="The last run id of the page before "
+                                            "(the `next` of that page); an unknown run: 404.")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Any:
         now = time.time()

@@ -105,6 +105,8 @@ async def test_runs_are_filtered_and_paged_newest_first(db_path: Path) -> None:
                                ("limit=abc", "limit")):
                 res = await api.get(f"/api/runs?{bad}")
                 assert res.status_code in (400, 422) and words in res.json()["error"], bad
+            garbage = await api.get("/api/runs?before=garbage")  # not an empty page: no such run
+            assert garbage.status_code == 404 and garbage.json()["error"].startswith("no run 'garbage'")
 
 
 async def test_a_run_and_a_step_whole(db_path: Path) -> None:
@@ -220,12 +222,15 @@ async def test_actions_go_through_the_facade(db_path: Path) -> None:
             again = await api.post(f"/api/runs/{run_id}/approve", json={"step": "gate"})
             assert again.status_code == 409 and "traceback" not in again.text.lower()
             resumed = await api.post(f"/api/runs/{run_id}/resume", json={})
-            assert resumed.status_code in (200, 409)
+            assert resumed.status_code == 409, resumed.text
+            assert resumed.json()["error"] == f"run {run_id} has already ended (succeeded)"
+            unknown = await api.post(f"/api/runs/{run_id}/approve", json={"step": "nope"})
+            assert unknown.status_code == 404 and unknown.json()["error"] == f"run {run_id} has no step 'nope'"
 
             # A failed step retried from the API once its cause is fixed.
             failed = (await charter.run(plan({"id": "f", "tool": "fragile", "args": {"text": "x"}}))).id
             bad = await api.post(f"/api/runs/{failed}/retry", json={"step": "nope"})
-            assert bad.status_code in (400, 409) and "nope" in bad.json()["error"]
+            assert bad.status_code == 404 and "no step 'nope'" in bad.json()["error"]
             switches["broken"] = False
             assert (await api.post(f"/api/runs/{failed}/retry", json={"step": "f"})).status_code == 200
             assert (await charter.wait(failed, until={"succeeded", "failed"}, timeout=20)).status == "succeeded"
