@@ -200,6 +200,9 @@ class Charter(RunReader):
         never run again.
         """
         run_id = await self.resolve(run_id)
+        row = await self.store.get_run(run_id)
+        if row is not None and row.status in rules.RUN_DONE:
+            return False  # nothing to take over (a pruned run among them)
         resume = control.Resume(budget=dict(budget or {}))
         await self.engine().control(run_id, resume, registry=await self._run_tools(run_id))
         return run_id in self.engine().hosted()

@@ -94,8 +94,8 @@ class RunReader:
         while len(rows) < limit:
             page = await self.store.list_runs(limit, statuses=statuses, since=since, text=text, before=before)
             marked = [_mark(r, now) for r in page]
-            if wanted is not None and "interrupted" in wanted:  # of the runs in flight, those whose process is gone
-                marked = [r for r in marked if r.status in wanted or r.interrupted]
+            if wanted is not None:  # a run in flight whose process is gone is `interrupted`, not `running`
+                marked = [r for r in marked if (("interrupted" in wanted) if r.interrupted else r.status in wanted)]
             rows.extend(marked)
             if len(page) < limit:
                 break

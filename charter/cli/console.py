@@ -92,10 +92,20 @@ def fmt_age(ts: float, now: float | None = None) -> str:
 
 
 def short_json(value: Any, limit: int = 200) -> str:
-    if isinstance(value, dict) and set(value) == {"$pruned", "size"}:  # dropped by `charter prune`
-        return f"(pruned: {value['size']:,} bytes)"
+    value = _unpruned(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unpruned(value: Any) -> Any:
+    """``value`` with what ``charter prune`` dropped said in words: ``(pruned: 5,449 bytes)``."""
+    if isinstance(value, dict):
+        if set(value) == {"$pruned", "size"}:
+            return f"(pruned: {value['size']:,} bytes)"
+        return {k: _unpruned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpruned(v) for v in value]
+    return value
 
 
 def _error_text(error: dict[str, Any] | None) -> str:
@@ -397,7 +407,7 @@ def _print_versions(console: Console, report: RunReport) -> None:
         for e in v.ended:
             style = "red" if e["status"] == "failed" else "dim"
             console.print(f"    [{style}]{e['status']}:[/] {escape(e['step'])}"
-                          + (f" [dim]({escape(e['detail'])})[/]" if e["detail"] else ""))
+                          + (f" [dim]({escape(preview(str(e['detail']), 200))})[/]" if e["detail"] else ""))
         for diff_line in v.diff.splitlines():
             if diff_line.startswith(("---", "+++")):
                 continue

@@ -63,7 +63,8 @@ async def runs_cmd(
         } for r in rows]))
         return
     if not rows:
-        out.print(f"no runs in {charter.location}")
+        filtered = status or since is not None or grep is not None
+        out.print(f"no runs match in {charter.location}" if filtered else f"no runs in {charter.location}")
         return
     out.print(runs_table(rows))
     if any(r.interrupted for r in rows):

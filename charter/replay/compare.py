@@ -171,12 +171,14 @@ def _revisions(rec: Recording, rep: Recording) -> list[Divergence]:
     out = []
     if len(rec.revisions) != len(rep.revisions):
         out.append(Divergence("replan", f"the log has {len(rec.revisions)} revised plan(s) from the planner; "
-                              f"the replay {len(rep.revisions)}", recorded=len(rec.revisions),
-                              replayed=len(rep.revisions)))
+                              f"the replay {len(rep.revisions)}", recorded=f"{len(rec.revisions)} revised plan(s)",
+                              replayed=f"{len(rep.revisions)} revised plan(s)"))
     for x, y in zip(rec.revisions, rep.revisions, strict=False):
         if x.plan != y.plan:
             out.append(Divergence("replan", f"the planner's revised plan (version {x.version}) differs",
-                                  recorded=x.version, replayed=plan_diff(x.plan, y.plan, x.version)))
+                                  recorded=f"plan version {x.version} as the planner revised it",
+                                  replayed=f"today's version {x.version}, as a diff from the recorded one:\n"
+                                           + plan_diff(x.plan, y.plan, x.version)))
     return out
 
 

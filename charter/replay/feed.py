@@ -6,7 +6,8 @@ item, plan version, attempt, index of the call; the planner's calls by
 replanning and index), and a registry in which every tool is a stand-in: a
 tool of the same name, schema, effect and limits whose function returns the
 recorded result of that place. A write tool's function is never kept, so no
-flag can reach it; with ``live_reads`` a read tool is left as it is, and called
+flag can reach it (a write by today's code, or by the log: a tool it recorded
+an effect of); with ``live_reads`` a read tool is left as it is, and called
 for real. On the way it notes what differs: a model request whose digest is
 not the recorded one, an agent's tool call that is not the recorded one, a
 place the log holds no result for.
@@ -52,6 +53,7 @@ class Feed:
         self.model_answers = 0
         self.tool_results = 0
         self.writes_withheld = 0
+        self.live: set[str] = set()  # the tools left as they are (read tools, with live_reads)
         self.current: Callable[[], RunState] = lambda: rec.state  # the replay's state now (set by the runner)
         self._planner_calls: dict[int, int] = {}
         self.default_model = _default_model(rec)
@@ -108,15 +110,25 @@ class Feed:
         servers must be started already: their tools are listed, never called."""
         out = Registry(sources=base.sources)
         for t in base:
-            out.add(t if self.live_reads and t.effect == "read" else self._stand_in(t))
+            if self.live_reads and not self.write(t):
+                self.live.add(t.name)
+                out.add(t)
+            else:
+                out.add(self._stand_in(t))
         return out
+
+    def write(self, t: Tool) -> bool:
+        """Whether ``t`` is a write here: today's code says so, or the log does (an effect it recorded),
+        so a tool whose ``effect="write"`` was dropped since is still never called."""
+        return t.effect == "write" or t.name in self.rec.written
 
     def _stand_in(self, t: Tool) -> Tool:
         feed = self
+        write = self.write(t)
 
         async def recorded(**kwargs: Any) -> Any:
             ctx: ToolContext = kwargs.pop(_CONTEXT)
-            return feed.tool_result(t.name, t.effect == "write", ctx)
+            return feed.tool_result(t.name, write, ctx)
 
         # Only the name, the schema, the effect and the limits are kept: the function is the log's.
         return dataclasses.replace(t, fn=recorded, is_async=True, context_param=_CONTEXT)

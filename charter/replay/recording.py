@@ -84,6 +84,8 @@ class Recording:
     state: rules.RunState  # the run as the whole log leaves it
     attempts: dict[AttemptKey, Attempt] = field(default_factory=dict)  # in the order they started
     effects: dict[str, Any] = field(default_factory=dict)  # the ledger: idempotency key -> result
+    #: the tools the log shows as writes (an effect recorded): tool name -> its first effect
+    written: dict[str, EffectRecorded] = field(default_factory=dict)
     #: the planner's model calls: [0] the first planning (if a planner made the plan), [n] the n-th replanning
     planning: dict[int, list[ModelCalled]] = field(default_factory=dict)
     planner_gave_up: dict[int, str] = field(default_factory=dict)  # replanning -> why the planner gave up
@@ -168,6 +170,7 @@ class _Fold:
             self._outcome(i, ev)
         elif isinstance(ev, EffectRecorded):
             rec.effects[ev.key] = ev.result
+            rec.written.setdefault(ev.tool, ev)
         elif isinstance(ev, ReplanRequested):
             self.replans += 1
         elif isinstance(ev, PlanRevised):

@@ -11,6 +11,7 @@ from typing import Any
 #: every kind of divergence, in the order a report lists them within a step
 KINDS = (
     "plan",           # a version of the plan no longer compiles, or its tools do not load
+    "effect",         # a tool the log recorded as a write is a read today (it is still never called)
     "arguments",      # a step's resolved arguments (an approval's message) differ from the recorded ones
     "key",            # a step's idempotency key differs (its effects would not be found in the ledger)
     "model_request",  # a model call's request differs from the recorded one (digest)

@@ -17,6 +17,7 @@ recorded backoffs and deadlines pass at once).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -38,7 +39,7 @@ from ..plan.model import Plan
 from ..store import RunWrite, Store, open_store
 from ..testing import FakeClock
 from ..tools import Registry, load_tools
-from ..workspace import Workspace, WorkspaceRegistry
+from ..workspace import Workspace, WorkspaceRegistry, secrets
 from .compare import compare
 from .feed import Feed
 from .recording import Recording
@@ -54,11 +55,11 @@ async def replay_run(run_id: str, events: list[Event], registry: Registry | None
     if not events or not isinstance(events[0], RunCreated):
         raise RunStateError(f"run {run_id} has no events: there is nothing to replay")
     if registry is not None:
-        return await _replay(run_id, events, registry, workspace, live_reads)
+        return _redacted(await _replay(run_id, events, registry, workspace, live_reads))
     sources = events[0].tool_sources
     loaded = load_tools(sources) if sources else Registry()
     try:
-        return await _replay(run_id, events, loaded, workspace, live_reads)
+        return _redacted(await _replay(run_id, events, loaded, workspace, live_reads))
     finally:
         loaded.close()  # the MCP servers it started
 
@@ -66,16 +67,17 @@ async def replay_run(run_id: str, events: list[Event], registry: Registry | None
 async def _replay(run_id: str, events: list[Event], registry: Registry, workspace: Workspace | None,
                   live_reads: bool) -> ReplayReport:
     rec = Recording.read(run_id, events)
-    problems = _plan_problems(rec, registry)
+    problems, compiles = _plan_problems(rec, registry)
     head = functools.partial(ReplayReport, run_id=run_id, goal=rec.state.plan.goal,
                              recorded_status=rec.state.status, live_reads=live_reads)
     if not rec.approved:
         return head(replayed_status=rec.state.status, divergences=problems,
                             note="its plan was never approved: no step ran, so there is nothing to replay")
-    if any(d.recorded == 1 for d in problems):
+    if not compiles:
         return head(replayed_status="not replayed", divergences=problems,
                             note="the plan no longer compiles: nothing was replayed")
     await registry.start()  # MCP servers list their tools (for their schemas and the planner's catalog)
+    problems += _changed_effects(rec, registry)
     feed = Feed(rec, live_reads=live_reads)
     tools = feed.registry(registry)
     ws = registry.workspace if isinstance(registry, WorkspaceRegistry) else workspace
@@ -93,27 +95,52 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         replayed_status=replayed.state.status, divergences=problems + compare(rec, replayed, feed.notes),
         attempts=len(replayed.attempts), model_answers=feed.model_answers, tool_results=feed.tool_results,
         writes_withheld=feed.writes_withheld,
-        live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, tools, live_reads)),
+        live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, feed)),
     )
 
 
-def _plan_problems(rec: Recording, registry: Registry) -> list[Divergence]:
-    """Every version of the run's plan, compiled by today's compiler against today's tools."""
+def _redacted(report: ReplayReport) -> ReplayReport:
+    """``report`` with every known secret masked in what it shows: today's values (a read called for
+    real), and a recorded one that today's environment holds too."""
+    return dataclasses.replace(
+        report, goal=secrets.redact(report.goal), note=secrets.redact(report.note),
+        divergences=[dataclasses.replace(d, message=secrets.redact(d.message), recorded=secrets.redact_data(d.recorded),
+                                         replayed=secrets.redact_data(d.replayed)) for d in report.divergences])
+
+
+def _plan_problems(rec: Recording, registry: Registry) -> tuple[list[Divergence], bool]:
+    """Every version of the run's plan, compiled by today's compiler against today's tools; and whether
+    its first version compiles (else nothing can be replayed)."""
     out = []
+    first = True
     for version, data in rec.plans:
         try:
             Plan.from_dict(data, registry)
         except PlanError as exc:
             problems = "; ".join(str(p) for p in exc.problems)
+            first = first and version != 1
             out.append(Divergence("plan", f"version {version} of the plan no longer compiles: {problems}",
-                                  recorded=version, replayed=[str(p) for p in exc.problems]))
+                                  recorded=f"plan version {version}: compiled when recorded",
+                                  replayed=f"plan version {version}: does not compile: {problems}"))
+    return out, first
+
+
+def _changed_effects(rec: Recording, registry: Registry) -> list[Divergence]:
+    """The tools the log shows as writes (an effect recorded) that today's code declares reads."""
+    out = []
+    for name, ev in rec.written.items():
+        t = registry.get(name)
+        if t is not None and t.effect != "write":
+            out.append(Divergence(
+                "effect", f"{name}: recorded write, now {t.effect} (the log holds its effect): it is answered "
+                "from the log and never called, whatever the flags", ev.step, ev.item, ev.attempt,
+                recorded=f"{name}: write", replayed=f"{name}: {t.effect}"))
     return out
 
 
-def _live(step: str, rep: Recording, tools: Registry, live_reads: bool) -> bool:
+def _live(step: str, rep: Recording, feed: Feed) -> bool:
     s = rep.state.plan.by_id.get(step)
-    t = tools.get(s.tool) if s is not None and s.kind == "tool" else None
-    return live_reads and t is not None and t.effect == "read"
+    return s is not None and s.kind == "tool" and s.tool in feed.live
 
 
 async def _drive(rec: Recording, feed: Feed, tools: Registry, store: Store, ws: Workspace | None) -> Recording:

@@ -10,7 +10,8 @@ once under the hash of its JSON text; the event's data refers to it as
 chunks of :data:`CHUNK` items, ``{"$chunks": [hash, ...]}``: a list that grew
 since the last call shares all its full chunks with the last one, so only
 its newest items are stored again. The store reads the parts back in place,
-so readers see whole events. A payload that ``charter prune`` dropped reads
+so readers see whole events. Only the events that carry such values are split
+(:data:`SPLIT`). A payload that ``charter prune`` dropped reads
 back as ``{"$pruned": hash, "size": n}`` (a chunk of a list, as one such item).
 
 Pure functions only: the SQL layer stores and fetches what they produce.
@@ -30,8 +31,11 @@ from .codec import dumps
 WALK_FROM = 2048
 #: a part of a large event whose JSON is at least this long is stored as a payload
 SMALLEST = 256
-#: events kept whole: a plan is needed to read a run at all, and is not repeated call after call
-KEPT_WHOLE = frozenset({"RunCreated", "PlanRevised"})
+#: the events whose values may be bulky and repeat (model calls resending a conversation, tool
+#: arguments and outputs): only these are split. Every other event is kept whole: a plan is needed
+#: to read a run at all, and errors, reasons and decisions are what ``charter show`` tells of a run
+#: whose payloads were pruned
+SPLIT = frozenset({"ModelCalled", "ToolCalled", "StepStarted", "StepSucceeded", "EffectRecorded", "RunSucceeded"})
 #: items of a long list stored together (a list of more is stored in chunks)
 CHUNK = 8
 REF = "$payload"
@@ -58,7 +62,7 @@ def split(type_name: str, data: Mapping[str, Any]) -> tuple[str, dict[str, Paylo
     """An event's data as stored: its JSON text (secrets masked), with its large parts replaced by
     references, and those parts by their hash."""
     text = dumps(data)
-    if len(text) < WALK_FROM or type_name in KEPT_WHOLE:
+    if len(text) < WALK_FROM or type_name not in SPLIT:
         return text, {}
     found: dict[str, Payload] = {}
     value = json.loads(text)  # the masked copy: what is hashed and stored is what the log may hold

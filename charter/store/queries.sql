@@ -207,10 +207,12 @@ WHERE t.owner = :owner AND t.step <> '' AND r.status NOT IN ('running', 'awaitin
 -- History ---------------------------------------------------------------------------------
 
 -- name: select_prunable
--- Runs that ended before :before whose payloads are still there (failed ones kept if asked).
+-- Runs that ended before :before and have payloads to drop (failed ones kept if asked). A run
+-- with none is left as it is: nothing would be gained, and it can still go on.
 SELECT no FROM runs
 WHERE pruned_at IS NULL AND status IN ('succeeded', 'failed', 'cancelled', 'rejected')
   AND coalesce(finished_at, updated_at) < :before AND (:keep_failed = 0 OR status <> 'failed')
+  AND EXISTS (SELECT 1 FROM payloads p WHERE p.run_no = runs.no AND p.data IS NOT NULL)
 ORDER BY no LIMIT :limit
 
 -- name: count_payloads_of_run

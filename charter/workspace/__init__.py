@@ -144,9 +144,14 @@ def load_workspace(path: str | Path | None = None) -> Workspace:
     if not file.is_file():
         raise ConfigError(f"workspace file not found: {path}")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    # Every secret the file names is masked from now on, in whatever this process writes or sends
+    # (the log, the terminal, traces, the web page, a replay's report), even before a tool reads it:
+    # a tool may read the variable itself, or another process may have written it into the log.
+    secrets.register_named(text)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -69,6 +69,15 @@ def register(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
 
 
+def register_named(text: str) -> None:
+    """Register, for redaction, the value of every ``${env:NAME}`` that ``text`` names and the
+    environment sets (unset ones are left for :meth:`Secret.reveal` to report when needed)."""
+    for match in ENV_REF.finditer(text):
+        value = os.environ.get(match.group(1))
+        if value:
+            register(value)
+
+
 def redacting() -> bool:
     """Whether any secret was read yet (until then, redaction is skipped entirely)."""
     return _pattern is not None

@@ -79,6 +79,10 @@ def test_a_killed_run_is_shown_as_interrupted_with_how_to_resume_it(ws: Workspac
     [line] = [ln for ln in table.out.splitlines() if ln.startswith(run_id)]
     assert "interrupted" in line and "running" not in line, table.out
     assert "charter resume RUN" in table.out and "charter resume --all" in table.out, table.out
+    # as a filter too: interrupted, not running
+    assert run_id in ws("runs", "--status", "interrupted").out
+    assert run_id not in (only_running := ws("runs", "--status", "running")).out
+    assert "no runs match" in only_running.out, only_running
 
     text = ws("show", run_id)
     assert text.rc == 0, text

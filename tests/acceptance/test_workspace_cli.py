@@ -307,6 +307,29 @@ def test_a_secret_in_an_error_is_masked_in_the_output_of_run(ws: Workspace) -> N
     assert secret not in json_run.out and secret not in json_run.err, json_run
 
 
+def test_a_secret_the_workspace_names_is_masked_even_when_a_tool_reads_it_itself(ws: Workspace) -> None:
+    secret = f"sk-live-{uuid.uuid4().hex}"
+    ws.env["MY_SERVICE_KEY"] = secret
+    ws.write("tools.py", """import os
+from charter import tool
+
+
+@tool
+def leak() -> dict:
+    return {"key": os.environ["MY_SERVICE_KEY"]}
+""")
+    write_config(ws.root, {"tools": ["tools.py"], "slack": {"token": "${env:MY_SERVICE_KEY}"}})
+    write_plan(ws, {"goal": "Leak", "steps": [{"id": "leak", "tool": "leak"}]})
+    run = charter(ws, "run", "plan.yaml")
+    assert run.rc == 0, run
+    shown = charter(ws, "show", only_run(ws), "--json", "--events")
+    assert shown.rc == 0 and '"key": "***"' in shown.out, shown
+    for res in (run, shown):
+        assert secret not in res.out and secret not in res.err, res
+    for f in store_files(ws.root):
+        assert secret.encode() not in f.read_bytes(), f
+
+
 def test_the_smtp_password_is_never_shown_nor_stored(ws: Workspace) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     ws.env["SMTP_PASSWORD"] = password

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, RunStateError, tool
+from charter import Charter, PermanentError, RunStateError, tool
 from charter.events import ModelCalled, ToolCalled
 from charter.store import codec, payloads
 from charter.testing import FakeClock, ScriptedModel
@@ -27,6 +27,12 @@ def fails() -> str:
     raise ValueError("no")
 
 
+@tool
+def fails_on(text: str) -> str:
+    """Fails for good, saying what it was given (a bulky error)."""
+    raise PermanentError(f"cannot take {text}")
+
+
 def agent_run(calls: int) -> tuple[dict[str, Any], ScriptedModel]:
     """An agent step of ``calls`` model calls that reads a page after each but the last: the
     conversation it resends grows with each call (to ~50 KB at 100 calls)."""
@@ -37,7 +43,7 @@ def agent_run(calls: int) -> tuple[dict[str, Any], ScriptedModel]:
 
 
 def app_on(db: Any, clock: FakeClock, model: ScriptedModel | None = None) -> Charter:
-    a = Charter(db, tools=[page, fails], clock=clock)
+    a = Charter(db, tools=[page, fails, fails_on], clock=clock)
     if model is not None:
         a.engine().model = model
     return a
@@ -107,12 +113,28 @@ async def test_pruning_drops_old_runs_payloads_and_keeps_what_happened(db_path: 
     stats = await app.stats()
     assert stats.pruned_runs == 1 and stats.pruned_bytes == done.bytes and stats.payloads > stats.pruned_payloads
 
-    # Without --keep-failed the failed run goes too, and can no longer go on.
-    assert (await app.prune(30 * 86400)).runs == 1
+    assert (await app.resume(old.id)).status == "succeeded"  # ended, pruned or not: nothing to take over
+    # A failed run with nothing bulky is left as it is, even without --keep-failed: it can go on.
+    assert (await app.prune(30 * 86400)).runs == 0
+    assert (await app.runs(status="failed"))[0].pruned_at is None
+    with pytest.raises(RunStateError, match="was pruned"):
+        await app.rerun(old.id, "read")
+    app.close()
+
+
+async def test_a_pruned_failed_run_cannot_go_on(db_path: Any) -> None:
+    clock = FakeClock(start=1_000_000.0, auto_advance=True)
+    app = app_on(db_path, clock)
+    failed = await app.run({"goal": "fail", "steps": [
+        {"id": "big", "tool": "page", "args": {"n": 1}},
+        {"id": "f", "tool": "fails_on", "args": {"text": "y" * 3000 + "${big}"}}]})
+    clock.advance(86400)
+    assert (await app.prune(3600, keep_failed=True)).runs == 0
+    assert (await app.prune(3600)).runs == 1
     with pytest.raises(RunStateError, match="was pruned"):
         await app.retry(failed.id, "f")
     with pytest.raises(RunStateError, match="was pruned"):
-        await app.rerun(old.id, "read")
+        await app.rerun(failed.id, "f")
     app.close()
 
 
@@ -198,3 +220,28 @@ def test_the_sqlite_migration_fills_the_new_columns_from_the_log(tmp_path: Path)
         assert row is not None and (row.request, row.tokens, row.cost) == ("do the thing", 18, 0.25)
     finally:
         store.close()
+
+
+async def test_a_pruned_runs_errors_and_reasons_stay_whole_and_show_prints_it(db_path: Any) -> None:
+    import io
+
+    from rich.console import Console
+
+    from charter.cli.console import print_report
+
+    clock = FakeClock(start=1_000_000.0, auto_advance=True)
+    app = app_on(db_path, clock)
+    bulky = "x" * 5000
+    failed = await app.run({"goal": "fail loudly", "steps": [
+        {"id": "big", "tool": "page", "args": {"n": 1}},
+        {"id": "f", "tool": "fails_on", "args": {"text": bulky + "${big}"}}]})
+    assert failed.status == "failed"
+    clock.advance(86400)
+    assert (await app.prune(3600)).payloads > 0  # the arguments went: the error stays
+    report = await app.report(failed.id)
+    assert report.step("f").error["message"].startswith("cannot take " + bulky)  # type: ignore[index]
+    out = io.StringIO()
+    print_report(Console(file=out, width=100), report)
+    shown = "".join(out.getvalue().split())
+    assert "failed:f(cannottakexxx" in shown and "(pruned:" in shown, out.getvalue()
+    app.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from charter import (
     Charter,
@@ -19,6 +21,7 @@ from charter import (
     ToolContext,
     tool,
 )
+from charter.cli.replay import print_replay
 from charter.events import Event, StepStarted, StepSucceeded
 from charter.replay import replay_run
 from charter.testing import FakeClock, ScriptedModel
@@ -147,6 +150,20 @@ async def test_a_retry_is_replayed_and_a_changed_retry_policy_is_reported(db_pat
     assert report.replayed_status == "failed" and calls == []
 
 
+async def test_a_tool_the_log_recorded_as_a_write_is_never_called_though_today_it_is_a_read(db_path: Path) -> None:
+    run_id = await recorded(db_path, FAN_OUT)
+    now_read = dataclasses.replace(send, effect="read")  # effect="write" dropped from the tool since
+    with app(db_path, tools=[fetch, names, now_read]) as a:
+        fed = await a.replay(run_id)
+        live = await a.replay(run_id, live_reads=True)
+    for report in (fed, live):
+        assert [(d.kind, d.where) for d in report.divergences] == [("effect", "post attempt 1")]
+        assert "recorded write, now read" in report.divergences[0].message
+        assert (report.divergences[0].recorded, report.divergences[0].replayed) == ("send: write", "send: read")
+        assert report.writes_withheld == 1
+    assert live.live_calls == 3 and sorted(calls) == [("fetch", "ann"), ("fetch", "bo"), ("names", None)]
+
+
 LLM_PLAN = {"goal": "g", "steps": [
     {"id": "hello", "tool": "fetch", "args": {"name": "ann"}},
     {"id": "shout", "llm": {"prompt": "Shout this: ${hello}", "schema": {"type": "object"}}},
@@ -169,6 +186,16 @@ async def test_model_answers_through_a_retry_and_a_replan_are_fed_again(db_path:
         assert report.status == "succeeded" and report.plan_version == 2
         replayed = await a.replay(run_id)
     assert replayed.divergences == [] and replayed.model_answers == 3 and calls == []
+
+
+async def test_a_replan_todays_code_does_not_make_is_reported_with_labelled_counts(db_path: Path) -> None:
+    model = ScriptedModel(["not json", {"text": "HELLO ANN"}, REVISED])
+    run_id = await recorded(db_path, LLM_PLAN, model=model, max_replans=1)
+    fixed = dataclasses.replace(broken, fn=lambda x: x)  # today's broken works: no revised plan is asked for
+    with app(db_path, tools=[fetch, fixed, send]) as a:
+        report = await a.replay(run_id, live_reads=True)
+    replan = [d for d in report.divergences if d.kind == "replan"]
+    assert [(d.recorded, d.replayed) for d in replan] == [("1 revised plan(s)", "0 revised plan(s)")]
 
 
 async def test_a_changed_prompt_is_reported_with_its_digest(db_path: Path) -> None:
@@ -216,6 +243,16 @@ async def test_an_agents_tool_calls_are_fed_from_the_log(db_path: Path) -> None:
         changed = await a.replay(run_id)
     assert [(d.kind, d.where) for d in changed.divergences] == [("model_request", "ask attempt 1")] * 3
     assert calls == []
+
+
+async def test_an_agents_call_of_a_tool_the_log_recorded_as_a_write_is_never_made(db_path: Path) -> None:
+    model = ScriptedModel([ScriptedModel.call("fetch", {"name": "ann"}), ScriptedModel.call("send", {"text": "hi"}),
+                           "Done."])
+    run_id = await recorded(db_path, AGENT_PLAN, model=model)
+    with app(db_path, tools=[fetch, dataclasses.replace(send, effect="read")]) as a:
+        report = await a.replay(run_id, live_reads=True)
+    assert [(d.kind, d.where) for d in report.divergences] == [("effect", "ask attempt 1")]
+    assert calls == [("fetch", "ann")] and report.writes_withheld == 1
 
 
 APPROVAL_PLAN = {"goal": "g", "steps": [
@@ -293,3 +330,7 @@ async def test_a_plan_that_no_longer_compiles_is_reported(db_path: Path) -> None
         report = await a.replay(run_id)
     assert [d.kind for d in report.divergences] == ["plan"] and "names" in report.divergences[0].message
     assert report.replayed_status == "not replayed" and report.exit_code == 1
+    shown = io.StringIO()
+    print_replay(Console(file=shown, width=200), report)  # each value says what it is, not a bare "1"
+    assert "recorded: plan version 1: compiled when recorded" in shown.getvalue()
+    assert "today:    plan version 1: does not compile: " in shown.getvalue()

@@ -53,7 +53,7 @@ export function valueView(value) {
     });
     return h("div", {}, pre, button);
   }
-  if (value && typeof value === "object" && "$pruned" in value) {  // dropped by `charter prune`: only its size is left
+  if (isPruned(value)) {  // dropped by `charter prune`: only its size is left
     return h("p", { class: "dim pruned" }, `pruned by charter prune (${Number(value.size || 0).toLocaleString("en-US")} bytes)`);
   }
   if (value === null || value === undefined) return h("p", { class: "dim" }, "—");
@@ -62,7 +62,11 @@ export function valueView(value) {
 
 // A part of a value that `charter prune` dropped (`{"$pruned": hash, "size": n}`), as words in the JSON shown.
 function unpruned(key, v) {
-  return v && typeof v === "object" && "$pruned" in v ? `(pruned by charter prune: ${v.size} bytes)` : v;
+  return isPruned(v) ? `(pruned by charter prune: ${v.size} bytes)` : v;
+}
+
+function isPruned(v) {
+  return Boolean(v) && typeof v === "object" && "$pruned" in v && "size" in v && Object.keys(v).length === 2;
 }
 
 // When each attempt ran, for how long, and where: one bar per attempt on a shared time axis.
