@@ -102,6 +102,15 @@ class RunReader:
             before = page[-1].id
         return rows[:limit]
 
+    async def row(self, run_id: str) -> RunRow:
+        """One run's line of the runs list (by id or a unique prefix): its status, counts, cost, and
+        ``pruned_at`` (when ``charter prune`` dropped its payloads)."""
+        run_id = await self.resolve(run_id)
+        row = await self.store.get_run(run_id)
+        if row is None:  # deleted since it was resolved
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.location}")
+        return _mark(row, self._now())
+
     async def interrupted(self) -> list[RunRow]:
         """The runs that stopped in the middle, oldest first: their log says they are running, but
         the process running them is gone (dead on this machine, or its lease expired).

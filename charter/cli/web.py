@@ -11,6 +11,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -76,7 +77,7 @@ async def ui(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     base = escape(f"http://{shown}:{bound_port}")
     out.print(f"Charter UI for {escape(charter.location)}\n"
-              f"  open: {base}/?token={escape(token)}\n"
+              f"  open: {base}/?token={escape(quote(token, safe=''))}\n"
               f"  API:  {base}/docs (send `Authorization: Bearer TOKEN`)\n"
               "Ctrl-C stops it (runs it was running pause, and `charter resume` continues them).", soft_wrap=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 
 from ..app import Charter
 from ..engine.report import RunReport
-from ..errors import ConfigError
+from ..errors import ConfigError, RunStateError
+from .views import NotFound
 
 log = logging.getLogger("charter.web")
 
@@ -102,8 +103,15 @@ def _ended(report: RunReport) -> bool:
     return report.status in ("succeeded", "failed", "cancelled", "rejected")
 
 
-def offered(report: RunReport) -> list[dict[str, Any]]:
-    """The actions that fit the run now, each with what it will do, for the page to show before it acts."""
+#: why a pruned run offers no action, for the page
+PRUNED = "pruned: cannot go on (`charter prune` dropped the outputs and model calls it would need)"
+
+
+def offered(report: RunReport, pruned: bool = False) -> list[dict[str, Any]]:
+    """The actions that fit the run now, each with what it will do, for the page to show before it acts.
+    A ``pruned`` run offers none: it has ended, and it cannot go on (no retry) nor be rerun."""
+    if pruned:
+        return []
     out: list[dict[str, Any]] = []
     rid, status = report.id, report.status
 
@@ -137,7 +145,16 @@ def offered(report: RunReport) -> list[dict[str, Any]]:
 
 
 async def act(charter: Charter, driver: Driver, run_id: str, action: str, body: BaseModel) -> dict[str, Any]:
-    """Carry out ``action`` on ``run_id`` (a full id) through the facade; what happened, for the page."""
+    """Carry out ``action`` on ``run_id`` (a full id) through the facade; what happened, for the page.
+
+    What the facade would refuse less clearly is refused here first: a step the run does not
+    have (404), resuming a run that has ended (409, as pausing or cancelling one is)."""
+    report = await charter.report(run_id)
+    step = getattr(body, "step", None)
+    if step is not None and step not in {s.id for s in report.steps}:
+        raise NotFound(f"run {run_id} has no step {step!r}")
+    if action == "resume" and _ended(report):
+        raise RunStateError(f"run {run_id} has already ended ({report.status})")
     by = who()
     run = run_id
     if action == "approve" and isinstance(body, Decision):
@@ -157,7 +174,7 @@ async def act(charter: Charter, driver: Driver, run_id: str, action: str, body: 
     elif action == "resume":
         goes_on = await charter.start_resume(run_id)
         driver.kick()
-        how, what = "done", "resumed" if goes_on else "resumed (its steps run elsewhere, or it had ended)"
+        how, what = "done", "resumed" if goes_on else "resumed (its steps run elsewhere: on a fleet's workers)"
     elif action == "retry" and isinstance(body, StepChoice):
         await charter.start_retry(run_id, body.step)
         driver.kick()

@@ -30,6 +30,10 @@ def parse_age(text: str) -> float:
 
 async def list_runs(charter: Charter, limit: int, *, status: Collection[str], since: float | None,
                     text: str | None, before: str | None) -> tuple[list[RunRow], bool]:
-    """A page of runs, newest first, and whether there are more after it (one more is asked for)."""
+    """A page of runs, newest first, and whether there are more after it (one more is asked for).
+    ``before`` must name a run (:class:`~charter.errors.RunNotFoundError` if not): a page after
+    nothing would look like the end of the list."""
+    if before is not None:
+        before = await charter.resolve(before)
     rows = await charter.runs(limit + 1, status=set(status) or None, since=since, text=text, before=before)
     return rows[:limit], len(rows) > limit

@@ -3,8 +3,9 @@
 :func:`create_app` builds it; ``charter ui`` serves it with uvicorn. Reading goes
 through the facade's reading methods, acting through its acting methods (see
 :mod:`.actions`), live updates through :meth:`~charter.Charter.follow` (see :mod:`.live`).
-The OpenAPI schema is at ``/openapi.json`` and its reference page at ``/docs``; like
-everything else here, they need the token.
+The OpenAPI schema is at ``/openapi.json`` and its reference page at ``/docs`` (Swagger
+UI, served from ``static/vendor/`` like the page's own assets: it loads nothing from the
+internet); like everything else here, they need the token.
 
 It may import the facade, the report types, the events and the workspace's redaction
 (tests/unit/test_architecture.py holds it to that); never the engine or the store.
@@ -20,11 +21,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..app import Charter
+from ..engine.report import RunReport
 from ..errors import CharterError, RunNotFoundError, RunStateError
 from . import actions, live, views
 from .runs import list_runs, parse_age
@@ -50,7 +53,8 @@ def create_app(charter: Charter, token: str) -> FastAPI:
         await driver.stop()
 
     app = FastAPI(title="Charter", summary="Runs, live: the page and the JSON API of `charter ui`.",
-                  version="1", lifespan=lifespan, default_response_class=SafeJSON)
+                  version="1", lifespan=lifespan, default_response_class=SafeJSON,
+                  docs_url=None, redoc_url=None)  # /docs is served below, from this package's files
     app.state.driver = driver
     app.add_middleware(TokenGuard, token=token)
     _errors(app)
@@ -59,13 +63,15 @@ def create_app(charter: Charter, token: str) -> FastAPI:
     @app.get("/api/runs", summary="Runs, newest first, filtered and paged")
     async def runs(
         status: Annotated[list[Status] | None, Query(description="Only runs with one of these statuses.")] = None,
-        age: Annotated[str | None, Query(max_length=20, description="Only runs created this recently: "
-                                         "30m, 6h, 7d...")] = None,
-        since: Annotated[float | None, Query(ge=0, description="Only runs created at or after (epoch seconds).")]
-        = None,
+        age: Annotated[str | None, Query(max_length=20, description="Only runs created this recently: a "
+                                         "duration, a number and a unit (s, m, h, d or w), like 30m, 6h or 7d. "
+                                         "For a point in time, use `since`.")] = None,
+        since: Annotated[float | None, Query(ge=0, description="Only runs created at or after this point in time, "
+                                             "in epoch seconds (Unix time, like 1767225600), not a duration: "
+                                             "for one, use `age`.")] = None,
         q: Annotated[str | None, Query(max_length=500, description="Text in the goal, request or id.")] = None,
-        before: Annotated[str | None, Query(max_length=200, description="The last run id of the page before.")]
-        = None,
+        before: Annotated[str | None, Query(max_length=200, description="The last run id of the page before "
+                                            "(the `next` of that page); an unknown run: 404.")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Any:
         now = time.time()
@@ -80,8 +86,10 @@ def create_app(charter: Charter, token: str) -> FastAPI:
     async def run(run_id: RunId) -> Any:
         report = await charter.report(run_id)
         state = await charter.state(report.id)
+        pruned_at = (await charter.row(report.id)).pruned_at
         deps = {s.id: list(s.deps) for s in state.plan.steps}
-        return {**views.run_detail(report, deps, time.time()), "actions": actions.offered(report)}
+        return {**views.run_detail(report, deps, time.time()), "pruned_at": pruned_at,
+                **_offered(report, pruned_at)}
 
     @app.get("/api/runs/{run_id}/value", summary="A run's value, whole")
     async def run_value(run_id: RunId, field: Annotated[Literal["inputs", "output", "plan"], Query()]) -> Any:
@@ -131,10 +139,17 @@ def create_app(charter: Charter, token: str) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/actions", summary="What can be done to the run now, and what each does")
     async def offered(run_id: RunId) -> Any:
-        return {"actions": actions.offered(await charter.report(run_id))}
+        report = await charter.report(run_id)
+        return _offered(report, (await charter.row(report.id)).pruned_at)
 
     _action_routes(app, charter, driver)
     return app
+
+
+def _offered(report: RunReport, pruned_at: float | None) -> dict[str, Any]:
+    """The actions that fit the run now, and why there are none when it was pruned."""
+    return {"actions": actions.offered(report, pruned=pruned_at is not None),
+            "actions_note": actions.PRUNED if pruned_at is not None else None}
 
 
 def _action_routes(app: FastAPI, charter: Charter, driver: actions.Driver) -> None:
@@ -170,6 +185,16 @@ def _pages(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers=headers)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # FastAPI's Swagger UI page, with its script, style and icon from here (not a CDN), and no
+        # online validator badge (Swagger UI would send the schema's address to validator.swagger.io).
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Charter API",
+                                   swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="/static/vendor/swagger-ui-favicon.png",
+                                   oauth2_redirect_url=None, swagger_ui_parameters={"validatorUrl": None})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

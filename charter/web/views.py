@@ -191,6 +191,8 @@ def _calls(report: RunReport, step_id: str, base: str) -> tuple[list[dict[str, A
         answers = _tool_answers(following) if following and following.attempt == ev.attempt else {}
         logged = made.get((ev.item, ev.attempt), [])
         for call in ev.response.get("tool_calls") or []:
+            if "$pruned" in call:  # a pruned chunk of a long list: its calls are listed from the log below
+                continue
             name, args, cid = call.get("name"), call.get("arguments"), call.get("id")
             match = next((t for t in logged if t.tool == name and t.args == args), None)
             if match is not None:
@@ -203,6 +205,13 @@ def _calls(report: RunReport, step_id: str, base: str) -> tuple[list[dict[str, A
                 tools.append({"seq": None, "item": ev.item, "attempt": ev.attempt, "tool": name,
                               "args": cut(args, href), "refused": True, "output": None,
                               "error": answers.get(cid, "not called")})
+    # Calls no answer asked for as the log has it: the answer was pruned (`charter prune`), yet the call ran.
+    for logged in made.values():
+        for t in logged:
+            seq = report.events.index(t) + 1
+            tools.append({"seq": seq, "item": t.item, "attempt": t.attempt, "tool": t.tool,
+                          "args": cut(t.args, f"{base}/events/{seq}"), "refused": False,
+                          "output": cut(t.output, f"{base}/events/{seq}"), "error": t.error})
     return calls, tools
 
 

@@ -44,6 +44,21 @@ def test_ui_takes_its_token_from_the_environment(ws: Workspace) -> None:
     assert proc.wait(20).rc == 0
 
 
+def test_the_printed_address_works_whatever_the_token_holds(ws: Workspace) -> None:
+    assert ws("run", ws.write("p.yaml", "goal: g\nsteps:\n  - {id: a, tool: echo, args: {name: a}}\n"),
+              "--tools", ws.tools).rc == 0
+    token = "pa&ss=word#12 /?+%"  # characters an address gives a meaning to
+    proc = ws.start("ui", "--port", "0", "--token", token)
+    address = wait_until(lambda: re.search(r"open: (\S+)", proc.output()[0]), what="the address").group(1)
+    assert "&" not in address and "#" not in address and " " not in address
+    with httpx.Client(follow_redirects=True) as browser:
+        page = browser.get(address)  # as a person opening it would: the cookie set, the page shown
+        assert page.status_code == 200 and "<title>Charter</title>" in page.text, page.text
+        assert "token" not in str(page.url)
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait(20).rc == 0
+
+
 def test_ui_refuses_bad_input_in_one_line(ws: Workspace) -> None:
     assert ws("run", ws.write("p.yaml", "goal: g\nsteps:\n  - {id: a, tool: echo, args: {name: a}}\n"),
               "--tools", ws.tools).rc == 0

@@ -1,8 +1,10 @@
 """The page of `charter ui` in a real browser: Debian's Chromium driven by Playwright.
 
 A plan with an approval step: the graph changes live as the run goes on (no reload), the
-approval is given from the page, the run finishes. A failed step is retried from the page.
-Every request the page makes goes to the server (it loads nothing from the internet).
+approval is given from the page, the run finishes. A failed step is retried from the page;
+the runs list then shows a run started after it opened, and its ages move (no reload).
+Every request the page makes goes to the server (it loads nothing from the internet), and so
+does every request of the API's reference page, /docs.
 Screenshots go to test-artifacts/ (git ignores it); the live updates' delays (commit to
 shown) to test-artifacts/web-latency.json, reported in docs/web.md, not asserted.
 """
@@ -145,14 +147,30 @@ async def test_a_failed_step_is_retried_from_the_page(db_path: Path, browser: An
             await tab.page.wait_for_selector("#step :text('broken on')")
             await tab.shot("retry-1-failed")
             switches["broken"] = False  # the cause is fixed
+            assert "failed (fragile)" in await tab.page.inner_text("#run-reason")
             await tab.act("retry", "fragile")
             await tab.node("fragile", "succeeded")
             await tab.node("last", "succeeded")
             await tab.page.wait_for_selector("#run-status.status-succeeded", timeout=15_000)
+            await tab.page.wait_for_selector("#run-reason", state="detached")  # the old failure's reason goes too
             await tab.shot("retry-2-succeeded")
             await tab.open("#/")  # the runs list
             await tab.page.wait_for_selector(f'tr[data-run="{report.id}"] .status-succeeded')
+            await tab.page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+            # Live: a run started elsewhere shows up, and the ages move, without a reload.
+            age = f'tr[data-run="{report.id}"] td.age'
+            shown_age = await tab.page.inner_text(age)
+            later = await charter.run({"goal": "Started after the list opened", "steps": [
+                {"id": "x", "tool": "echo", "args": {"text": "x"}}]})
+            await tab.page.wait_for_selector(f'tr[data-run="{later.id}"] .status-succeeded', timeout=10_000)
+            assert await tab.page.evaluate("document.querySelector('tbody tr').dataset.run") == later.id
+            await tab.page.wait_for_function("([sel, was]) => document.querySelector(sel).textContent !== was",
+                                              arg=[age, shown_age], timeout=10_000)
+            assert await tab.page.evaluate("window.__sameDocument === true"), "the page reloaded"
             await tab.shot("runs-list")
+            # The API's reference page too: Swagger UI from the server's own files, the schema read and shown.
+            await tab.page.goto(f"{base}/docs")
+            await tab.page.wait_for_selector(".swagger-ui .opblock-summary-path[data-path='/api/runs']")
             tab.only_the_server()
         assert (await charter.report(report.id)).status == "succeeded"
 
@@ -165,6 +183,7 @@ async def test_a_plan_in_review_is_edited_and_rejected_from_the_page(db_path: Pa
             tab = Page(await browser.new_page(viewport={"width": 1300, "height": 900}), base)
             await tab.open(f"#/runs/{run_id}")
             await tab.node("say", "pending")
+            assert await tab.page.inner_text('#actions button[data-action="revise"]') == "edit"  # as docs/web.md says
             await tab.page.click('#actions button[data-action="revise"]')
             await tab.page.fill(".action-form textarea", "goal: [unclosed")
             await tab.page.click(".action-form button.confirm")

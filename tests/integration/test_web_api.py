@@ -105,6 +105,8 @@ async def test_runs_are_filtered_and_paged_newest_first(db_path: Path) -> None:
                                ("limit=abc", "limit")):
                 res = await api.get(f"/api/runs?{bad}")
                 assert res.status_code in (400, 422) and words in res.json()["error"], bad
+            garbage = await api.get("/api/runs?before=garbage")  # not an empty page: no such run
+            assert garbage.status_code == 404 and garbage.json()["error"].startswith("no run 'garbage'")
 
 
 async def test_a_run_and_a_step_whole(db_path: Path) -> None:
@@ -153,6 +155,41 @@ async def test_a_run_and_a_step_whole(db_path: Path) -> None:
                 assert res.json()["error"], path
 
 
+async def test_a_pruned_run_reads_whole_and_offers_no_action(db_path: Path) -> None:
+    big = "x" * 5000
+    # an answer of small parts, stored (and pruned) whole: the tool call it asked for is gone with it
+    model = ScriptedModel([ScriptedModel.call("echo", {"text": "y" * 200}), "done: " + big])
+    with Charter(db_path, tools=TOOLS, model=model) as charter:
+        report = await charter.run(plan({"id": "a", "tool": "echo", "args": {"text": big}},
+                                        {"id": "agent", "agent": {"prompt": "Echo this: " + big, "tools": ["echo"]}},
+                                        {"id": "f", "tool": "fragile", "args": {"text": big}}))
+        assert report.status == "failed"
+        async with serving(charter) as base, client(base) as api:
+            offered = (await api.get(f"/api/runs/{report.id}/actions")).json()
+            assert {a["action"] for a in offered["actions"]} == {"retry", "rerun"} and offered["actions_note"] is None
+            assert (await charter.prune(0)).runs == 1
+            run = (await api.get(f"/api/runs/{report.id}")).json()
+            assert run["pruned_at"] is not None and run["actions"] == []
+            assert run["actions_note"].startswith("pruned: cannot go on")
+            assert all(c["prompt"].startswith("(pruned: ") for c in run["model_calls"])
+            assert (await api.get(f"/api/runs/{report.id}/actions")).json()["actions"] == []
+            step = (await api.get(f"/api/runs/{report.id}/steps/a")).json()
+            assert set(step["output"]) == {"$pruned", "size"} and step["output"]["size"] > 5000
+            agent = (await api.get(f"/api/runs/{report.id}/steps/agent")).json()
+            assert [set(c["request"]) for c in agent["model_calls"]] == [{"$pruned", "size"}] * 2
+            assert set(agent["model_calls"][0]["response"]) == {"$pruned", "size"}
+            assert set(agent["model_calls"][1]["response"]["text"]) == {"$pruned", "size"}
+            # the call the agent made is still listed, from the log, though the answer that asked for it is gone
+            assert [(t["tool"], t["refused"], t["output"]) for t in agent["tool_calls"]] == [("echo", False, "y" * 200)]
+            for path in (f"/api/runs/{report.id}/steps/a/value?field=output", f"/api/runs/{report.id}/steps/f",
+                         f"/api/runs/{report.id}/value?field=output", f"/api/runs/{report.id}/value?field=plan",
+                         *(f"/api/runs/{report.id}/events/{n}" for n in range(1, len(report.events) + 1))):
+                assert (await api.get(path)).status_code == 200, path
+            for action in ("retry", "rerun"):
+                res = await api.post(f"/api/runs/{report.id}/{action}", json={"step": "f"})
+                assert res.status_code == 409 and "pruned" in res.json()["error"], action
+
+
 async def test_model_calls_and_agent_tool_calls_the_refused_too(db_path: Path) -> None:
     model = ScriptedModel([ScriptedModel.call("echo", {"text": "ok"}), ScriptedModel.call("record", {"note": "x"}),
                            "done, and I could not record"])
@@ -185,12 +222,15 @@ async def test_actions_go_through_the_facade(db_path: Path) -> None:
             again = await api.post(f"/api/runs/{run_id}/approve", json={"step": "gate"})
             assert again.status_code == 409 and "traceback" not in again.text.lower()
             resumed = await api.post(f"/api/runs/{run_id}/resume", json={})
-            assert resumed.status_code in (200, 409)
+            assert resumed.status_code == 409, resumed.text
+            assert resumed.json()["error"] == f"run {run_id} has already ended (succeeded)"
+            unknown = await api.post(f"/api/runs/{run_id}/approve", json={"step": "nope"})
+            assert unknown.status_code == 404 and unknown.json()["error"] == f"run {run_id} has no step 'nope'"
 
             # A failed step retried from the API once its cause is fixed.
             failed = (await charter.run(plan({"id": "f", "tool": "fragile", "args": {"text": "x"}}))).id
             bad = await api.post(f"/api/runs/{failed}/retry", json={"step": "nope"})
-            assert bad.status_code in (400, 409) and "nope" in bad.json()["error"]
+            assert bad.status_code == 404 and "no step 'nope'" in bad.json()["error"]
             switches["broken"] = False
             assert (await api.post(f"/api/runs/{failed}/retry", json={"step": "f"})).status_code == 200
             assert (await charter.wait(failed, until={"succeeded", "failed"}, timeout=20)).status == "succeeded"

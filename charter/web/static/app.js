@@ -5,6 +5,11 @@ import { h, fmtAge, fmtTime, fmtDuration, fmtCost, valueView, waterfall } from "
 
 const main = document.getElementById("main");
 const live = { source: null, run: null, svg: null, refresh: null };
+// The runs list while it is shown: its poll, its ages' tick, and which showing of the list they belong to.
+const listing = { poll: null, tick: null, shown: 0 };
+const POLL_MS = 2000;  // a new or changed run shows within this; each poll is one keyset page of the store
+// The action names people see (the API's `revise` is the docs' and the page's "edit").
+const LABELS = { revise: "edit" };
 window.charterLive = { latencies: [], updates: 0 };  // read by the browser tests and the latency bench
 
 // --- talking to the server -----------------------------------------------------------------
@@ -38,6 +43,7 @@ function showNotice(message) {
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   showError("");
+  stopListing();
   if (parts[0] === "runs" && parts[1]) {
     showRun(parts[1], parts[2] === "steps" ? parts[3] : null).catch((e) => showError(e.message));
   } else {
@@ -70,18 +76,68 @@ async function showRuns() {
     h("thead", {}, h("tr", {}, ...["status", "run", "request or goal", "age", "progress", "cost", "tokens"]
       .map((t) => h("th", {}, t)))), body);
   main.replaceChildren(h("h1", {}, "Runs"), form, table, more);
+  const shown = listing.shown;
   let next = null;
-  const load = async (before) => {
+  const query = (before, limit) => {
     const q = new URLSearchParams();
-    if (status.value) q.set("status", status.value);
-    if (age.value) q.set("age", age.value);
-    if (text.value.trim()) q.set("q", text.value.trim());
+    if (params.get("status")) q.set("status", params.get("status"));
+    if (params.get("age")) q.set("age", params.get("age"));
+    if (params.get("q")) q.set("q", params.get("q"));
     if (before) q.set("before", before);
-    const page = await api(`/api/runs?${q}`);
-    for (const r of page.runs) body.append(runLine(r, page.now));
-    if (!before && !page.runs.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "dim" }, "no runs")));
+    if (limit) q.set("limit", limit);
+    return q;
+  };
+  const fetchPage = async (before, limit) => {
+    const page = await api(`/api/runs?${query(before, limit)}`);
+    listing.offset = page.now - Date.now() / 1000;  // the server's clock, for the ages
+    return page;
+  };
+  const load = async (before) => {
+    const page = await fetchPage(before);
+    if (listing.shown !== shown) return;
+    for (const r of page.runs) body.append(runLine(r));
+    if (!before && !page.runs.length) body.append(noRuns());
     next = page.next;
     more.hidden = !next;
+  };
+  // Live: the newest rows again every POLL_MS while the page is visible (as many as are shown, up to 500).
+  // A row is replaced only when its run changed, so a click on it is never lost; rows loaded with More
+  // past that window stay as they are.
+  const poll = async () => {
+    if (document.visibilityState !== "visible") return;
+    const rows = [...body.querySelectorAll("tr[data-run]")];
+    const page = await fetchPage(null, Math.min(500, Math.max(50, rows.length)));
+    if (listing.shown !== shown) return;
+    const had = new Map(rows.map((tr) => [tr.dataset.run, tr]));
+    const lines = page.runs.map((r) => {
+      const old = had.get(r.id);
+      return old && old.dataset.sig === JSON.stringify(r) ? old : runLine(r);
+    });
+    let tail = [];
+    if (page.next) {
+      const last = rows.findIndex((tr) => tr.dataset.run === page.runs.at(-1).id);
+      tail = last >= 0 ? rows.slice(last + 1) : [];
+      if (!tail.length) next = page.next;
+    } else {
+      next = null;
+    }
+    const want = [...lines, ...tail];
+    if (!want.length) want.push(body.querySelector("tr.none") || noRuns());
+    if (want.length !== body.children.length || want.some((n, i) => body.children[i] !== n)) body.replaceChildren(...want);
+    more.hidden = !next;
+  };
+  const again = () => {
+    listing.poll = setTimeout(async () => {
+      try {
+        await poll();
+        if (listing.failing) showError("");  // the poll's own error, once it works again
+        listing.failing = false;
+      } catch (e) {
+        listing.failing = true;
+        showError(`runs: ${e.message}`);
+      }
+      if (listing.shown === shown) again();
+    }, POLL_MS);
   };
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -94,15 +150,40 @@ async function showRuns() {
   });
   more.addEventListener("click", () => load(next).catch((e) => showError(e.message)));
   await load(null);
+  if (listing.shown !== shown) return;
+  again();
+  listing.tick = setInterval(tickAges, 1000);
 }
 
-function runLine(r, now) {
+function stopListing() {
+  clearTimeout(listing.poll);
+  clearInterval(listing.tick);
+  listing.shown += 1;  // a poll under way finds the list it was for gone, and stops
+}
+
+// Every age on the list moves on with the server's clock, between polls too.
+function tickAges() {
+  for (const td of document.querySelectorAll("table.runs td.age")) {
+    const age = fmtAge(serverNow() - Number(td.dataset.created));
+    if (td.textContent !== age) td.textContent = age;
+  }
+}
+
+function serverNow() {
+  return Date.now() / 1000 + (listing.offset || 0);
+}
+
+function noRuns() {
+  return h("tr", { class: "none" }, h("td", { colspan: 7, class: "dim" }, "no runs"));
+}
+
+function runLine(r) {
   const progress = `${r.steps_done}/${r.steps_total}`;
-  return h("tr", { "data-run": r.id },
+  return h("tr", { "data-run": r.id, "data-sig": JSON.stringify(r) },
     h("td", {}, h("span", { class: `badge status-${r.status}` }, r.status)),
     h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, r.id)),
     h("td", { class: "goal" }, r.request || r.goal),
-    h("td", { title: fmtTime(r.created_at) }, fmtAge(now - r.created_at)),
+    h("td", { class: "age", title: fmtTime(r.created_at), "data-created": r.created_at }, fmtAge(serverNow() - r.created_at)),
     h("td", {}, h("progress", { max: Math.max(1, r.steps_total), value: r.steps_done }), " ", progress),
     h("td", {}, fmtCost(r.cost)),
     h("td", {}, r.tokens == null ? "—" : String(r.tokens)));
@@ -144,19 +225,24 @@ function renderRun(run) {
   const svg = drawDag(run.steps, (step) => { location.hash = `#/runs/${encodeURIComponent(run.id)}/steps/${encodeURIComponent(step)}`; });
   live.svg = svg;
   main.replaceChildren(
-    h("section", { class: "run-head" },
-      h("h1", {}, run.goal),
-      h("p", {}, h("span", { class: `badge status-${run.status}`, id: "run-status" }, run.status), " ",
-        h("code", {}, run.id), run.reason ? h("span", { class: "reason", id: "run-reason" }, ` — ${run.reason}`) : ""),
-      run.request ? h("p", { class: "request" }, h("b", {}, "Request: "), run.request) : "",
-      h("p", { class: "dim" }, `created ${fmtTime(run.created_at)} · plan v${run.plan_version} · ${run.tokens} tokens · `
-        + `cost ${fmtCost(run.cost)}` + (run.parent_run ? ` · rerun of ${run.parent_run}` : ""))),
+    runHead(run),
     actionsView(run),
     h("section", { class: "columns" },
       h("div", { class: "graph" }, h("h2", {}, "Plan"), svg),
       h("div", { id: "step", class: "step-panel" }, h("p", { class: "dim" }, "Pick a step to see its attempts, calls and effects."))),
     h("section", { class: "details" }, ...runDetails(run)),
   );
+}
+
+// The run's goal, status and why, tokens and cost: drawn again on every refresh (a retried run loses its failure).
+function runHead(run) {
+  return h("section", { class: "run-head" },
+    h("h1", {}, run.goal),
+    h("p", {}, h("span", { class: `badge status-${run.status}`, id: "run-status" }, run.status), " ",
+      h("code", {}, run.id), run.reason ? h("span", { class: "reason", id: "run-reason" }, ` — ${run.reason}`) : ""),
+    run.request ? h("p", { class: "request" }, h("b", {}, "Request: "), run.request) : "",
+    h("p", { class: "dim" }, `created ${fmtTime(run.created_at)} · plan v${run.plan_version} · ${run.tokens} tokens · `
+      + `cost ${fmtCost(run.cost)}` + (run.parent_run ? ` · rerun of ${run.parent_run}` : "")));
 }
 
 function runDetails(run) {
@@ -187,12 +273,13 @@ function runDetails(run) {
 
 function actionsView(run) {
   const box = h("section", { class: "actions", id: "actions" });
+  if (run.actions_note) box.append(h("p", { class: "dim", id: "actions-note" }, run.actions_note));
   if (!run.actions.length) return box;
   box.append(h("h2", {}, "Actions"));
   const bar = h("div", { class: "action-bar" });
   const form = h("div", { class: "action-form", hidden: true });
   for (const a of run.actions) {
-    const label = a.action + (a.step ? ` ${a.step}` : "");
+    const label = (LABELS[a.action] || a.action) + (a.step ? ` ${a.step}` : "");
     const button = h("button", { type: "button", "data-action": a.action, "data-step": a.step || "" }, label);
     button.addEventListener("click", () => openForm(form, run, a));
     bar.append(button);
@@ -206,7 +293,7 @@ function openForm(form, run, a) {
     ? h("input", { name: "note", placeholder: a.action === "approve" ? "note (optional)" : "reason (optional)" }) : null;
   const plan = a.action === "revise"
     ? h("textarea", { name: "plan", rows: 14, spellcheck: "false" }, JSON.stringify(run.plan, null, 2)) : null;
-  const confirm = h("button", { type: "button", class: "confirm" }, `Confirm: ${a.action}`);
+  const confirm = h("button", { type: "button", class: "confirm" }, `Confirm: ${LABELS[a.action] || a.action}`);
   const cancel = h("button", { type: "button" }, "Back");
   form.replaceChildren(h("p", { class: "does" }, a.does), ...(plan ? [plan] : []), ...(note ? [note] : []), confirm, cancel);
   form.hidden = false;
@@ -268,9 +355,7 @@ async function refresh(relayout) {
   } else {
     live.run = run;
     for (const s of run.steps) setStep(live.svg, s.id, s);
-    const badge = document.getElementById("run-status");
-    badge.textContent = run.status;
-    badge.className = `badge status-${run.status}`;
+    document.querySelector("section.run-head").replaceWith(runHead(run));
     const open = document.querySelector("#actions .action-form:not([hidden])");
     if (!open) document.getElementById("actions").replaceWith(actionsView(run));  // never under a person's hands
     document.querySelector("section.details").replaceChildren(...runDetails(run));

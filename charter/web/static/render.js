@@ -38,7 +38,8 @@ export function fmtCost(cost) {
   return `$${Number(cost).toFixed(cost < 0.01 && cost > 0 ? 5 : 2)}`;
 }
 
-// A value as the API gives it: as JSON, or, when it was cut, its start and a button that fetches it whole.
+// A value as the API gives it: as JSON; when it was cut, its start and a button that fetches it whole; when
+// `charter prune` dropped it, what it was.
 export function valueView(value) {
   if (value && typeof value === "object" && value.$truncated) {
     const pre = h("pre", { class: "value" }, value.preview + "…");
@@ -52,11 +53,20 @@ export function valueView(value) {
     });
     return h("div", {}, pre, button);
   }
-  if (value === null || value === undefined) return h("p", { class: "dim" }, "—");
-  if (typeof value === "object" && "$pruned" in value && Object.keys(value).length === 2) {
-    return h("p", { class: "dim" }, `pruned by charter prune (${value.size} bytes)`);
+  if (isPruned(value)) {  // dropped by `charter prune`: only its size is left
+    return h("p", { class: "dim pruned" }, `pruned by charter prune (${Number(value.size || 0).toLocaleString("en-US")} bytes)`);
   }
-  return h("pre", { class: "value" }, typeof value === "string" ? value : JSON.stringify(value, null, 2));
+  if (value === null || value === undefined) return h("p", { class: "dim" }, "—");
+  return h("pre", { class: "value" }, typeof value === "string" ? value : JSON.stringify(value, unpruned, 2));
+}
+
+// A part of a value that `charter prune` dropped (`{"$pruned": hash, "size": n}`), as words in the JSON shown.
+function unpruned(key, v) {
+  return isPruned(v) ? `(pruned by charter prune: ${v.size} bytes)` : v;
+}
+
+function isPruned(v) {
+  return Boolean(v) && typeof v === "object" && "$pruned" in v && "size" in v && Object.keys(v).length === 2;
 }
 
 // When each attempt ran, for how long, and where: one bar per attempt on a shared time axis.
