@@ -22,6 +22,7 @@ from .errors import RunNotFoundError, StoreError
 from .events import Event
 from .store import EffectRow, RunRow, Store
 from .store.records import StoreStats, WorkerRow
+from .workspace.secrets import masked, redact, redact_data, redacting
 
 #: The statuses of a run that no process is working on: it ended, paused, or waits for a
 #: decision (its plan's review, or an approval step).
@@ -137,6 +138,13 @@ class RunReader:
         the ``biggest`` runs, and the database's size."""
         return await self.store.stats(biggest)
 
+    async def _shown(self, run_id: str, after: int = 0) -> list[Event]:
+        """A run's events to show, with every secret known in this process masked: one that the
+        process which wrote them did not know (it never loaded the workspace that names it) is
+        masked here. (Not :meth:`state`: what acts on a run reads its log as it is.)"""
+        events = await self.store.events(run_id, after)
+        return [masked(ev) for ev in events] if redacting() else events
+
     def _now(self) -> float:
         return (self.clock or SystemClock()).now()
 
@@ -148,7 +156,7 @@ class RunReader:
     async def report(self, run_id: str) -> RunReport:
         """A run's status, output and timeline, from its log."""
         run_id = await self.resolve(run_id)
-        events = await self.store.events(run_id)
+        events = await self._shown(run_id)
         report = build_report(rules.replay(run_id, events), events)
         return replace(report, interrupted=True) if await self._owner_gone(run_id, self._now()) else report
 
@@ -164,7 +172,7 @@ class RunReader:
         run_id = await self.resolve(run_id)
         clock = self.clock or SystemClock()
         token = await self.store.change()
-        events = await self.store.events(run_id)
+        events = await self._shown(run_id)
         state = rules.replay(run_id, events[:1])
         seen = 0
         while True:
@@ -178,14 +186,14 @@ class RunReader:
                 return
             try:
                 token = await self.store.wait_for_change(token, interval, clock)
-                events = await self.store.events(run_id, after=seen)
+                events = await self._shown(run_id, after=seen)
             except StoreError:  # the store restarting, say: look again soon, for as long as it takes
                 await clock.sleep(min(1.0, interval * 5))
                 events = []
                 continue
             if not events and await self._owner_gone(run_id, clock.now()):
                 # Read again: the run may have moved on just before its owner let go of it.
-                events = await self.store.events(run_id, after=seen)
+                events = await self._shown(run_id, after=seen)
                 if not events:
                     yield RunUpdate(state, None, interrupted=True)
                     return
@@ -203,7 +211,7 @@ class RunReader:
         run_id = await self.resolve(run_id)
         clock = self.clock or SystemClock()
         token = await self.store.change()
-        events = await self.store.events(run_id)
+        events = await self._shown(run_id)
         seen = min(max(1, after), len(events))  # an id from the future (another store, say): from the end
         state = rules.replay(run_id, events[:seen])
         if after <= 0:  # the first event, RunCreated, made the state: it is an update too
@@ -219,14 +227,14 @@ class RunReader:
                 yield RunUpdate(state, ev)
             try:
                 token = await self.store.wait_for_change(token, interval, clock)
-                events = await self.store.events(run_id, after=seen)
+                events = await self._shown(run_id, after=seen)
             except StoreError:  # the store restarting, say: look again soon, for as long as it takes
                 await clock.sleep(min(1.0, interval * 5))
                 events = []
                 continue
             if not events and not told_gone and state.status in (rules.RUNNING, rules.REPLANNING) \
                     and await self._owner_gone(run_id, clock.now()):
-                events = await self.store.events(run_id, after=seen)
+                events = await self._shown(run_id, after=seen)
                 if not events:
                     told_gone = True
                     yield RunUpdate(state, None, interrupted=True)
@@ -238,7 +246,10 @@ class RunReader:
 
     async def effects(self, run_id: str | None = None, limit: int = 1000) -> list[EffectRow]:
         """The effect ledger: every change write tools made, of one run or of all runs, oldest first."""
-        return await self.store.effects(await self.resolve(run_id) if run_id else None, limit)
+        rows = await self.store.effects(await self.resolve(run_id) if run_id else None, limit)
+        if not redacting():
+            return rows
+        return [replace(r, target=redact_data(r.target), result=redact_data(r.result)) for r in rows]
 
     async def wait(self, run_id: str, *, until: Collection[str] = SETTLED, timeout: float | None = None,
                    interval: float = 0.2) -> RunRow:
@@ -276,6 +287,10 @@ class RunReader:
 
 
 def _mark(row: RunRow, now: float) -> RunRow:
-    """``row``, marked interrupted if it is in flight and whoever ran it is gone."""
+    """``row``, marked interrupted if it is in flight and whoever ran it is gone (and with every
+    known secret masked: what is read here is shown)."""
     gone = row.status in (rules.RUNNING, rules.REPLANNING) and claimable(row.owner, row.lease_expires, now)
+    if redacting():
+        row = replace(row, goal=redact(row.goal), reason=redact(row.reason), output=redact_data(row.output),
+                      request=None if row.request is None else redact(row.request))
     return replace(row, interrupted=True) if gone else row

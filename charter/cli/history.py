@@ -79,7 +79,7 @@ def db_stats(db: DbOpt = None, json_out: JsonOpt = False) -> None:
         oldest = f"the oldest from {fmt_age(stats.oldest_run)}" if stats.oldest_run is not None else ""
         table.add_row("runs", str(runs), "", escape(", ".join(x for x in (by_status, oldest) if x)))
         table.add_row("events", str(stats.events), size(stats.event_bytes), "")
-        table.add_row("payloads", str(stats.payloads - stats.pruned_payloads), size(stats.payload_bytes),
+        table.add_row("payloads", str(stats.payloads), size(stats.payload_bytes),
                       "bulky parts of events, each stored once per run")
         table.add_row("pruned", str(stats.pruned_payloads), size(stats.pruned_bytes),
                       f"dropped from {stats.pruned_runs} run{'s' * (stats.pruned_runs != 1)} by `charter prune`")

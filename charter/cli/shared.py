@@ -235,6 +235,8 @@ def open_app(db: str | None, tools: ToolsLike = None, concurrency: int = 100, *,
     try:
         if db is None:  # --db, else $CHARTER_DB, else the workspace file's db, else charter.db here
             db = workspace().store_location() or "charter.db"
+        elif not with_workspace:
+            _quietly_load_workspace()
         charter = Charter(db, tools=tools or None, max_concurrency=concurrency,
                           workspace=workspace() if with_workspace else None, model=model, mode=mode,
                           tracing=_tracing(db, mode))
@@ -243,6 +245,16 @@ def open_app(db: str | None, tools: ToolsLike = None, concurrency: int = 100, *,
     if charter.tracer is not None:
         _traced.append(charter)
     return charter
+
+
+def _quietly_load_workspace() -> None:
+    """Load the workspace file if there is one, for what loading it does: the secrets it names are
+    masked in all this command prints. A command given ``--db`` that needs nothing else of the
+    workspace still works when the file is broken."""
+    try:
+        workspace()
+    except CharterError:
+        pass
 
 
 def _tracing(db: str, mode: str) -> Any:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 
+from ..errors import CharterError
 from .shared import ConcOpt, DbOpt, RunToolsOpt, StepModelOpt, command, err, fail, open_app, out
 
 
@@ -71,6 +72,11 @@ async def ui(
         raise fail(ValueError("--token must be at least 8 characters (or leave it out for a random one)"))
     token = token or secrets.token_urlsafe(24)
     charter = open_app(db, tools, concurrency, with_workspace=True, model=model, mode="rw")
+    try:
+        await charter.runs(limit=1)  # the store is there and reachable before the page says it is
+    except CharterError as exc:
+        charter.close()
+        raise fail(exc) from None
     sock = _bind(host, port)
     app = create_app(charter, token)
     bound_host, bound_port = sock.getsockname()[:2]

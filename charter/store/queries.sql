@@ -231,7 +231,8 @@ SELECT status, count(*), count(pruned_at), min(created_at) FROM runs GROUP BY st
 SELECT count(*), coalesce(sum(length(data)), 0) FROM events
 
 -- name: stats_payloads
-SELECT count(*), coalesce(sum(CASE WHEN data IS NULL THEN 0 ELSE size END), 0),
+-- Payloads kept (count, bytes), then pruned (count, bytes).
+SELECT count(data), coalesce(sum(CASE WHEN data IS NULL THEN 0 ELSE size END), 0),
        count(*) - count(data), coalesce(sum(CASE WHEN data IS NULL THEN size ELSE 0 END), 0)
 FROM payloads
 

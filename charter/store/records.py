@@ -271,7 +271,7 @@ class StoreStats:
     oldest_run: float | None  # when the oldest run was created
     events: int
     event_bytes: int
-    payloads: int
+    payloads: int  # kept
     payload_bytes: int
     pruned_payloads: int
     pruned_bytes: int  # what pruning dropped

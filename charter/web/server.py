@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..app import Charter
 from ..engine.report import RunReport
-from ..errors import CharterError, RunNotFoundError, RunStateError
+from ..errors import CharterError, RunNotFoundError, RunStateError, StoreError
 from . import actions, live, views
 from .runs import list_runs, parse_age
 from .safety import SafeJSON, TokenGuard, error, register_workspace_secrets
@@ -213,6 +213,10 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(RunStateError)
     async def conflict(request: Request, exc: RunStateError) -> SafeJSON:
         return error(409, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def unavailable(request: Request, exc: StoreError) -> SafeJSON:
+        return error(503, str(exc))  # the store (a database restarting, say): not the request's fault
 
     @app.exception_handler(CharterError)
     async def refused(request: Request, exc: CharterError) -> SafeJSON:

@@ -81,3 +81,11 @@ def test_ui_refuses_bad_input_in_one_line(ws: Workspace) -> None:
         taken.close()
     missing = ws("ui", "--db", str(ws.root / "nope.db"), db=False)
     assert missing.rc == 2 and "no store at" in missing.err and "Traceback" not in missing.err, missing
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    unreachable = f"postgresql://nobody@127.0.0.1:{closed.getsockname()[1]}/x"  # bound, never listening
+    try:
+        gone = ws("ui", "--db", unreachable, "--port", "0", db=False)
+    finally:
+        closed.close()
+    assert gone.rc == 2 and "cannot reach store" in gone.err and "open:" not in gone.out, gone

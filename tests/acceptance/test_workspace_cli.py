@@ -330,6 +330,32 @@ def leak() -> dict:
         assert secret.encode() not in f.read_bytes(), f
 
 
+def test_a_secret_logged_by_a_process_that_did_not_know_it_is_masked_where_the_workspace_names_it(
+        ws: Workspace) -> None:
+    secret = f"sk-live-{uuid.uuid4().hex}"
+    ws.env["MY_SERVICE_KEY"] = secret
+    elsewhere = ws.root / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "tools.py").write_text("""import os
+from charter import tool
+
+
+@tool
+def leak() -> dict:
+    return {"key": os.environ["MY_SERVICE_KEY"]}
+""")
+    (elsewhere / "plan.yaml").write_text("goal: Leak\nsteps:\n  - id: leak\n    tool: leak\n")
+    db = str(ws.root / "shared.db")
+    run = charter(ws, "run", "plan.yaml", "--tools", "tools.py", "--db", db, cwd=elsewhere)  # no workspace there
+    assert run.rc == 0, run
+    write_config(ws.root, {"slack": {"token": "${env:MY_SERVICE_KEY}"}})
+    run_id = json.loads(charter(ws, "runs", "--json", "--db", db).out)[0]["id"]
+    for args in (("show", run_id), ("show", run_id, "--json", "--events")):
+        shown = charter(ws, *args, "--db", db)
+        assert shown.rc == 0 and "***" in shown.out, shown
+        assert secret not in shown.out and secret not in shown.err, shown
+
+
 def test_the_smtp_password_is_never_shown_nor_stored(ws: Workspace) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     ws.env["SMTP_PASSWORD"] = password
