@@ -32,6 +32,7 @@ from ..errors import PermanentError, RetryableError
 from ..events import ModelCalled, StepFailed, StepSucceeded
 from ..models.base import Model, ModelRequest, ModelResponse
 from ..tools import Registry, Tool, ToolContext
+from ..workspace import secrets
 from .recording import Attempt, Recording, pruned
 from .report import Divergence
 
@@ -75,9 +76,9 @@ class Feed:
             if att is not None and isinstance(att.outcome, StepFailed):
                 raise rebuilt(att.outcome.error)  # the call failed then (a 429, a timeout): it fails now
             raise self._unrecorded(step, item, att, f"model call {index + 1} has no recorded answer")
-        today = request_digest(name, request)
-        if today != call.digest:
-            self.notes.append(_request_differs(call, request, today, step, item, att.number))
+        differs = _request_differs(call, name, request, step, item, att.number)
+        if differs is not None:
+            self.notes.append(differs)
         if pruned(call.response):
             raise self._unrecorded(step, item, att, f"the answer to model call {index + 1} was pruned")
         self.model_answers += 1
@@ -97,9 +98,10 @@ class Feed:
                                          "recorded answer: the replay goes no further"))
             raise Unrecorded("the log holds no answer for this planner call")
         call = calls[n]
-        today = request_digest(call.model, request)  # the planner's calls are recorded by the answer's model name
-        if today != call.digest:
-            self.notes.append(_request_differs(call, request, today, None, None, None))
+        # the planner's calls are recorded by the answer's model name
+        differs = _request_differs(call, call.model, request, None, None, None)
+        if differs is not None:
+            self.notes.append(differs)
         self.model_answers += 1
         return ModelResponse.from_json(call.response)
 
@@ -128,12 +130,12 @@ class Feed:
 
         async def recorded(**kwargs: Any) -> Any:
             ctx: ToolContext = kwargs.pop(_CONTEXT)
-            return feed.tool_result(t.name, write, ctx)
+            return feed.tool_result(t.name, write, ctx, kwargs)
 
         # Only the name, the schema, the effect and the limits are kept: the function is the log's.
         return dataclasses.replace(t, fn=recorded, is_async=True, context_param=_CONTEXT)
 
-    def tool_result(self, tool: str, write: bool, ctx: ToolContext) -> Any:
+    def tool_result(self, tool: str, write: bool, ctx: ToolContext, args: dict[str, Any]) -> Any:
         state = self.current()
         att = self.rec.attempt_of(ctx.step_id, ctx.item, state.plan_version, ctx.attempt)
         step = state.plan.by_id[ctx.step_id]
@@ -145,7 +147,8 @@ class Feed:
             if call is None:
                 return self._from_ledger(ctx, att, write, f"the agent's tool call {index + 1} ({tool}) has no "
                                                          "recorded result")
-            if call.tool != tool or (m is not None and not call.digest.startswith(m.group(2))):
+            if call.tool != tool or (m is not None and not call.digest.startswith(m.group(2))
+                                     and not _same_masked(call.args, args)):
                 self.notes.append(Divergence(
                     "tool_call", f"the agent's tool call {index + 1} differs from the recorded one",
                     ctx.step_id, ctx.item, call.attempt,
@@ -203,10 +206,23 @@ def _default_model(rec: Recording) -> str:
     return "replay:log"
 
 
-def _request_differs(call: ModelCalled, request: ModelRequest, today: str, step: str | None, item: int | None,
-                     attempt: int | None) -> Divergence:
-    """Which message (or setting) of the request changed, shown briefly."""
+def _request_differs(call: ModelCalled, name: str, request: ModelRequest, step: str | None, item: int | None,
+                     attempt: int | None) -> Divergence | None:
+    """Which message (or setting) of today's request to model ``name`` differs from the recorded
+    ``call``, shown briefly; ``None``: it does not.
+
+    The recorded digest was taken on the request as sent, secrets and all; the log (and so what
+    a replay is fed: a tool's result an agent passes on) holds them masked. So once a secret is
+    known the two requests are compared masked, and the digest decides only when none is (or the
+    recorded request was pruned). Two sides that print the same are no divergence."""
+    today = request_digest(name, request)
+    if today == call.digest:
+        return None
     was, now = call.request, request.to_json()
+    if secrets.redacting() and not pruned(was):
+        was, now = secrets.redact_data(was), secrets.redact_data(now)
+        if name == call.model and _canonical(was) == _canonical(now):
+            return None
     recorded: Any = None
     replayed: Any = None
     old, new = was.get("messages") or [], now.get("messages") or []
@@ -219,10 +235,25 @@ def _request_differs(call: ModelCalled, request: ModelRequest, today: str, step:
     else:
         changed = sorted(k for k in set(was) | set(now) if k != "messages" and was.get(k) != now.get(k))
         recorded, replayed = {k: was.get(k) for k in changed}, {k: now.get(k) for k in changed}
+        if name != call.model:  # the digest is taken on the model's name too
+            recorded, replayed = {"model": call.model, **recorded}, {"model": name, **replayed}
+    if _canonical(recorded) == _canonical(replayed):
+        return None
     who = "the planner's" if step is None else f"model call {call.index + 1}:"
     return Divergence("model_request", f"{who} request differs from the recorded one "
                       f"(digest {call.digest[:12]} recorded, {today[:12]} today)", step, item, attempt,
                       recorded=recorded, replayed=replayed)
+
+
+def _same_masked(recorded: Any, today: Any) -> bool:
+    """Whether an agent's tool call asks what the recorded one did, once a known secret is masked in
+    both (its key's digest was taken on the arguments as the model gave them, secrets and all)."""
+    return secrets.redacting() and _canonical(secrets.redact_data(recorded)) == _canonical(
+        secrets.redact_data(today))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _around_change(a: Any, b: Any) -> tuple[str | None, str | None]:

@@ -99,13 +99,20 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
     )
 
 
+# The kinds that are a difference of two values and nothing else: shown the same, they are none.
+_VALUES = {"arguments", "output", "model_request"}
+
+
 def _redacted(report: ReplayReport) -> ReplayReport:
     """``report`` with every known secret masked in what it shows: today's values (a read called for
-    real), and a recorded one that today's environment holds too."""
+    real), and a recorded one that today's environment holds too. The comparison masks both sides
+    already; a divergence whose two masked values are the same is dropped all the same, so none is
+    ever shown with nothing to tell apart."""
+    shown = [dataclasses.replace(d, message=secrets.redact(d.message), recorded=secrets.redact_data(d.recorded),
+                                 replayed=secrets.redact_data(d.replayed)) for d in report.divergences]
     return dataclasses.replace(
         report, goal=secrets.redact(report.goal), note=secrets.redact(report.note),
-        divergences=[dataclasses.replace(d, message=secrets.redact(d.message), recorded=secrets.redact_data(d.recorded),
-                                         replayed=secrets.redact_data(d.replayed)) for d in report.divergences])
+        divergences=[d for d in shown if d.kind not in _VALUES or d.recorded != d.replayed])
 
 
 def _plan_problems(rec: Recording, registry: Registry) -> tuple[list[Divergence], bool]:
