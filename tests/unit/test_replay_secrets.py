@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from charter import Charter, tool
+from charter import Charter, PermanentError, tool
 from charter.testing import FakeClock, ScriptedModel
 
 
@@ -26,7 +26,13 @@ def echo(text: str) -> str:
     return f"echo {text}"
 
 
-TOOLS = [read_secret, echo]
+@tool
+def refuse() -> str:
+    """Fails, naming the key in its message."""
+    raise PermanentError(f"the service refused {os.environ['S11_SECRET']}")
+
+
+TOOLS = [read_secret, echo, refuse]
 
 
 def workspace(root: Path) -> Path:
@@ -54,3 +60,22 @@ async def test_an_agents_tool_result_holding_a_secret_replays_without_divergence
     with app(db_path, ws) as a:
         report = await a.replay(run_id)
     assert report.divergences == [] and report.model_answers == 3 and report.tool_results == 2
+
+
+async def test_a_secret_the_log_holds_in_full_is_no_divergence_once_the_workspace_names_it(
+        db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S11_SECRET", "s11-full-secret-7730")
+    plan = {"goal": "g", "steps": [
+        {"id": "key", "tool": "read_secret"},
+        {"id": "use", "tool": "echo", "args": {"text": "${key}"}},
+        {"id": "bad", "tool": "refuse"},
+    ]}
+    with app(db_path) as a:  # no workspace names the secret: the log holds it in full
+        run_id = (await a.run(plan)).id
+        assert "s11-full-secret-7730" in str(await a.store.events(run_id))
+    with app(db_path, workspace(tmp_path)) as a:
+        fed = await a.replay(run_id)
+        live = await a.replay(run_id, live_reads=True)
+    assert fed.divergences == [] and live.divergences == []
+    assert (fed.recorded_status, fed.replayed_status) == ("failed", "failed")
+    assert live.live_calls == 3
