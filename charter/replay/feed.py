@@ -19,8 +19,10 @@ models, tools and errors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +56,8 @@ class Feed:
         self.model_answers = 0
         self.tool_results = 0
         self.writes_withheld = 0
+        self.live_calls = 0  # read tools called for real (with live_reads): tool steps' and agents' calls
+        self._lock = threading.Lock()
         self.live: set[str] = set()  # the tools left as they are (read tools, with live_reads)
         self.current: Callable[[], RunState] = lambda: rec.state  # the replay's state now (set by the runner)
         self._planner_calls: dict[int, int] = {}
@@ -114,7 +118,7 @@ class Feed:
         for t in base:
             if self.live_reads and not self.write(t):
                 self.live.add(t.name)
-                out.add(t)
+                out.add(self._counted(t))
             else:
                 out.add(self._stand_in(t))
         return out
@@ -123,6 +127,23 @@ class Feed:
         """Whether ``t`` is a write here: today's code says so, or the log does (an effect it recorded),
         so a tool whose ``effect="write"`` was dropped since is still never called."""
         return t.effect == "write" or t.name in self.rec.written
+
+    def _counted(self, t: Tool) -> Tool:
+        """``t`` as it is, counting its calls for real (a tool step's, an agent's) in ``live_calls``."""
+        feed, fn = self, t.fn
+        if t.is_async:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                feed._called()
+                return await fn(*args, **kwargs)
+        else:
+            def call(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                feed._called()
+                return fn(*args, **kwargs)
+        return dataclasses.replace(t, fn=functools.wraps(fn)(call))
+
+    def _called(self) -> None:
+        with self._lock:  # a sync tool runs in a thread of its own, beside others
+            self.live_calls += 1
 
     def _stand_in(self, t: Tool) -> Tool:
         feed = self

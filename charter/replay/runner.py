@@ -95,7 +95,7 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         replayed_status=replayed.state.status, divergences=problems + compare(rec, replayed, feed.notes),
         attempts=len(replayed.attempts), model_answers=feed.model_answers, tool_results=feed.tool_results,
         writes_withheld=feed.writes_withheld,
-        live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, feed)),
+        live_calls=feed.live_calls,
     )
 
 
@@ -143,11 +143,6 @@ def _changed_effects(rec: Recording, registry: Registry) -> list[Divergence]:
                 "from the log and never called, whatever the flags", ev.step, ev.item, ev.attempt,
                 recorded=f"{name}: write", replayed=f"{name}: {t.effect}"))
     return out
-
-
-def _live(step: str, rep: Recording, feed: Feed) -> bool:
-    s = rep.state.plan.by_id.get(step)
-    return s is not None and s.kind == "tool" and s.tool in feed.live
 
 
 async def _drive(rec: Recording, feed: Feed, tools: Registry, store: Store, ws: Workspace | None) -> Recording:
