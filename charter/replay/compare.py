@@ -17,6 +17,7 @@ from ..errors import PlanError
 from ..events import ApprovalRequested, StepFailed, StepStarted, StepSucceeded
 from ..plan.diff import plan_diff
 from ..plan.model import Plan
+from ..workspace.secrets import redact_data
 from .recording import Attempt, AttemptKey, Recording
 from .report import KINDS, Divergence
 
@@ -85,7 +86,7 @@ def _downstream(stuck: set[str], rec: Recording, rep: Recording) -> set[str]:
 def _attempt(a: Attempt, b: Attempt) -> list[Divergence]:
     step, item, n = a.step, a.item, a.number
     out = []
-    was, now = _asked(a), _asked(b)
+    was, now = redact_data(_asked(a)), redact_data(_asked(b))  # both masked: see _same
     if was != now:
         changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
         out.append(Divergence("arguments", f"its arguments differ ({', '.join(changed)})", step, item, n,
@@ -100,7 +101,7 @@ def _attempt(a: Attempt, b: Attempt) -> list[Divergence]:
         out.append(Divergence("outcome", f"it {_ended(x)} in the log; today it {_ended(y)}", step, item, n,
                               recorded=_result(x), replayed=_result(y)))
     elif isinstance(x, StepFailed) and isinstance(y, StepFailed):
-        if (x.error or {}).get("message") != (y.error or {}).get("message"):
+        if not _same((x.error or {}).get("message"), (y.error or {}).get("message")):
             out.append(Divergence("outcome", "it failed with another error", step, item, n,
                                   recorded=x.error, replayed=y.error))
         if (x.retry_at is None) != (y.retry_at is None):
@@ -108,9 +109,15 @@ def _attempt(a: Attempt, b: Attempt) -> list[Divergence]:
             today = "a retry" if y.retry_at is not None else "no retry"
             out.append(Divergence("retry", f"the log decided {then} after it failed; today's rules decide {today}",
                                   step, item, n, recorded=x.retry_at is not None, replayed=y.retry_at is not None))
-    elif isinstance(x, StepSucceeded) and isinstance(y, StepSucceeded) and x.output != y.output:
+    elif isinstance(x, StepSucceeded) and isinstance(y, StepSucceeded) and not _same(x.output, y.output):
         out.append(Divergence("output", "its output differs", step, item, n, recorded=x.output, replayed=y.output))
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two values are the same once the workspace's secrets are masked in both: a log written
+    by a process that did not know a secret holds it in full, today's holds ``***``; that is no divergence."""
+    return bool(redact_data(a) == redact_data(b))
 
 
 def _asked(att: Attempt) -> dict[str, Any]:
@@ -188,6 +195,6 @@ def _end(rec: Recording, rep: Recording) -> list[Divergence]:
         why = f": {y.reason}" if y.reason else ""
         return [Divergence("end", f"the run ends {y.status} today{why}; the log has it {x.status}",
                            recorded=x.status, replayed=y.status)]
-    if x.status == rules.SUCCEEDED and x.output != y.output:
+    if x.status == rules.SUCCEEDED and not _same(x.output, y.output):
         return [Divergence("end", "the run's output differs", recorded=x.output, replayed=y.output)]
     return []

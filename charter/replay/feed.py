@@ -19,8 +19,10 @@ models, tools and errors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ from ..errors import PermanentError, RetryableError
 from ..events import ModelCalled, StepFailed, StepSucceeded
 from ..models.base import Model, ModelRequest, ModelResponse
 from ..tools import Registry, Tool, ToolContext
+from ..workspace import secrets
 from .recording import Attempt, Recording, pruned
 from .report import Divergence
 
@@ -53,6 +56,8 @@ class Feed:
         self.model_answers = 0
         self.tool_results = 0
         self.writes_withheld = 0
+        self.live_calls = 0  # read tools called for real (with live_reads): tool steps' and agents' calls
+        self._lock = threading.Lock()
         self.live: set[str] = set()  # the tools left as they are (read tools, with live_reads)
         self.current: Callable[[], RunState] = lambda: rec.state  # the replay's state now (set by the runner)
         self._planner_calls: dict[int, int] = {}
@@ -75,9 +80,9 @@ class Feed:
             if att is not None and isinstance(att.outcome, StepFailed):
                 raise rebuilt(att.outcome.error)  # the call failed then (a 429, a timeout): it fails now
             raise self._unrecorded(step, item, att, f"model call {index + 1} has no recorded answer")
-        today = request_digest(name, request)
-        if today != call.digest:
-            self.notes.append(_request_differs(call, request, today, step, item, att.number))
+        differs = _request_differs(call, name, request, step, item, att.number)
+        if differs is not None:
+            self.notes.append(differs)
         if pruned(call.response):
             raise self._unrecorded(step, item, att, f"the answer to model call {index + 1} was pruned")
         self.model_answers += 1
@@ -97,9 +102,10 @@ class Feed:
                                          "recorded answer: the replay goes no further"))
             raise Unrecorded("the log holds no answer for this planner call")
         call = calls[n]
-        today = request_digest(call.model, request)  # the planner's calls are recorded by the answer's model name
-        if today != call.digest:
-            self.notes.append(_request_differs(call, request, today, None, None, None))
+        # the planner's calls are recorded by the answer's model name
+        differs = _request_differs(call, call.model, request, None, None, None)
+        if differs is not None:
+            self.notes.append(differs)
         self.model_answers += 1
         return ModelResponse.from_json(call.response)
 
@@ -112,7 +118,7 @@ class Feed:
         for t in base:
             if self.live_reads and not self.write(t):
                 self.live.add(t.name)
-                out.add(t)
+                out.add(self._counted(t))
             else:
                 out.add(self._stand_in(t))
         return out
@@ -122,18 +128,35 @@ class Feed:
         so a tool whose ``effect="write"`` was dropped since is still never called."""
         return t.effect == "write" or t.name in self.rec.written
 
+    def _counted(self, t: Tool) -> Tool:
+        """``t`` as it is, counting its calls for real (a tool step's, an agent's) in ``live_calls``."""
+        feed, fn = self, t.fn
+        if t.is_async:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                feed._called()
+                return await fn(*args, **kwargs)
+        else:
+            def call(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                feed._called()
+                return fn(*args, **kwargs)
+        return dataclasses.replace(t, fn=functools.wraps(fn)(call))
+
+    def _called(self) -> None:
+        with self._lock:  # a sync tool runs in a thread of its own, beside others
+            self.live_calls += 1
+
     def _stand_in(self, t: Tool) -> Tool:
         feed = self
         write = self.write(t)
 
         async def recorded(**kwargs: Any) -> Any:
             ctx: ToolContext = kwargs.pop(_CONTEXT)
-            return feed.tool_result(t.name, write, ctx)
+            return feed.tool_result(t.name, write, ctx, kwargs)
 
         # Only the name, the schema, the effect and the limits are kept: the function is the log's.
         return dataclasses.replace(t, fn=recorded, is_async=True, context_param=_CONTEXT)
 
-    def tool_result(self, tool: str, write: bool, ctx: ToolContext) -> Any:
+    def tool_result(self, tool: str, write: bool, ctx: ToolContext, args: dict[str, Any]) -> Any:
         state = self.current()
         att = self.rec.attempt_of(ctx.step_id, ctx.item, state.plan_version, ctx.attempt)
         step = state.plan.by_id[ctx.step_id]
@@ -145,7 +168,8 @@ class Feed:
             if call is None:
                 return self._from_ledger(ctx, att, write, f"the agent's tool call {index + 1} ({tool}) has no "
                                                          "recorded result")
-            if call.tool != tool or (m is not None and not call.digest.startswith(m.group(2))):
+            if call.tool != tool or (m is not None and not call.digest.startswith(m.group(2))
+                                     and not _same_masked(call.args, args)):
                 self.notes.append(Divergence(
                     "tool_call", f"the agent's tool call {index + 1} differs from the recorded one",
                     ctx.step_id, ctx.item, call.attempt,
@@ -203,10 +227,23 @@ def _default_model(rec: Recording) -> str:
     return "replay:log"
 
 
-def _request_differs(call: ModelCalled, request: ModelRequest, today: str, step: str | None, item: int | None,
-                     attempt: int | None) -> Divergence:
-    """Which message (or setting) of the request changed, shown briefly."""
+def _request_differs(call: ModelCalled, name: str, request: ModelRequest, step: str | None, item: int | None,
+                     attempt: int | None) -> Divergence | None:
+    """Which message (or setting) of today's request to model ``name`` differs from the recorded
+    ``call``, shown briefly; ``None``: it does not.
+
+    The recorded digest was taken on the request as sent, secrets and all; the log (and so what
+    a replay is fed: a tool's result an agent passes on) holds them masked. So once a secret is
+    known the two requests are compared masked, and the digest decides only when none is (or the
+    recorded request was pruned). Two sides that print the same are no divergence."""
+    today = request_digest(name, request)
+    if today == call.digest:
+        return None
     was, now = call.request, request.to_json()
+    if secrets.redacting() and not pruned(was):
+        was, now = secrets.redact_data(was), secrets.redact_data(now)
+        if name == call.model and _canonical(was) == _canonical(now):
+            return None
     recorded: Any = None
     replayed: Any = None
     old, new = was.get("messages") or [], now.get("messages") or []
@@ -219,10 +256,25 @@ def _request_differs(call: ModelCalled, request: ModelRequest, today: str, step:
     else:
         changed = sorted(k for k in set(was) | set(now) if k != "messages" and was.get(k) != now.get(k))
         recorded, replayed = {k: was.get(k) for k in changed}, {k: now.get(k) for k in changed}
+        if name != call.model:  # the digest is taken on the model's name too
+            recorded, replayed = {"model": call.model, **recorded}, {"model": name, **replayed}
+    if _canonical(recorded) == _canonical(replayed):
+        return None
     who = "the planner's" if step is None else f"model call {call.index + 1}:"
     return Divergence("model_request", f"{who} request differs from the recorded one "
                       f"(digest {call.digest[:12]} recorded, {today[:12]} today)", step, item, attempt,
                       recorded=recorded, replayed=replayed)
+
+
+def _same_masked(recorded: Any, today: Any) -> bool:
+    """Whether an agent's tool call asks what the recorded one did, once a known secret is masked in
+    both (its key's digest was taken on the arguments as the model gave them, secrets and all)."""
+    return secrets.redacting() and _canonical(secrets.redact_data(recorded)) == _canonical(
+        secrets.redact_data(today))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _around_change(a: Any, b: Any) -> tuple[str | None, str | None]:

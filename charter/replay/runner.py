@@ -95,17 +95,24 @@ async def _replay(run_id: str, events: list[Event], registry: Registry, workspac
         replayed_status=replayed.state.status, divergences=problems + compare(rec, replayed, feed.notes),
         attempts=len(replayed.attempts), model_answers=feed.model_answers, tool_results=feed.tool_results,
         writes_withheld=feed.writes_withheld,
-        live_calls=sum(1 for a in replayed.attempts.values() if _live(a.step, replayed, feed)),
+        live_calls=feed.live_calls,
     )
+
+
+# The kinds that are a difference of two values and nothing else: shown the same, they are none.
+_VALUES = {"arguments", "output", "model_request"}
 
 
 def _redacted(report: ReplayReport) -> ReplayReport:
     """``report`` with every known secret masked in what it shows: today's values (a read called for
-    real), and a recorded one that today's environment holds too."""
+    real), and a recorded one that today's environment holds too. The comparison masks both sides
+    already; a divergence whose two masked values are the same is dropped all the same, so none is
+    ever shown with nothing to tell apart."""
+    shown = [dataclasses.replace(d, message=secrets.redact(d.message), recorded=secrets.redact_data(d.recorded),
+                                 replayed=secrets.redact_data(d.replayed)) for d in report.divergences]
     return dataclasses.replace(
         report, goal=secrets.redact(report.goal), note=secrets.redact(report.note),
-        divergences=[dataclasses.replace(d, message=secrets.redact(d.message), recorded=secrets.redact_data(d.recorded),
-                                         replayed=secrets.redact_data(d.replayed)) for d in report.divergences])
+        divergences=[d for d in shown if d.kind not in _VALUES or d.recorded != d.replayed])
 
 
 def _plan_problems(rec: Recording, registry: Registry) -> tuple[list[Divergence], bool]:
@@ -136,11 +143,6 @@ def _changed_effects(rec: Recording, registry: Registry) -> list[Divergence]:
                 "from the log and never called, whatever the flags", ev.step, ev.item, ev.attempt,
                 recorded=f"{name}: write", replayed=f"{name}: {t.effect}"))
     return out
-
-
-def _live(step: str, rep: Recording, feed: Feed) -> bool:
-    s = rep.state.plan.by_id.get(step)
-    return s is not None and s.kind == "tool" and s.tool in feed.live
 
 
 async def _drive(rec: Recording, feed: Feed, tools: Registry, store: Store, ws: Workspace | None) -> Recording:

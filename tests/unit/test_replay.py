@@ -245,6 +245,22 @@ async def test_an_agents_tool_calls_are_fed_from_the_log(db_path: Path) -> None:
     assert calls == []
 
 
+async def test_an_agents_calls_of_read_tools_count_as_called_for_real(db_path: Path) -> None:
+    model = ScriptedModel([ScriptedModel.call("fetch", {"name": "ann"}), ScriptedModel.call("send", {"text": "hi"}),
+                           "Done."])
+    run_id = await recorded(db_path, AGENT_PLAN, model=model)
+    greeting["word"] = "hey"  # today's fetch answers otherwise: the agent's next request differs
+    with app(db_path) as a:
+        report = await a.replay(run_id, live_reads=True)
+    assert calls == [("fetch", "ann")]
+    assert [(d.kind, d.where) for d in report.divergences] == [("model_request", "ask attempt 1")] * 2
+    assert (report.live_calls, report.tool_results, report.writes_withheld) == (1, 1, 1)
+    shown = io.StringIO()
+    print_replay(Console(file=shown, width=300), report)
+    assert "1 tool result(s) fed from the log" in shown.getvalue()
+    assert "1 read(s) called for real" in shown.getvalue()
+
+
 async def test_an_agents_call_of_a_tool_the_log_recorded_as_a_write_is_never_made(db_path: Path) -> None:
     model = ScriptedModel([ScriptedModel.call("fetch", {"name": "ann"}), ScriptedModel.call("send", {"text": "hi"}),
                            "Done."])
