@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs Charter's offline demo (charter demo)
-#   make test   runs the whole test suite (lint, types, then pytest on SQLite, then the
-#               integration, acceptance, chaos and browser suites again on PostgreSQL: the tests
+#   make test   runs the whole test suite (lint, types, then pytest on SQLite and, side by
+#               side with it, the integration, acceptance, chaos and browser suites again on
+#               PostgreSQL, whose output follows the SQLite pass's: the tests
 #               start a throwaway cluster with the machine's initdb/pg_ctl, or use
 #               $CHARTER_TEST_PG_URL; tests/fleet puts PostgreSQL and workers on hosts of
 #               their own, network namespaces, which needs root; tests/browser drive Debian's
@@ -31,8 +32,8 @@ lint: $(STAMP)
 
 test: lint
 	scripts/ensure-chromium
-	$(BIN)/python -m pytest -q
-	CHARTER_TEST_STORE=postgresql $(BIN)/python -m pytest -q tests/integration tests/acceptance tests/chaos tests/browser
+	CHARTER_TEST_STORE=postgresql $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration tests/acceptance tests/chaos tests/browser > .pg-pass.log 2>&1 & pg=$$!; \
+	$(BIN)/python -m pytest -q; lite=$$?; wait $$pg; pgrc=$$?; cat .pg-pass.log; exit $$((lite || pgrc))
 
 test-load:
 	scripts/test-under-load 3
