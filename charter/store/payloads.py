@@ -124,23 +124,24 @@ def _chunks(value: dict[str, Any]) -> list[str] | None:
     return chunks if isinstance(chunks, list) and all(isinstance(c, str) for c in chunks) else None
 
 
-def join(value: Any, lookup: Callable[[str], tuple[int, str | None] | None]) -> Any:
+def join(value: Any, lookup: Callable[[str], tuple[int, Any] | None]) -> Any:
     """``value`` with every reference replaced by the payload it names (itself joined: a payload may
-    refer to smaller ones). ``lookup(hash)`` gives ``(size, text)``; text ``None``: it was pruned.
+    refer to smaller ones). ``lookup(hash)`` gives ``(size, value)``, the payload's JSON parsed;
+    value ``None``: it was pruned (a payload is never JSON ``null``: it is too long for that).
     A reference to no payload this store knows stays as it is (it was the data's own)."""
     if isinstance(value, dict):
         if (ref := _ref(value)) is not None:
             got = lookup(ref)
             if got is None:
                 return value
-            return _pruned(ref, got[0]) if got[1] is None else join(json.loads(got[1]), lookup)
+            return _pruned(ref, got[0]) if got[1] is None else join(got[1], lookup)
         if (chunks := _chunks(value)) is not None:
             parts = [lookup(c) for c in chunks]
             if any(p is None for p in parts):
                 return value
             items: list[Any] = []
-            for c, (size, text) in zip(chunks, parts, strict=True):  # type: ignore[misc]
-                items.extend([_pruned(c, size)] if text is None else join(json.loads(text), lookup))
+            for c, (size, chunk) in zip(chunks, parts, strict=True):  # type: ignore[misc]
+                items.extend([_pruned(c, size)] if chunk is None else join(chunk, lookup))
             return items
         return {k: join(v, lookup) for k, v in value.items()}
     if isinstance(value, list):

@@ -330,17 +330,17 @@ class SQLStore(FleetSQL, HistorySQL, Store):
     async def _join(self, run_id: str, datas: list[Any]) -> list[Any]:
         """Events' data with the payloads they refer to read back in place (those refer to smaller
         ones in turn: read until none is left)."""
-        known: dict[str, tuple[int, str | None]] = {}
+        known: dict[str, tuple[int, Any]] = {}  # hash -> (size, the payload parsed; None once pruned)
         wanted = payloads.hashes(datas, set())
         while wanted:
             rows = await self._fetchall(self._sql("select_payloads"),
                                         {"run_id": run_id, "hashes": _dumps(sorted(wanted))})
-            found = {r[0]: (int(r[1]), r[2]) for r in rows}
-            known.update(found)
             more: set[str] = set()
-            for _, text in found.values():
+            for h, size, text in rows:
+                value = None if text is None else json.loads(text)
+                known[h] = (int(size), value)
                 if text is not None and payloads.refers(text):
-                    payloads.hashes(json.loads(text), more)
+                    payloads.hashes(value, more)
             wanted = more - known.keys()
         return [payloads.join(d, known.get) for d in datas]
 
