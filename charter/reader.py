@@ -10,7 +10,7 @@ It may import the engine's pure parts (the rules, the report, leases) and the st
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Hashable
 from dataclasses import dataclass, replace
 
 from .clock import Clock, SystemClock
@@ -184,19 +184,10 @@ class RunReader:
                 yield RunUpdate(state, ev)
             if state.status not in (rules.RUNNING, rules.REPLANNING):
                 return
-            try:
-                token = await self.store.wait_for_change(token, interval, clock)
-                events = await self._shown(run_id, after=seen)
-            except StoreError:  # the store restarting, say: look again soon, for as long as it takes
-                await clock.sleep(min(1.0, interval * 5))
-                events = []
-                continue
-            if not events and await self._owner_gone(run_id, clock.now()):
-                # Read again: the run may have moved on just before its owner let go of it.
-                events = await self._shown(run_id, after=seen)
-                if not events:
-                    yield RunUpdate(state, None, interrupted=True)
-                    return
+            token, events, gone = await self._more(run_id, seen, token, interval, clock, check_owner=True)
+            if gone:
+                yield RunUpdate(state, None, interrupted=True)
+                return
 
     async def follow(self, run_id: str, *, after: int = 0, interval: float = 1.0) -> AsyncIterator[RunUpdate]:
         """Follow a run's log from the event after sequence number ``after`` (0: from the start), for as
@@ -225,19 +216,28 @@ class RunReader:
                 state.last_seq = seen
                 told_gone = False
                 yield RunUpdate(state, ev)
-            try:
-                token = await self.store.wait_for_change(token, interval, clock)
-                events = await self._shown(run_id, after=seen)
-            except StoreError:  # the store restarting, say: look again soon, for as long as it takes
-                await clock.sleep(min(1.0, interval * 5))
-                events = []
-                continue
-            if not events and not told_gone and state.status in (rules.RUNNING, rules.REPLANNING) \
-                    and await self._owner_gone(run_id, clock.now()):
-                events = await self._shown(run_id, after=seen)
-                if not events:
-                    told_gone = True
-                    yield RunUpdate(state, None, interrupted=True)
+            in_flight = state.status in (rules.RUNNING, rules.REPLANNING)
+            token, events, gone = await self._more(run_id, seen, token, interval, clock,
+                                                   check_owner=in_flight and not told_gone)
+            if gone:
+                told_gone = True
+                yield RunUpdate(state, None, interrupted=True)
+
+    async def _more(self, run_id: str, seen: int, token: Hashable, interval: float, clock: Clock, *,
+                    check_owner: bool) -> tuple[Hashable, list[Event], bool]:
+        """Wait for the store to change (at most ``interval``), then read the run's events after
+        ``seen``: ``(token, events, gone)``. ``gone``: nothing new came, and (``check_owner``) no live
+        process holds the run any more. A store that fails (restarting, say) gives nothing this time."""
+        try:
+            token = await self.store.wait_for_change(token, interval, clock)
+            events = await self._shown(run_id, after=seen)
+        except StoreError:  # look again soon, for as long as it takes
+            await clock.sleep(min(1.0, interval * 5))
+            return token, [], False
+        if events or not check_owner or not await self._owner_gone(run_id, clock.now()):
+            return token, events, False
+        events = await self._shown(run_id, after=seen)  # it may have moved on just before its owner let go
+        return token, events, not events
 
     async def _owner_gone(self, run_id: str, now: float) -> bool:
         """Whether no live process holds an unfinished run (its process died, or its lease ran out)."""
