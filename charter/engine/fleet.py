@@ -127,13 +127,13 @@ def first_queue(state: RunState, now: float) -> tuple[list[Event], Queue]:
 class FleetWriter:
     """Decides and writes one transaction of a fleet run (see the module's docstring).
 
-    ``can_start(h, unit, count)`` says whether this writer runs ``unit`` itself
-    (``count``: how many it took in this write so far); a writer with no place for
-    work (the facade applying a request) starts nothing and leaves it queued.
+    ``can_start(h, unit)`` says whether this writer runs ``unit`` itself (and counts it as taken:
+    a writer may write many runs in one transaction); a writer with no place for work (the
+    facade applying a request) starts nothing and leaves it queued.
     """
 
     def __init__(self, store: Store, owner: str,
-                 can_start: Callable[[Hosted, Unit, int], bool] | None = None,
+                 can_start: Callable[[Hosted, Unit], bool] | None = None,
                  can_replan: Callable[[Hosted], bool] = lambda h: False) -> None:
         self.store = store
         self.owner = owner
@@ -270,7 +270,7 @@ class FleetWriter:
                 if step.kind != "approval":
                     tool = h.registry.get(step.tool) if step.kind == "tool" else None
                     later = self._limit(tool, now)
-                    if later is not None or self.can_start is None or not self.can_start(h, unit, len(done.started)):
+                    if later is not None or self.can_start is None or not self.can_start(h, unit):
                         queued.append(task_for(state, unit, later or now))
                         continue
                     self._take(tool, now)

@@ -105,9 +105,9 @@ class Worker:
 
     # --- what this worker may take --------------------------------------------------------
 
-    def _can_start(self, h: Hosted, unit: Unit, taken: int) -> bool:
-        # ``taken`` counts this run's write only: a transaction writes many runs, and what each takes
-        # is launched after the commit, so the transaction's count is kept here
+    def _can_start(self, h: Hosted, unit: Unit) -> bool:
+        # what a transaction takes is launched after its commit, and it may write many runs: the
+        # transaction's count is kept here (``_taking``)
         if self._stop_at is not None or self.attempts.running + self._taking >= self.attempts.max_concurrency:
             return False
         step = h.state.plan.by_id[unit.step]
