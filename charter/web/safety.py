@@ -10,7 +10,7 @@
   server never answers), and its ``Origin``, if any, must be this server.
 - **No secret out.** Every JSON response and every streamed event passes through the
   workspace's redaction: every secret known to this process (those the workspace file
-  names are registered at start) is masked, whatever wrote it into the log.
+  names are registered when it loads) is masked, whatever wrote it into the log.
 
 It may import the workspace's redaction, and nothing of the engine or the store.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -27,8 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..workspace import Workspace
-from ..workspace.secrets import ENV_REF, redact_data, register
+from ..workspace.secrets import redact_data
 
 COOKIE = "charter_ui"
 ACTION_HEADER = "X-Charter-Action"
@@ -60,21 +58,6 @@ class SafeJSON(JSONResponse):
 def error(status: int, message: str, **extra: Any) -> SafeJSON:
     """A clear error for the page and API clients: ``{"error": message}``, never a traceback."""
     return SafeJSON({"error": message, **extra}, status_code=status)
-
-
-def register_workspace_secrets(workspace: Workspace | None) -> None:
-    """Register every ``${env:NAME}`` the workspace file names, so that it is masked in all this
-    server sends, even where a process that never read it wrote it into a log."""
-    if workspace is None or workspace.path is None:
-        return
-    try:
-        text = workspace.path.read_text(encoding="utf-8")
-    except OSError:
-        return
-    for match in ENV_REF.finditer(text):
-        value = os.environ.get(match.group(1))
-        if value:
-            register(value)
 
 
 class TokenGuard:

@@ -31,11 +31,9 @@ from ..engine.report import RunReport
 from ..errors import CharterError, RunNotFoundError, RunStateError, StoreError
 from . import actions, live, views
 from .runs import list_runs, parse_age
-from .safety import SafeJSON, TokenGuard, error, register_workspace_secrets
+from .safety import SafeJSON, TokenGuard, error
 
 STATIC = resources.files("charter.web") / "static"
-STATUSES = ("created", "running", "replanning", "awaiting", "paused", "succeeded", "failed", "cancelled",
-            "rejected", "interrupted")
 Status = Literal["created", "running", "replanning", "awaiting", "paused", "succeeded", "failed", "cancelled",
                  "rejected", "interrupted"]
 RunId = Annotated[str, Path(min_length=1, max_length=200, description="A run's id, or a unique prefix of one.")]
@@ -44,7 +42,6 @@ StepId = Annotated[str, Path(min_length=1, max_length=200, description="A step's
 
 def create_app(charter: Charter, token: str) -> FastAPI:
     """The web app over ``charter``, refusing every request without ``token``."""
-    register_workspace_secrets(charter.workspace)
     driver = actions.Driver(charter)
 
     @asynccontextmanager
