@@ -26,11 +26,16 @@ from .rules import RunState, shown_status
 PREVIEW = 200  # characters of a prompt or an answer kept in a report: enough to recognise it
 
 
+def pruned_note(value: Any) -> str | None:
+    """A value ``charter prune`` dropped, said in words (``(pruned: 5,449 bytes)``); ``None`` for any other."""
+    if isinstance(value, dict) and set(value) == {PRUNED, "size"}:
+        return f"(pruned: {value['size']:,} bytes)"
+    return None
+
+
 def _text(value: Any) -> str:
-    """A prompt's or an answer's text as shown; a value ``charter prune`` dropped says so."""
-    if isinstance(value, dict) and PRUNED in value:
-        return f"(pruned: {value.get('size', 0):,} bytes)"
-    return str(value or "")
+    """A prompt's or an answer's text as shown."""
+    return pruned_note(value) or str(value or "")
 
 
 def preview(text: str, limit: int = PREVIEW) -> str:
@@ -61,12 +66,11 @@ class ModelCall:
     def from_event(cls, ev: ModelCalled) -> ModelCall:
         messages = ev.request.get("messages") or []
         last = messages[-1] if messages and isinstance(messages, list) else {}
-        prompt = _text(last.get("content") if isinstance(last, dict) and PRUNED not in last else last)
+        prompt = _text(last.get("content") if isinstance(last, dict) and not pruned_note(last) else last)
         if isinstance(last, dict) and last.get("role") == "tool":
             prompt = "tool result: " + prompt
-        if PRUNED in ev.request:
-            prompt = _text(ev.request)
-        answer = _text(ev.response if PRUNED in ev.response else ev.response.get("text"))
+        prompt = pruned_note(ev.request) or prompt
+        answer = pruned_note(ev.response) or _text(ev.response.get("text"))
         calls = ev.response.get("tool_calls") or []
         if calls:
             asked = ", ".join(f"{c.get('name')}({json.dumps(c.get('arguments'), default=str)})" for c in calls)
