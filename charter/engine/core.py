@@ -96,6 +96,9 @@ class Engine:
         self._answered: list[int] = []  # stored requests carried out: deleted with the next commit
         self._taken: set[int] = set()  # ... and taken into this process already
         self._stop_reason: str | None = None
+        # runs adopted by a direct control request whose events are not committed yet: the
+        # loop (running beside it, as `charter ui` does) leaves them alone until then
+        self._held: set[str] = set()
 
     @property
     def model(self) -> Model | None:
@@ -177,18 +180,25 @@ class Engine:
                     )
                 await self.store.add_request(control.to_row(run_id, request, now))
                 return "requested"
-        state = await self.adopt(run_id, registry, need_tools=control.needs_tools(request))
+        h = await self.hosting.adopt(run_id, registry, self.model, need_tools=control.needs_tools(request))
+        state = h.state
+        self._held.add(run_id)
         try:
-            events = control.events_for(state, request, self.clock.now())
-        except RunStateError:
-            if not hosted_here and not self._hosted[run_id].busy():
-                await self._release(run_id)
-            raise
-        await self.hosting.commit_one(state, events)
-        if isinstance(request, control.RevisePlan):
-            state.policies = rules.retry_policies(state.plan, self._hosted[run_id].registry)
-        if state.status not in ACTIVE and not self._hosted[run_id].busy():
-            await self._release(run_id)  # nothing left to run here (paused, ended, or in review)
+            try:
+                events = control.events_for(state, request, self.clock.now())
+            except RunStateError:
+                if not hosted_here and not h.busy():
+                    await self._release(run_id)
+                raise
+            await self.hosting.commit_one(state, events)
+            if isinstance(request, control.RevisePlan):
+                state.policies = rules.retry_policies(state.plan, h.registry)
+            if state.status not in ACTIVE and not h.busy():
+                await self._release(run_id)  # nothing left to run here (paused, ended, or in review)
+        finally:
+            self._held.discard(run_id)
+        if run_id in self._hosted:
+            self._look_at(run_id)
         return "done"
 
     def stop_all(self, reason: str) -> None:
@@ -247,7 +257,7 @@ class Engine:
                     await self.hosting.renew()
                 if not self._hosted:
                     break
-                if self._dirty or self.attempts.pending() or self._inbox or self._stop_reason:
+                if self._dirty or self.attempts.pending() or self._stop_reason or self._inbox.keys() - self._held:
                     continue
                 deadline = min(next_poll, next_renew, self._due[0][0] if self._due else math.inf)
                 self._wake.clear()
@@ -322,11 +332,16 @@ class Engine:
     def _take_requests(self, now: float, batch: dict[str, list[Event]]) -> None:
         if self._stop_reason is not None:
             for run_id, running in self._hosted.items():
+                if run_id not in self._held:
+                    self._dirty[run_id] = None  # what is not running is let go of this turn
                 if running.state.status == RUNNING:
                     self._inbox.setdefault(run_id, []).append(control.Pause(self._stop_reason))
             self._stop_reason = None
         inbox, self._inbox = self._inbox, {}
         for run_id, requests in inbox.items():
+            if run_id in self._held:  # a direct request is being carried out: these wait for it
+                self._inbox.setdefault(run_id, []).extend(requests)
+                continue
             h = self._hosted.get(run_id)
             if h is None:
                 continue
@@ -355,7 +370,7 @@ class Engine:
         dirty, self._dirty = self._dirty, {}
         for run_id in dirty:
             h = self._hosted.get(run_id)
-            if h is None:
+            if h is None or run_id in self._held:  # held: looked at once its request is committed
                 continue
             state = h.state
             if state.status == rules.REPLANNING and h.replanning is None:
@@ -398,7 +413,7 @@ class Engine:
 
     async def _settle(self, looked: set[str]) -> None:
         """Let go of the runs that have nothing left to do here (finished, paused, awaiting review)."""
-        done = [r for r in looked if (hosted := self._hosted.get(r)) is not None
+        done = [r for r in looked - self._held if (hosted := self._hosted.get(r)) is not None
                 and hosted.state.status not in (RUNNING, rules.REPLANNING) and not hosted.busy()]
         if done:
             await self._release(*done)
