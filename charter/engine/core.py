@@ -18,6 +18,7 @@ import asyncio
 import heapq
 import math
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..clock import Clock, SystemClock
@@ -46,6 +47,16 @@ from .rules import RUNNING, RunState
 from .watchers import Feed, Watcher
 
 ACTIVE = (RUNNING, rules.AWAITING, rules.REPLANNING)
+AGAIN = "again"  # a reply: the run was let go of before the loop took the request
+
+
+@dataclass
+class Asked:
+    """A control request for a run this engine hosts, waiting for the loop to carry it out."""
+
+    request: control.Request
+    reply: asyncio.Future[str] | None = None  # a caller in this process waits for ``"done"`` or an error
+    row: int | None = None  # a stored request (another process's): deleted with the batch that carries it out
 
 
 class Engine:
@@ -92,7 +103,7 @@ class Engine:
         # places free up, only as many are looked at again as there are places
         self._starved: dict[str, None] = {}
         self._wake: asyncio.Event | None = None
-        self._inbox: dict[str, list[control.Request]] = {}  # requests for hosted runs, from this process
+        self._inbox: dict[str, list[Asked]] = {}  # requests for hosted runs, for the loop to carry out
         self._answered: list[int] = []  # stored requests carried out: deleted with the next commit
         self._taken: set[int] = set()  # ... and taken into this process already
         self._stop_reason: str | None = None
@@ -155,12 +166,16 @@ class Engine:
     async def control(self, run_id: str, request: control.Request, registry: Registry | None = None) -> str:
         """Carry out a control request: ``"done"`` when applied here (a run that goes on stays
         hosted, with ``registry`` or else the tools it recorded, until the loop runs it);
-        ``"requested"`` when the live process that runs it (this one's loop, or another) was asked.
+        ``"requested"`` when another live process that runs it was asked. A run this one's loop
+        drives is handed to the loop, and this returns once the loop has committed the request.
         """
         if run_id in self._hosted and self._wake is not None:
-            self._inbox.setdefault(run_id, []).append(request)
+            reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._inbox.setdefault(run_id, []).append(Asked(request, reply))
             self._wake_up()
-            return "requested"
+            if await reply != AGAIN:
+                return "done"
+            # the loop let go of the run before it took the request: carry it out as for any run
         hosted_here = run_id in self._hosted
         if not hosted_here:
             row = await self.store.get_run(run_id)
@@ -186,19 +201,19 @@ class Engine:
         try:
             try:
                 events = control.events_for(state, request, self.clock.now())
-            except RunStateError:
+                await self.hosting.commit_one(state, events)
+            except BaseException:
                 if not hosted_here and not h.busy():
-                    await self._release(run_id)
+                    await self._release(run_id)  # adopted for this request only
                 raise
-            await self.hosting.commit_one(state, events)
             if isinstance(request, control.RevisePlan):
                 state.policies = rules.retry_policies(state.plan, h.registry)
             if state.status not in ACTIVE and not h.busy():
                 await self._release(run_id)  # nothing left to run here (paused, ended, or in review)
         finally:
             self._held.discard(run_id)
-        if run_id in self._hosted:
-            self._look_at(run_id)
+            if run_id in self._hosted:
+                self._look_at(run_id)
         return "done"
 
     def stop_all(self, reason: str) -> None:
@@ -237,20 +252,22 @@ class Engine:
                     if token != seen:
                         seen = token
                         await self._take_stored_requests()
-                self._take_requests(now, batch)
+                replies = self._take_requests(now, batch)
                 looked = set(self._dirty)
                 self._advance(now, batch)
                 try:
                     await self._commit(batch)
                 except BaseException as exc:
-                    for fut in recorded:
+                    failed = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                    for fut in recorded + [f for f, _ in replies]:
                         if not fut.done():
-                            fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                            fut.set_exception(failed)
                     raise
                 self.attempts.go()
                 for fut in recorded:
                     if not fut.done():
                         fut.set_result(None)
+                _reply(replies)
                 await self._settle(looked | set(batch))
                 if now >= next_renew and self._hosted:
                     next_renew = now + self.hosting.lease_seconds / 3
@@ -267,6 +284,9 @@ class Engine:
                     pass
         finally:
             self._wake = None
+            left, self._inbox = self._inbox, {}
+            for asked in (a for waiting in left.values() for a in waiting):
+                self._let_go(asked)
             await self._abandon()
 
     def _take_records(self, batch: dict[str, list[Event]]) -> list[asyncio.Future[None]]:
@@ -324,39 +344,60 @@ class Engine:
             if row.id in self._taken:
                 continue
             self._taken.add(row.id)
-            self._answered.append(row.id)  # deleted with the batch that carries it out
             request = control.from_row(row)
-            if request is not None:
-                self._inbox.setdefault(row.run_id, []).append(request)
+            if request is None:
+                self._answered.append(row.id)  # not understood here: dropped
+            else:
+                self._inbox.setdefault(row.run_id, []).append(Asked(request, row=row.id))
 
-    def _take_requests(self, now: float, batch: dict[str, list[Event]]) -> None:
+    def _take_requests(self, now: float, batch: dict[str, list[Event]]) -> list[tuple[asyncio.Future[str], Any]]:
+        """Carry out the requests for hosted runs into ``batch``; returns the replies to give
+        (``"done"`` or the error) once the batch is committed."""
         if self._stop_reason is not None:
             for run_id, running in self._hosted.items():
                 if run_id not in self._held:
                     self._dirty[run_id] = None  # what is not running is let go of this turn
                 if running.state.status == RUNNING:
-                    self._inbox.setdefault(run_id, []).append(control.Pause(self._stop_reason))
+                    self._inbox.setdefault(run_id, []).append(Asked(control.Pause(self._stop_reason)))
             self._stop_reason = None
+        replies: list[tuple[asyncio.Future[str], Any]] = []
         inbox, self._inbox = self._inbox, {}
-        for run_id, requests in inbox.items():
+        for run_id, waiting in inbox.items():
             if run_id in self._held:  # a direct request is being carried out: these wait for it
-                self._inbox.setdefault(run_id, []).extend(requests)
+                self._inbox.setdefault(run_id, []).extend(waiting)
                 continue
             h = self._hosted.get(run_id)
-            if h is None:
+            if h is None:  # let go of since they were asked: whoever holds the run next carries them out
+                for asked in waiting:
+                    self._let_go(asked)
                 continue
             self._dirty[run_id] = None
-            for request in requests:
+            for asked in waiting:
+                if asked.row is not None:
+                    self._answered.append(asked.row)  # deleted with the batch that carries it out
                 try:
-                    events = control.events_for(h.state, request, now)
-                except (RunStateError, ConfigError):
-                    continue  # done already, or no longer possible: nothing to do
+                    events = control.events_for(h.state, asked.request, now)
+                except (RunStateError, ConfigError) as exc:
+                    if asked.reply is not None:  # the caller hears why; another process's request is done already
+                        replies.append((asked.reply, exc))
+                    continue
                 for ev in events:
                     self._add(h.state, ev, batch)
-                if control.stops(request):
+                if control.stops(asked.request):
                     h.stop()
-                if isinstance(request, control.RevisePlan):
+                if isinstance(asked.request, control.RevisePlan):
                     h.state.policies = rules.retry_policies(h.state.plan, h.registry)
+                if asked.reply is not None:
+                    replies.append((asked.reply, "done"))
+        return replies
+
+    def _let_go(self, asked: Asked) -> None:
+        """A request for a run no longer hosted here: its caller carries it out itself; a stored
+        one is left in the store for whoever adopts the run."""
+        if asked.reply is not None and not asked.reply.done():
+            asked.reply.set_result(AGAIN)
+        if asked.row is not None:
+            self._taken.discard(asked.row)
 
     def _advance(self, now: float, batch: dict[str, list[Event]]) -> None:
         """Ask the rules what is next for each run that needs a look; start what may start."""
@@ -435,6 +476,16 @@ class Engine:
         self._starved.clear()
         if self._hosted:
             await self.hosting.release(*self._hosted)
+
+
+def _reply(replies: list[tuple[asyncio.Future[str], Any]]) -> None:
+    for fut, outcome in replies:
+        if fut.done():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
 
 __all__ = ["Engine"]

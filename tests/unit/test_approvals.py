@@ -96,7 +96,11 @@ async def test_a_decision_reaches_the_engine_that_runs_the_run(db_path: Path) ->
     task = asyncio.create_task(app.engine().run_until_settled())
     while not (await app.state(run_id)).steps["ok"].units:  # the approval was asked for
         await asyncio.sleep(0.01)
-    assert await app.engine().control(run_id, control.ApproveStep("ok", by="ana")) == "requested"
+    # the engine's own loop carries it out, and it returns once the decision is committed
+    assert await app.engine().control(run_id, control.ApproveStep("ok", by="ana")) == "done"
+    assert (await app.state(run_id)).steps["ok"].status == "succeeded"
+    with pytest.raises(RunStateError, match=r"step ok|already ended"):  # decided: the caller hears so, as when not hosted
+        await app.engine().control(run_id, control.ApproveStep("ok", by="bo"))
     await task
     assert (await app.report(run_id)).status == "succeeded"
     assert sorted(ran) == ["send x", "slow"]

@@ -236,7 +236,7 @@ async def test_pause_interrupts_and_resume_reruns_with_the_same_key(make_app: An
     run_id = await app.start({"goal": "g", "steps": [{"id": "mail", "tool": "send"}]})
     task = asyncio.create_task(app.engine().run_until_settled())
     await gate.wait()
-    assert await app.pause(run_id, "lunch") == "requested"
+    assert await app.pause(run_id, "lunch") == "done"  # the loop here committed it
     await task
     report = await app.report(run_id)
     assert report.status == "paused" and report.reason == "lunch"
