@@ -101,6 +101,11 @@ class Worker:
         # itself (when nobody could beat) does not look like every other worker went silent
         self._reachable_since = math.inf  # set by the first heartbeat
         self._taking = 0  # units the transaction under way took, to launch once it commits
+        # runs of a claim whose commit's outcome is unknown (the store went away as it committed):
+        # if it landed, the queue holds units for this worker that it does not run, and that no
+        # other worker takes while this one beats; the next claim writes these runs again, which
+        # finds such units and runs them again (see FleetWriter.write)
+        self._unsure: dict[str, dict[str, Any]] = {}
         self._snapshots = Snapshots()
 
     # --- what this worker may take --------------------------------------------------------
@@ -164,7 +169,8 @@ class Worker:
                 freed = self.attempts.running < running
                 running = self.attempts.running
                 # claims only under a fresh heartbeat, and when there may be something new to take
-                if self._stop_at is None and now < self._alive_until and (changed or freed or now >= self._due):
+                if self._stop_at is None and now < self._alive_until and (
+                        changed or freed or now >= self._due or self._unsure):
                     self._due = math.inf  # until the next sleep asks the store when the next comes due
                     await self._claim(now)
                 if now - self._beaten >= self.lease_seconds / 3:
@@ -191,7 +197,7 @@ class Worker:
         deadline = self._beaten + self.lease_seconds / 3
         if self._stop_at is not None:
             deadline = min(deadline, self._stop_at)
-        if self._reports:
+        if self._reports or self._unsure:
             deadline = min(deadline, now + 0.5)  # the store was unreachable: try again soon
         elif self._stop_at is None and self.attempts.running < self.attempts.max_concurrency:
             if self._due == math.inf:
@@ -305,6 +311,7 @@ class Worker:
         except StoreError as exc:
             log.warning("worker %s: cannot read the queue: %s", self.id, exc)
             return
+        unsure, self._unsure = self._unsure, {}
         runs: dict[str, DueTask] = {}
         useful: set[str] = set()
         for t in due:
@@ -323,6 +330,9 @@ class Worker:
                 # runs whose tools have fleet-wide limits lock those tools' rows: one transaction each,
                 # so that no two transactions lock tools in different orders
                 (alone if any(_has_limits(tool) for tool in registry) else together).append(write)
+        written = {w[0] for w in together + alone}
+        # each alone, waiting for the run's lock if another writer holds it (it must be looked at)
+        alone += [(r, Inputs(), {**options, "wait": True}) for r, options in unsure.items() if r not in written]
         # one transaction for the others: runs another writer holds are skipped, so it waits for none
         for batch in ([together] if together else []) + [[w] for w in alone]:
             await self._transact(batch, claim=True)
@@ -363,6 +373,8 @@ class Worker:
                         decided[run_id] = got
         except StoreError as exc:
             self._reachable_since = math.inf  # until the next heartbeat lands
+            if claim:
+                self._unsure.update((run_id, options) for run_id, _, options in writes)
             for run_id, _, _ in writes:
                 h = self.runs.get(run_id)
                 if h is not None:
@@ -391,14 +403,14 @@ class Worker:
 
     async def _decide(self, run_id: str, inputs: Inputs, now: float, *, claim: bool = False,
                       revision: _Reports | None = None, registry: Registry | None = None,
-                      hand_over: bool = False) -> tuple[Hosted, Written] | None:
+                      hand_over: bool = False, wait: bool = False) -> tuple[Hosted, Written] | None:
         """Inside a transaction: lock a run, catch up, write ``inputs``, start what this worker takes."""
         h = self.runs.get(run_id)
         if h is None and registry is None:
             return None
         if hand_over and await self.store.hand_over(run_id):
             log.info("worker %s takes over run %s: its approval's deadline came", self.id, run_id)
-        lock = await self.store.lock_run(run_id, now, skip_locked=claim)
+        lock = await self.store.lock_run(run_id, now, skip_locked=claim and not wait)
         if lock is None:
             return None
         if h is None:  # a run new here: its log is read under the lock, not before

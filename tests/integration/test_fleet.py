@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter
+from charter import Charter, StoreError
 
 TOOLS = '''
 import json, os, time
@@ -340,6 +340,48 @@ async def test_a_silent_workers_unit_is_taken_over_and_its_late_outcome_refused(
     assert "came too late" in silent.refused[0]
     assert [json.loads(line) for line in side.read_text().splitlines()] == [{"text": "x"}]
     app.close()
+
+
+async def test_a_claim_whose_commit_landed_unbeknown_to_its_worker_is_run_again(
+        db_path: Any, tools_file: Path, tmp_path: Path) -> None:
+    # The store goes away as it commits a claim (PostgreSQL stopped, a network cut): the commit
+    # landed, the worker heard an error. The queue holds units for a worker that does not run
+    # them and that beats, so no one else takes them: the worker must find them itself.
+    app = Charter(db_path, tools=[str(tools_file)])
+    run_id = await app.submit(plan(3))
+    wapp = Charter(db_path)
+    worker = wapp.worker(concurrency=3, lease_seconds=5)
+    store, decide = wapp.store, worker._decide
+    lost: list[str] = []
+
+    async def deciding(run: str, *args: Any, **kw: Any) -> Any:
+        if kw.get("claim") and not lost:
+            lost.append(run)  # this claim's commit lands, and the worker hears it failed
+        return await decide(run, *args, **kw)
+
+    commit = store._commit  # type: ignore[attr-defined]
+
+    async def committing() -> None:
+        await commit()
+        if len(lost) == 1:
+            lost.append("told")
+            raise StoreError("the connection broke as the commit went out (a test)")
+    worker._decide = deciding  # type: ignore[method-assign]
+    store._commit = committing  # type: ignore[attr-defined]
+    tasks = await _run_workers(worker)
+
+    async def succeeded() -> bool:
+        return await _status(app, run_id) == "succeeded"
+    await _until(succeeded)
+    await _stop([worker], tasks)
+    assert lost == [run_id, "told"]
+    events = await app.store.events(run_id)
+    interrupted = [e for e in events if e.type == "StepInterrupted"]
+    assert [(e.step, e.attempt) for e in interrupted] == [("numbers", 1)]
+    assert "lost track" in interrupted[0].reason
+    assert (await app.report(run_id)).output == "sum 5"  # 0 + 1 + 4
+    for a in (app, wapp):
+        a.close()
 
 
 async def test_tool_limits_hold_across_the_fleet(db_path: Any, tools_file: Path, tmp_path: Path) -> None:
