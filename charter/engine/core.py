@@ -274,7 +274,8 @@ class Engine:
                     await self.hosting.renew()
                 if not self._hosted:
                     break
-                if self._dirty or self.attempts.pending() or self._stop_reason or self._inbox.keys() - self._held:
+                waiting = self._inbox and self._inbox.keys() - self._held  # held runs' requests wait
+                if self._dirty or self.attempts.pending() or self._stop_reason or waiting:
                     continue
                 deadline = min(next_poll, next_renew, self._due[0][0] if self._due else math.inf)
                 self._wake.clear()
