@@ -18,7 +18,6 @@ import asyncio
 import heapq
 import math
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..clock import Clock, SystemClock
@@ -40,23 +39,15 @@ from ..workspace import Workspace
 from ..workspace.secrets import masked
 from . import control, fleet, rules
 from .attempts import Attempts
+from .control import Request
 from .hosting import Hosting
+from .inbox import AGAIN, Asked, Reply, Turns, answer, fail
 from .journal import revision_events
 from .leases import claimable, new_owner
 from .rules import RUNNING, RunState
 from .watchers import Feed, Watcher
 
 ACTIVE = (RUNNING, rules.AWAITING, rules.REPLANNING)
-AGAIN = "again"  # a reply: the run was let go of before the loop took the request
-
-
-@dataclass
-class Asked:
-    """A control request for a run this engine hosts, waiting for the loop to carry it out."""
-
-    request: control.Request
-    reply: asyncio.Future[str] | None = None  # a caller in this process waits for ``"done"`` or an error
-    row: int | None = None  # a stored request (another process's): deleted with the batch that carries it out
 
 
 class Engine:
@@ -110,6 +101,7 @@ class Engine:
         # runs adopted by a direct control request whose events are not committed yet: the
         # loop (running beside it, as `charter ui` does) leaves them alone until then
         self._held: set[str] = set()
+        self._turns = Turns()  # direct control requests: one at a time per run
 
     @property
     def model(self) -> Model | None:
@@ -169,13 +161,24 @@ class Engine:
         ``"requested"`` when another live process that runs it was asked. A run this one's loop
         drives is handed to the loop, and this returns once the loop has committed the request.
         """
-        if run_id in self._hosted and self._wake is not None:
-            reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            self._inbox.setdefault(run_id, []).append(Asked(request, reply))
-            self._wake_up()
-            if await reply != AGAIN:
-                return "done"
-            # the loop let go of the run before it took the request: carry it out as for any run
+        while True:
+            if self._loop_has(run_id):
+                reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+                self._inbox.setdefault(run_id, []).append(Asked(request, reply))
+                self._wake_up()
+                if await reply != AGAIN:
+                    return "done"
+                continue  # the loop let go of the run before it took the request: look again
+            async with self._turns.turn(run_id):
+                if self._loop_has(run_id):
+                    continue  # the loop took the run up while this waited its turn: ask it
+                return await self._control_here(run_id, request, registry)
+
+    def _loop_has(self, run_id: str) -> bool:
+        """Whether this engine's loop is running and drives the run (no direct request holds it)."""
+        return self._wake is not None and run_id in self._hosted and run_id not in self._held
+
+    async def _control_here(self, run_id: str, request: Request, registry: Registry | None) -> str:
         hosted_here = run_id in self._hosted
         if not hosted_here:
             row = await self.store.get_run(run_id)
@@ -213,7 +216,8 @@ class Engine:
         finally:
             self._held.discard(run_id)
             if run_id in self._hosted:
-                self._look_at(run_id)
+                self._dirty[run_id] = None
+            self._wake_up()  # the loop may have requests for it waiting, or nothing left to host
         return "done"
 
     def stop_all(self, reason: str) -> None:
@@ -254,20 +258,17 @@ class Engine:
                         await self._take_stored_requests()
                 replies = self._take_requests(now, batch)
                 looked = set(self._dirty)
-                self._advance(now, batch)
                 try:
+                    self._advance(now, batch)
                     await self._commit(batch)
                 except BaseException as exc:
-                    failed = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-                    for fut in recorded + [f for f, _ in replies]:
-                        if not fut.done():
-                            fut.set_exception(failed)
+                    fail([*recorded, *(f for f, _ in replies)], exc)
                     raise
                 self.attempts.go()
                 for fut in recorded:
                     if not fut.done():
                         fut.set_result(None)
-                _reply(replies)
+                answer(replies)
                 await self._settle(looked | set(batch))
                 if now >= next_renew and self._hosted:
                     next_renew = now + self.hosting.lease_seconds / 3
@@ -285,10 +286,12 @@ class Engine:
                     pass
         finally:
             self._wake = None
-            left, self._inbox = self._inbox, {}
-            for asked in (a for waiting in left.values() for a in waiting):
-                self._let_go(asked)
-            await self._abandon()
+            try:
+                await self._abandon()
+            finally:  # the runs are let go of first: callers waiting for the loop carry their requests out
+                left, self._inbox = self._inbox, {}
+                for asked in (a for waiting in left.values() for a in waiting):
+                    self._let_go(asked)
 
     def _take_records(self, batch: dict[str, list[Event]]) -> list[asyncio.Future[None]]:
         """Events that attempts asked to write (model and tool calls, effects), for this batch."""
@@ -351,17 +354,17 @@ class Engine:
             else:
                 self._inbox.setdefault(row.run_id, []).append(Asked(request, row=row.id))
 
-    def _take_requests(self, now: float, batch: dict[str, list[Event]]) -> list[tuple[asyncio.Future[str], Any]]:
+    def _take_requests(self, now: float, batch: dict[str, list[Event]]) -> list[Reply]:
         """Carry out the requests for hosted runs into ``batch``; returns the replies to give
         (``"done"`` or the error) once the batch is committed."""
         if self._stop_reason is not None:
             for run_id, running in self._hosted.items():
                 if run_id not in self._held:
                     self._dirty[run_id] = None  # what is not running is let go of this turn
-                if running.state.status == RUNNING:
+                if running.state.status in (RUNNING, rules.REPLANNING):
                     self._inbox.setdefault(run_id, []).append(Asked(control.Pause(self._stop_reason)))
             self._stop_reason = None
-        replies: list[tuple[asyncio.Future[str], Any]] = []
+        replies: list[Reply] = []
         inbox, self._inbox = self._inbox, {}
         for run_id, waiting in inbox.items():
             if run_id in self._held:  # a direct request is being carried out: these wait for it
@@ -378,8 +381,8 @@ class Engine:
                     self._answered.append(asked.row)  # deleted with the batch that carries it out
                 try:
                     events = control.events_for(h.state, asked.request, now)
-                except (RunStateError, ConfigError) as exc:
-                    if asked.reply is not None:  # the caller hears why; another process's request is done already
+                except Exception as exc:  # done already, or no longer possible (or a bug: the loop goes on)
+                    if asked.reply is not None:  # the caller hears why
                         replies.append((asked.reply, exc))
                     continue
                 for ev in events:
@@ -475,18 +478,9 @@ class Engine:
         self._dirty.clear()
         self._due.clear()
         self._starved.clear()
-        if self._hosted:
-            await self.hosting.release(*self._hosted)
-
-
-def _reply(replies: list[tuple[asyncio.Future[str], Any]]) -> None:
-    for fut, outcome in replies:
-        if fut.done():
-            continue
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(outcome)
+        free = [r for r in self._hosted if r not in self._held]  # a held run is its request's to let go of
+        if free:
+            await self.hosting.release(*free)
 
 
 __all__ = ["Engine"]

@@ -315,7 +315,7 @@ class Worker:
         runs: dict[str, DueTask] = {}
         useful: set[str] = set()
         for t in due:
-            if t.run_id in self.lacking:
+            if t.run_id in self.lacking or t.run_id in unsure:
                 continue
             runs.setdefault(t.run_id, t)
             if t.step in ("", REPLAN) or t.owner is not None or free > 0:  # a unit ready to run needs room
@@ -330,9 +330,8 @@ class Worker:
                 # runs whose tools have fleet-wide limits lock those tools' rows: one transaction each,
                 # so that no two transactions lock tools in different orders
                 (alone if any(_has_limits(tool) for tool in registry) else together).append(write)
-        written = {w[0] for w in together + alone}
-        # each alone, waiting for the run's lock if another writer holds it (it must be looked at)
-        alone += [(r, Inputs(), {**options, "wait": True}) for r, options in unsure.items() if r not in written]
+        # each alone, waiting for the run's lock if another writer holds it: it must be looked at
+        alone += [(r, Inputs(), {**options, "wait": True}) for r, options in unsure.items()]
         # one transaction for the others: runs another writer holds are skipped, so it waits for none
         for batch in ([together] if together else []) + [[w] for w in alone]:
             await self._transact(batch, claim=True)
