@@ -265,10 +265,7 @@ class Engine:
                     fail([*recorded, *(f for f, _ in replies)], exc)
                     raise
                 self.attempts.go()
-                for fut in recorded:
-                    if not fut.done():
-                        fut.set_result(None)
-                answer(replies)
+                answer([*((f, None) for f in recorded), *replies])
                 await self._settle(looked | set(batch))
                 if now >= next_renew and self._hosted:
                     next_renew = now + self.hosting.lease_seconds / 3
@@ -359,8 +356,7 @@ class Engine:
         (``"done"`` or the error) once the batch is committed."""
         if self._stop_reason is not None:
             for run_id, running in self._hosted.items():
-                if run_id not in self._held:
-                    self._dirty[run_id] = None  # what is not running is let go of this turn
+                self._dirty[run_id] = None  # what is not running is let go of this turn (held runs after)
                 if running.state.status in (RUNNING, rules.REPLANNING):
                     self._inbox.setdefault(run_id, []).append(Asked(control.Pause(self._stop_reason)))
             self._stop_reason = None

@@ -21,7 +21,7 @@ from . import control
 AGAIN = "again"  # a reply: the run was let go of before the loop took the request
 
 #: a caller's future and what to set it to once the batch is committed (``"done"`` or an error)
-Reply = tuple["asyncio.Future[str]", Any]
+Reply = tuple["asyncio.Future[Any]", Any]
 
 
 @dataclass
